@@ -1,0 +1,99 @@
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from aimonk.errors import CheckpointError
+
+FORMAT = "aimonk-checkpoint-v1"
+REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
+
+
+def save_atomic(obj: object, path: str | Path) -> Path:
+    """torch.save to a temporary file beside `path`, fsync, then rename: a crash leaves old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_safely(path: str | Path) -> dict:
+    """torch.load with weights_only=True; anything that is not plain data is refused, never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).splitlines()[0] if "Unsupported" not in str(error) else _unsupported_global(error)
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects, not plain weights ({reason}); nothing in it "
+            "was run. Only load checkpoints from sources you trust."
+        ) from None
+    except Exception as error:  # noqa: BLE001 - a corrupt zip, EOF, or wrong format raise many types
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not an aimonk checkpoint (holds a {type(data).__name__})")
+    return data
+
+
+def _unsupported_global(error: Exception) -> str:
+    for line in str(error).splitlines():
+        if "Unsupported global" in line:
+            return line.strip()
+    return "unsupported content"
+
+
+def load_checkpoint(
+    path: str | Path, attributes: list[str] | None = None, backbone: str | None = None
+) -> dict:
+    """A model checkpoint, refused with a clear message if malformed or not matching what is asked."""
+    data = load_safely(path)
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if data.get("format") != FORMAT or missing:
+        raise CheckpointError(f"{path}: not an aimonk model checkpoint (missing {', '.join(missing) or 'format'})")
+    if attributes is not None and list(attributes) != list(data["attributes"]):
+        raise CheckpointError(
+            f"{path}: the checkpoint predicts attributes {data['attributes']}, but {attributes} were asked for"
+        )
+    if backbone is not None and backbone != data["backbone"]:
+        raise CheckpointError(f"{path}: the checkpoint's backbone is {data['backbone']}, not {backbone}")
+    if len(data["thresholds"]) != len(data["attributes"]):
+        raise CheckpointError(f"{path}: {len(data['thresholds'])} thresholds for {len(data['attributes'])} attributes")
+    return data
+
+
+def save_thresholds(path: str | Path, thresholds: list[float]) -> None:
+    """Store per-attribute decision thresholds into an existing model checkpoint (atomically)."""
+    data = load_checkpoint(path)
+    if len(thresholds) != len(data["attributes"]):
+        raise CheckpointError(f"{path}: {len(thresholds)} thresholds for {len(data['attributes'])} attributes")
+    data["thresholds"] = [float(value) for value in thresholds]
+    save_atomic(data, path)

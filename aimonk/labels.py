@@ -1,0 +1,113 @@
+"""Read `labels.txt`: one line per image, `image_0.jpg 1 NA 0 1` (1 present, 0 absent, NA unknown)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from aimonk.errors import LabelFileError
+
+VALUES = {"1": 1.0, "0": 0.0, "NA": None}
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The parsed labels: `targets[i, j]` is meaningful only where `known[i, j]` is True."""
+
+    path: Path
+    filenames: list[str]
+    attributes: list[str]
+    targets: np.ndarray  # float32 (images, attributes); 0.0 where unknown
+    known: np.ndarray  # bool (images, attributes)
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def subset(self, rows: list[int] | np.ndarray) -> LabelTable:
+        """The table restricted to `rows`, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return LabelTable(
+            self.path,
+            [self.filenames[i] for i in rows],
+            list(self.attributes),
+            self.targets[rows],
+            self.known[rows],
+        )
+
+
+def read_labels(path: str | Path) -> LabelTable:
+    """Parse a labels file, rejecting anything doubtful with an error naming the file and line.
+
+    Tolerates a UTF-8 BOM, CRLF, tabs or repeated spaces, blank lines and a missing final newline.
+    An optional first line `filename Attr1 Attr2 ...` names the attributes (default `Attr1..AttrN`).
+    """
+    path = Path(path)
+    lines = _decode(path).splitlines()
+    numbered = [(number, line.split()) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise LabelFileError(path, None, "no label lines (the file is empty or blank)")
+
+    attributes = None
+    if _is_header(numbered[0][1]):
+        header_line, header = numbered.pop(0)
+        attributes = header[1:]
+        if len(set(attributes)) != len(attributes):
+            raise LabelFileError(path, header_line, f"duplicate attribute names in header {attributes}")
+        if not numbered:
+            raise LabelFileError(path, None, "a header but no label lines")
+
+    width = len(attributes) + 1 if attributes else len(numbered[0][1])
+    if width < 2:
+        raise LabelFileError(path, numbered[0][0], "expected a filename followed by at least one value")
+    filenames: list[str] = []
+    first_seen: dict[str, int] = {}
+    rows = np.zeros((len(numbered), width - 1), dtype=np.float32)
+    known = np.zeros_like(rows, dtype=bool)
+    for row, (number, tokens) in enumerate(numbered):
+        if len(tokens) != width:
+            raise LabelFileError(
+                path, number, f"expected {width} columns (a filename and {width - 1} values), found {len(tokens)}"
+            )
+        name = tokens[0]
+        _check_filename(path, number, name)
+        if name in first_seen:
+            raise LabelFileError(path, number, f"duplicate filename {name!r} (first on line {first_seen[name]})")
+        first_seen[name] = number
+        filenames.append(name)
+        for column, token in enumerate(tokens[1:]):
+            if token not in VALUES:
+                raise LabelFileError(
+                    path, number, f"value {token!r} in column {column + 2} is not one of 1, 0, NA"
+                )
+            value = VALUES[token]
+            known[row, column] = value is not None
+            rows[row, column] = value or 0.0
+    names = attributes or [f"Attr{j + 1}" for j in range(width - 1)]
+    return LabelTable(path, filenames, names, rows, known)
+
+
+def _decode(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LabelFileError(path, None, "labels file not found") from None
+    except OSError as error:
+        raise LabelFileError(path, None, f"cannot read labels file: {error.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise LabelFileError(path, line, "not valid UTF-8 text") from None
+
+
+def _is_header(tokens: list[str]) -> bool:
+    # A header names columns: no value is a label value and the first column is not a file name.
+    return "." not in tokens[0] and not any(token in VALUES for token in tokens[1:])
+
+
+def _check_filename(path: Path, line: int, name: str) -> None:
+    pure = PurePosixPath(name)
+    if "\\" in name or pure.is_absolute() or ".." in pure.parts or (len(name) > 1 and name[1] == ":"):
+        raise LabelFileError(path, line, f"filename {name!r} points outside the image folder")

@@ -1,0 +1,98 @@
+"""Load a checkpoint and predict attributes for image files, in batches, with per-attribute thresholds."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from aimonk.checkpoint import load_checkpoint
+from aimonk.data import ImageDataset, Preprocessing, collate_readable
+from aimonk.errors import CheckpointError
+from aimonk.features import backbone_autocast
+from aimonk.model import AttributeClassifier, build_model
+
+
+@dataclass
+class Prediction:
+    """One image's result: probabilities per attribute, or the reason it could not be read."""
+
+    path: Path
+    probabilities: list[float] | None = None
+    error: str | None = None
+
+
+class Predictor:
+    """A trained model ready for inference, with the attribute names and thresholds of its checkpoint."""
+
+    def __init__(self, checkpoint_path: str | Path, device: str = "cpu"):
+        checkpoint = load_checkpoint(checkpoint_path)
+        self.attributes: list[str] = list(checkpoint["attributes"])
+        self.thresholds: list[float] = [float(value) for value in checkpoint["thresholds"]]
+        self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
+        self.precision: str = checkpoint.get("precision", "fp32")
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.model = _model_from_checkpoint(checkpoint, Path(checkpoint_path)).to(
+            self.device, memory_format=torch.channels_last
+        )
+
+    def present(self, probabilities: Sequence[float]) -> list[str]:
+        """Names of the attributes whose probability reaches its threshold."""
+        return [name for name, p, t in zip(self.attributes, probabilities, self.thresholds, strict=True) if p >= t]
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Sigmoid outputs (batch, attributes) for preprocessed images (batch, 3, H, W)."""
+        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        with backbone_autocast(self.precision, self.device):
+            features = self.model.backbone(images)
+        return torch.sigmoid(self.model.head(features.float())).cpu()
+
+    def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 1) -> Iterator[Prediction]:
+        """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""
+        paths = [Path(path) for path in paths]
+        dummy = np.zeros((len(paths), 1), dtype=np.float32)
+        dataset = ImageDataset(paths, dummy, dummy > 0, self.preprocessing)
+        workers = num_workers if len(paths) > batch_size else 0  # a worker costs more than it saves for a few images
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable)
+        for batch in loader:
+            results = {index: Prediction(paths[index], error=message) for index, message in batch["errors"]}
+            if batch["image"] is not None:
+                rows = self.probabilities(batch["image"]).tolist()
+                for index, row in zip(batch["index"].tolist(), rows, strict=True):
+                    results[index] = Prediction(paths[index], probabilities=row)
+            yield from (results[index] for index in sorted(results))
+
+
+def _model_from_checkpoint(checkpoint: dict, path: Path) -> AttributeClassifier:
+    model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        detail = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise CheckpointError(f"{path}: weights do not fit a {checkpoint['backbone']} model ({detail})") from None
+    return model.eval()
+
+
+def expand_inputs(arguments: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files in them, in natural order (image_2 before image_10)."""
+    extensions = {extension.lower() for extension in Image.registered_extensions()}
+    paths: list[Path] = []
+    for argument in map(Path, arguments):
+        if argument.is_dir():
+            found = [p for p in argument.iterdir() if p.is_file() and p.suffix.lower() in extensions]
+            paths.extend(sorted(found, key=_natural_key))
+        else:
+            paths.append(argument)
+    return paths
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
