@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests never touch the network, ~/.cache or ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Feature cache and torch hub cache in a temporary folder, shared by the whole session."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AIMONK_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+    patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
+    yield
+    patch.undo()
+
+
+def write_dataset(folder: Path, rows: list[str], size: int = 40, seed: int = 0) -> Path:
+    """A small dataset: `rows` are label lines; each named image is drawn with a colour per row."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for line in rows:
+        name = line.split()[0]
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "images" / name, format="JPEG")
+    (folder / "labels.txt").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """24 random images with a mix of 1/0/NA labels over 3 attributes."""
+    values = ["1", "0", "NA"]
+    rows = [f"img_{i}.jpg {values[i % 3]} {values[(i + 1) % 2]} {values[(i // 3) % 3]}" for i in range(24)]
+    return write_dataset(tmp_path / "data", rows)
