@@ -1,0 +1,145 @@
+"""End to end on the embedded demo data: `aimonk train` then `aimonk predict`, outputs and checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from aimonk.checkpoint import load_checkpoint
+from aimonk.cli import main
+from aimonk.labels import read_labels
+from aimonk.plots import loss_curve_figure
+from aimonk.prediction import Predictor
+from aimonk.training import TrainConfig, epoch_plan, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`aimonk train --weights none` on the shipped demo data, with a short but learning schedule."""
+    out_dir = tmp_path_factory.mktemp("models")
+    argv = ["train", "--data-dir", str(ROOT), "--out-dir", str(out_dir), "--weights", "none",
+            "--lr", "1e-3", "--epochs", "20", "--no-progress"]
+    assert main(argv) == 0
+    return out_dir
+
+
+def test_training_writes_model_history_and_curve(demo_model: Path):
+    with open(demo_model / "loss_history.csv") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["iteration_number", "training_loss"]
+    assert [int(row[0]) for row in rows[1:]] == list(range(1, len(rows)))
+    batches_per_epoch = -(-len(load_checkpoint(demo_model / "aimonk_model.pth")["train_files"]) // 16)
+    assert len(rows) - 1 == 20 * batches_per_epoch
+    losses = [float(row[1]) for row in rows[1:]]
+    assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:20])
+    assert (demo_model / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_checkpoint_round_trips_with_weights_only(demo_model: Path):
+    raw = torch.load(demo_model / "aimonk_model.pth", weights_only=True)
+    checkpoint = load_checkpoint(demo_model / "aimonk_model.pth", attributes=["Attr1", "Attr2", "Attr3", "Attr4"])
+    assert raw.keys() == checkpoint.keys()
+    assert checkpoint["backbone"] == "resnet18" and checkpoint["weights_origin"] == "random"
+    assert checkpoint["thresholds"] == [0.5] * 4
+    assert checkpoint["preprocessing"]["image_size"] == 224
+    assert checkpoint["train_config"]["lr"] == 1e-3
+    assert len(checkpoint["train_files"]) + len(checkpoint["val_files"]) == 400
+    assert 70 <= len(checkpoint["val_files"]) <= 90  # about 20 %, as stratification allows
+    assert not set(checkpoint["train_files"]) & set(checkpoint["val_files"])
+    predictor = Predictor(demo_model / "aimonk_model.pth")
+    trained = predictor.model.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in checkpoint["state_dict"].items())
+
+
+def test_short_training_on_demo_data_beats_chance_clearly(demo_model: Path):
+    checkpoint = load_checkpoint(demo_model / "aimonk_model.pth")
+    table = read_labels(ROOT / "labels.txt")
+    val = table.subset([table.filenames.index(name) for name in checkpoint["val_files"]])
+    predictions = Predictor(demo_model / "aimonk_model.pth").predict([ROOT / "images" / n for n in val.filenames])
+    probabilities = np.array([prediction.probabilities for prediction in predictions])
+    aucs = [roc_auc_score(val.targets[val.known[:, j], j], probabilities[val.known[:, j], j]) for j in range(3)]
+    # Colour, circle and stripes are learnt from a random backbone; the small square (Attr4) is not.
+    assert min(aucs) > 0.9, aucs
+
+
+def test_predict_prints_attributes_per_image(demo_model: Path, capsys: pytest.CaptureFixture[str]):
+    images = [str(ROOT / "images" / f"image_{i}.jpg") for i in range(3)]
+    assert main(["predict", *images, "--model", str(demo_model / "aimonk_model.pth")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == images
+    names = {"Attr1", "Attr2", "Attr3", "Attr4", "none"}
+    assert all(set(line.split(": ")[1].split(", ")) <= names for line in lines)
+
+
+def test_predict_folder_as_json_with_probabilities(demo_model: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["predict", str(ROOT / "images"), "--model", str(demo_model / "aimonk_model.pth"), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 400
+    assert Path(records[10]["image"]).name == "image_10.jpg"  # natural order
+    for record in records[:20]:
+        assert set(record["probabilities"]) == {"Attr1", "Attr2", "Attr3", "Attr4"}
+        assert record["attributes"] == [name for name, p in record["probabilities"].items() if p >= 0.5]
+
+
+def test_thresholds_in_the_checkpoint_decide_what_is_printed(demo_model: Path, tmp_path: Path, capsys):
+    from aimonk.checkpoint import save_thresholds
+
+    model = tmp_path / "model.pth"
+    model.write_bytes((demo_model / "aimonk_model.pth").read_bytes())
+    image = str(ROOT / "images" / "image_0.jpg")
+    save_thresholds(model, [0.0, 0.0, 0.0, 0.0])
+    main(["predict", image, "--model", str(model)])
+    save_thresholds(model, [1.01, 1.01, 1.01, 1.01])
+    main(["predict", image, "--model", str(model)])
+    assert capsys.readouterr().out.splitlines() == [f"{image}: Attr1, Attr2, Attr3, Attr4", f"{image}: none"]
+
+
+def test_console_command_trains_and_predicts_from_the_current_directory(tmp_path: Path, small_dataset: Path):
+    """`aimonk train` defaults: images/ + labels.txt of the working directory, output to models/."""
+    aimonk = Path(sys.executable).with_name("aimonk")
+    train_run = subprocess.run(
+        [aimonk, "train", "--weights", "none", "--epochs", "1", "--image-size", "64", "--workers", "0"],
+        cwd=small_dataset, capture_output=True, text=True, timeout=300,
+    )
+    assert train_run.returncode == 0, train_run.stderr
+    assert (small_dataset / "models" / "aimonk_model.pth").is_file()
+    predict_run = subprocess.run([aimonk, "predict", "images"], cwd=small_dataset, capture_output=True, text=True,
+                                 timeout=300)
+    assert predict_run.returncode == 0, predict_run.stderr
+    assert len(predict_run.stdout.splitlines()) == 24
+
+
+def test_loss_curve_axes_and_title():
+    axes = loss_curve_figure([0.9, 0.7, 0.6]).axes[0]
+    assert axes.get_xlabel() == "iteration_number"
+    assert axes.get_ylabel() == "training_loss"
+    assert axes.get_title() == "Aimonk_multilabel_problem"
+    assert list(axes.lines[0].get_xdata()) == [1, 2, 3]
+
+
+def test_same_seed_repeats_a_run_and_another_seed_does_not(small_dataset: Path, tmp_path: Path):
+    def run(seed: int, out: str) -> list[float]:
+        config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path / out), weights="none", epochs=2,
+                             batch_size=4, lr=1e-3, seed=seed, image_size=64, num_workers=0, progress=False)
+        return train(config).history
+
+    assert run(0, "a") == run(0, "b")
+    assert run(0, "a") != run(1, "c")
+
+
+def test_epoch_plan_flips_each_image_once_per_epoch_and_varies_by_epoch():
+    plan = [pair for batch in epoch_plan(50, 16, seed=3, epoch=0) for pair in batch]
+    assert sorted(row for row, _ in plan) == list(range(50))
+    assert 10 < sum(flip for _, flip in plan) < 40
+    assert [len(batch) for batch in epoch_plan(50, 16, seed=3, epoch=0)] == [16, 16, 16, 2]
+    assert epoch_plan(50, 16, 3, 0) != epoch_plan(50, 16, 3, 1)
