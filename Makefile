@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  `make train`  and  `make test`.  Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The PyTorch build to install; override for another platform, e.g. make TORCH="torch torchvision" test
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup train test lint notebooks demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: setup  ## train on the embedded demo data (images/ + labels.txt) into models/
+	$(BIN)/aimonk train
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint  ## unit tests, then the notebooks under nbval; notebooks write to a temporary folder, not models/
+	$(BIN)/python -m pytest tests
+	AIMONK_NOTEBOOK_OUT_DIR=$$(mktemp -d) $(BIN)/python -m pytest --nbval notebooks
+
+notebooks: setup  ## re-execute the notebooks in place with default parameters (their committed outputs)
+	cd notebooks && for nb in 0*.ipynb; do ../$(BIN)/papermill --cwd . $$nb $$nb || exit 1; done
+
+demo: setup  ## regenerate the embedded demo dataset
+	$(BIN)/aimonk demo
+
+clean:
+	rm -rf $(VENV) models/*.pth models/*.png models/*.csv
