@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -40,11 +42,13 @@ class LabelTable:
 def read_labels(path: str | Path) -> LabelTable:
     """Parse a labels file, rejecting anything doubtful with an error naming the file and line.
 
-    Tolerates a UTF-8 BOM, CRLF, tabs or repeated spaces, blank lines and a missing final newline.
+    Tolerates a UTF-8 BOM, CRLF or CR line ends, tabs or repeated spaces, blank lines and a missing final newline.
     An optional first line `filename Attr1 Attr2 ...` names the attributes (default `Attr1..AttrN`).
+    Without a header the width is the one most rows have, so the error names the odd row even if it is the first.
     """
     path = Path(path)
-    lines = _decode(path).splitlines()
+    # Only CR/LF end a line (not str.splitlines' form feeds or U+2028), so line numbers match editors'.
+    lines = _decode(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     numbered = [(number, line.split()) for number, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise LabelFileError(path, None, "no label lines (the file is empty or blank)")
@@ -58,7 +62,7 @@ def read_labels(path: str | Path) -> LabelTable:
         if not numbered:
             raise LabelFileError(path, None, "a header but no label lines")
 
-    width = len(attributes) + 1 if attributes else len(numbered[0][1])
+    width = len(attributes) + 1 if attributes else Counter(len(tokens) for _, tokens in numbered).most_common(1)[0][0]
     if width < 2:
         raise LabelFileError(path, numbered[0][0], "expected a filename followed by at least one value")
     filenames: list[str] = []
@@ -72,9 +76,10 @@ def read_labels(path: str | Path) -> LabelTable:
             )
         name = tokens[0]
         _check_filename(path, number, name)
-        if name in first_seen:
-            raise LabelFileError(path, number, f"duplicate filename {name!r} (first on line {first_seen[name]})")
-        first_seen[name] = number
+        key = PurePosixPath(name).as_posix()  # `a.jpg` and `./a.jpg` are one file
+        if key in first_seen:
+            raise LabelFileError(path, number, f"duplicate filename {name!r} (first on line {first_seen[key]})")
+        first_seen[key] = number
         filenames.append(name)
         for column, token in enumerate(tokens[1:]):
             if token not in VALUES:
@@ -108,6 +113,8 @@ def _is_header(tokens: list[str]) -> bool:
 
 
 def _check_filename(path: Path, line: int, name: str) -> None:
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise LabelFileError(path, line, f"filename {name!r} contains a control character")
     pure = PurePosixPath(name)
     if "\\" in name or pure.is_absolute() or ".." in pure.parts or (len(name) > 1 and name[1] == ":"):
         raise LabelFileError(path, line, f"filename {name!r} points outside the image folder")
