@@ -1,0 +1,202 @@
+"""Per-attribute evaluation over known labels only, with bootstrap intervals, trivial baselines and a verdict."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+from aimonk.checkpoint import load_checkpoint
+from aimonk.data import report_unusable
+from aimonk.errors import AimonkError
+from aimonk.labels import LabelTable, read_labels
+
+METRICS = ("precision", "recall", "f1", "ap", "roc_auc")
+MIN_PER_CLASS = 5  # fewer known positives (or negatives) than this and an attribute is not judged
+
+
+@dataclass
+class Scores:
+    """Model probabilities for labelled images: `probabilities[i, j]` for `table.filenames[i]`, attribute j."""
+
+    table: LabelTable
+    probabilities: np.ndarray  # float (images, attributes)
+    image_dir: Path
+    thresholds: list[float]  # the checkpoint's
+
+
+def score_checkpoint(
+    model_path: str | Path,
+    labels_path: str | Path,
+    image_dir: str | Path,
+    include_training: bool = False,
+    device: str = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 1,
+) -> Scores:
+    """Probabilities for the validation images the checkpoint recorded at training time.
+
+    With `include_training`, every labelled image is scored instead (with a warning: training images flatter
+    the model). Unreadable or missing images are left out with a warning.
+    """
+    from aimonk.prediction import Predictor  # torch and torchvision: only when a model is actually scored
+
+    labelled = read_labels(labels_path)
+    checkpoint = load_checkpoint(model_path, attributes=labelled.attributes)
+    if include_training:
+        warnings.warn("scoring every labelled image: training images are included, so metrics are optimistic",
+                      stacklevel=2)
+        files = labelled.filenames
+    else:
+        files = list(checkpoint.get("val_files") or [])
+        if not files:
+            raise AimonkError(f"{model_path}: the checkpoint records no validation images (trained with "
+                              "val_fraction 0); retrain with a validation split, or score every labelled image "
+                              "(--all), training images included")
+    rows = {name: row for row, name in enumerate(labelled.filenames)}
+    unlabelled = [name for name in files if name not in rows]
+    if unlabelled:
+        raise AimonkError(f"{labels_path}: no label line for {len(unlabelled)} of the checkpoint's validation "
+                          f"images ({', '.join(unlabelled[:5])}); is this the labels file it was trained on?")
+    image_dir = Path(image_dir)
+    predictor = Predictor(model_path, device=device)
+    predictions = list(predictor.predict([image_dir / name for name in files], batch_size, num_workers))
+    report_unusable("unreadable or missing", [p.error for p in predictions if p.error], strict=False)
+    kept = [(rows[name], p.probabilities) for name, p in zip(files, predictions, strict=True) if not p.error]
+    if not kept:
+        raise AimonkError(f"{image_dir}: none of the {len(files)} images to score could be read")
+    table = labelled.subset([row for row, _ in kept])
+    probabilities = np.array([values for _, values in kept], dtype=np.float64)
+    return Scores(table, probabilities, image_dir, list(predictor.thresholds))
+
+
+def evaluate(
+    table: LabelTable,
+    probabilities: np.ndarray,
+    thresholds: Sequence[float] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """One row per attribute: counts, each metric with its bootstrap interval, baselines and a verdict.
+
+    Only known labels count. Precision, recall and F1 use `thresholds` (default 0.5); AP and ROC AUC do not.
+    Intervals are percentile bootstrap intervals over the attribute's known images, seeded; `n_bootstrap=0`
+    gives point estimates only. A metric that is undefined (one class only) is NaN, never an error.
+    """
+    thresholds = [0.5] * len(table.attributes) if thresholds is None else list(thresholds)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for j, name in enumerate(table.attributes):
+        known = table.known[:, j]
+        truth = table.targets[known, j] > 0.5
+        scores = np.asarray(probabilities, dtype=np.float64)[known, j]
+        row: dict[str, object] = {"attribute": name, "n": int(known.sum()), "positives": int(truth.sum()),
+                                  "negatives": int((~truth).sum())}
+        row["prevalence"] = truth.mean() if truth.size else np.nan
+        row["threshold"] = float(thresholds[j])
+        point = point_metrics(truth, scores, thresholds[j])
+        samples = rng.integers(0, truth.size, size=(n_bootstrap, truth.size)) if truth.size else []
+        resampled = [point_metrics(truth[sample], scores[sample], thresholds[j]) for sample in samples]
+        for metric in METRICS:
+            low, high = percentile_interval([values[metric] for values in resampled], confidence)
+            row.update({metric: point[metric], f"{metric}_low": low, f"{metric}_high": high})
+        row["f1_all_positive"] = baselines_for(truth)["all positive"]["f1"]
+        row["verdict"] = verdict(row)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("attribute")
+
+
+def point_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Precision, recall, F1 at `threshold`, average precision and ROC AUC; NaN where undefined."""
+    nan = float("nan")
+    if truth.size == 0:
+        return dict.fromkeys(METRICS, nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        precision, recall, f1, _ = precision_recall_fscore_support(
+            truth, scores >= threshold, average="binary", pos_label=True, zero_division=np.nan
+        )
+        ap = average_precision_score(truth, scores) if truth.any() else nan
+    auc = roc_auc_score(truth, scores) if 0 < truth.sum() < truth.size else nan
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "ap": float(ap),
+            "roc_auc": float(auc)}
+
+
+def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The central `confidence` interval of the finite values (resamples where a metric is defined)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def baselines_for(truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """What trivial predictors score on these labels: always positive, always negative, or guessing.
+
+    "prevalence" guesses positive at random with the attribute's prevalence p; its expected precision, recall
+    and F1 are all p. Constant scores rank nothing, so AP equals p and ROC AUC 0.5 for all three.
+    """
+    p = float(truth.mean()) if truth.size else float("nan")
+    ranking = {"ap": p, "roc_auc": 0.5}
+    return {
+        "all positive": {**point_metrics(truth, np.ones(truth.shape), 0.5), **ranking},
+        "all negative": {**point_metrics(truth, np.zeros(truth.shape), 0.5), **ranking},
+        "prevalence": {"precision": p, "recall": p, "f1": p, **ranking},
+    }
+
+
+def baselines(table: LabelTable) -> pd.DataFrame:
+    """The trivial baselines per attribute: rows (attribute, baseline), columns the metrics."""
+    rows = [
+        {"attribute": name, "baseline": baseline, **values}
+        for j, name in enumerate(table.attributes)
+        for baseline, values in baselines_for(table.targets[table.known[:, j], j] > 0.5).items()
+    ]
+    return pd.DataFrame(rows).set_index(["attribute", "baseline"])
+
+
+def verdict(row: dict) -> str:
+    """A plain-language judgement of one attribute from its counts, AUC interval and F1."""
+    if min(row["positives"], row["negatives"]) < MIN_PER_CLASS:
+        return (f"not judged: too few known positives/negatives ({row['positives']}/{row['negatives']}, "
+                f"fewer than {MIN_PER_CLASS})")
+    low, high = row["roc_auc_low"], row["roc_auc_high"]
+    if np.isnan(low):
+        return "not judged: no confidence interval (bootstrap off)"
+    if low <= 0.5 <= high:
+        return "no better than chance (AUC interval contains 0.5)"
+    if high < 0.5:
+        return "worse than chance (AUC interval below 0.5)"
+    if row["f1"] <= row["f1_all_positive"]:
+        return "better than chance at ranking, but F1 no better than predicting all positive"
+    return "better than chance"
+
+
+def format_table(results: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """The evaluation table for reading: `0.83 [0.75, 0.90]` per metric, the verdict last."""
+
+    def cell(row: pd.Series, metric: str) -> str:
+        if np.isnan(row[metric]):
+            return "n/a"
+        if np.isnan(row[f"{metric}_low"]):
+            return f"{row[metric]:.{digits}f}"
+        return f"{row[metric]:.{digits}f} [{row[f'{metric}_low']:.{digits}f}, {row[f'{metric}_high']:.{digits}f}]"
+
+    shown = results[["n", "positives", "negatives"]].copy()
+    shown["prevalence"] = results["prevalence"].map(f"{{:.{digits}f}}".format)
+    shown["threshold"] = results["threshold"].map(f"{{:.{digits}f}}".format)
+    for metric in METRICS:
+        shown[metric] = results.apply(cell, axis=1, metric=metric)
+    shown["F1 all-positive"] = results["f1_all_positive"].map(f"{{:.{digits}f}}".format)
+    shown["verdict"] = results["verdict"]
+    return shown

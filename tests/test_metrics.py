@@ -1,0 +1,117 @@
+"""Per-attribute evaluation: known labels only, seeded bootstrap intervals, baselines, plain-language verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from aimonk.labels import LabelTable
+from aimonk.metrics import baselines, evaluate, format_table
+
+
+def make_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:
+    targets = np.asarray(targets, dtype=np.float32).reshape(len(targets), -1)
+    known = np.ones(targets.shape, dtype=bool) if known is None else np.asarray(known).reshape(targets.shape)
+    names = [f"Attr{j + 1}" for j in range(targets.shape[1])]
+    return LabelTable(Path("labels.txt"), [f"image_{i}.jpg" for i in range(len(targets))], names, targets, known)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def test_a_perfect_ranking_scores_one_and_beats_chance(rng: np.random.Generator):
+    truth = rng.random(80) < 0.4
+    scores = np.where(truth, rng.uniform(0.6, 1.0, 80), rng.uniform(0.0, 0.4, 80))
+    row = evaluate(make_table(truth), scores[:, None], n_bootstrap=200).loc["Attr1"]
+    for metric in ("precision", "recall", "f1", "ap", "roc_auc"):
+        assert row[metric] == pytest.approx(1.0)
+        assert row[f"{metric}_low"] <= row[metric] <= row[f"{metric}_high"]
+    assert (row["n"], row["positives"], row["negatives"]) == (80, truth.sum(), 80 - truth.sum())
+    assert row["verdict"] == "better than chance"
+
+
+def test_scores_unrelated_to_labels_are_called_no_better_than_chance(rng: np.random.Generator):
+    truth = rng.random(200) < 0.5
+    results = evaluate(make_table(truth), rng.random((200, 1)), n_bootstrap=300)
+    row = results.loc["Attr1"]
+    assert row["roc_auc_low"] < 0.5 < row["roc_auc_high"]
+    assert row["verdict"].startswith("no better than chance")
+
+
+def test_point_estimates_match_sklearn_and_use_the_thresholds(rng: np.random.Generator):
+    truth = rng.random(100) < 0.3
+    scores = np.clip(truth * 0.3 + rng.random(100) * 0.7, 0, 1)
+    low, high = evaluate(make_table(np.stack([truth, truth], 1)), np.stack([scores, scores], 1), [0.2, 0.8], 0).loc[
+        ["Attr1", "Attr2"]
+    ].itertuples()
+    assert low.f1 == pytest.approx(f1_score(truth, scores >= 0.2))
+    assert high.f1 == pytest.approx(f1_score(truth, scores >= 0.8))
+    assert low.recall > high.recall
+    assert low.roc_auc == high.roc_auc == pytest.approx(roc_auc_score(truth, scores))
+    assert np.isnan(low.roc_auc_low)  # n_bootstrap=0: point estimates only
+    assert low.verdict.startswith("not judged")
+
+
+def test_unknown_labels_are_ignored(rng: np.random.Generator):
+    truth = rng.random(60) < 0.5
+    known = rng.random(60) < 0.7
+    scores = truth.astype(float)
+    scores[~known] = 1 - scores[~known]  # wrong wherever the label is NA: must not count
+    row = evaluate(make_table(truth, known), scores[:, None], n_bootstrap=50).loc["Attr1"]
+    assert row["n"] == known.sum()
+    assert row["roc_auc"] == row["f1"] == 1.0
+
+
+def test_an_attribute_with_one_class_does_not_crash_and_is_not_judged(rng: np.random.Generator):
+    truth = np.stack([rng.random(40) < 0.5, np.ones(40, dtype=bool), np.zeros(40, dtype=bool)], 1)
+    known = np.ones_like(truth)
+    known[:, 0] = False  # an attribute with no known label at all
+    results = evaluate(make_table(truth, known), rng.random((40, 3)), n_bootstrap=50)
+    assert results["roc_auc"].isna().all()
+    assert results.loc["Attr1", "n"] == 0
+    assert all(verdict.startswith("not judged: too few") for verdict in results["verdict"])
+    assert results.loc["Attr2", "recall"] >= 0  # defined: there are positives
+    assert np.isnan(results.loc["Attr3", "ap"])  # undefined: there are none
+    assert "n/a" in format_table(results).loc["Attr3", "roc_auc"]
+
+
+def test_bootstrap_is_seeded(rng: np.random.Generator):
+    truth, scores = rng.random(50) < 0.5, rng.random((50, 1))
+    table = make_table(truth)
+    first, again = (evaluate(table, scores, n_bootstrap=100, seed=1) for _ in range(2))
+    other = evaluate(table, scores, n_bootstrap=100, seed=2)
+    assert first.equals(again)
+    assert first.loc["Attr1", "roc_auc_low"] != other.loc["Attr1", "roc_auc_low"]
+
+
+def test_a_ranking_that_beats_chance_but_not_the_all_positive_f1_says_so(rng: np.random.Generator):
+    truth = rng.random(200) < 0.9
+    scores = np.where(truth, rng.uniform(0.1, 0.6, 200), rng.uniform(0.0, 0.3, 200))  # mostly below 0.5
+    row = evaluate(make_table(truth), scores[:, None], n_bootstrap=100).loc["Attr1"]
+    assert row["roc_auc_low"] > 0.5 and row["f1"] < row["f1_all_positive"]
+    assert "no better than predicting all positive" in row["verdict"]
+
+
+def test_baselines_are_the_trivial_predictors():
+    truth = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0], dtype=bool)  # prevalence 0.3
+    table = baselines(make_table(truth)).loc["Attr1"]
+    assert table.loc["all positive"].to_dict() == pytest.approx(
+        {"precision": 0.3, "recall": 1.0, "f1": 2 * 0.3 / 1.3, "ap": 0.3, "roc_auc": 0.5}
+    )
+    assert table.loc["all negative", "recall"] == table.loc["all negative", "f1"] == 0
+    assert np.isnan(table.loc["all negative", "precision"])  # nothing predicted positive
+    assert table.loc["prevalence"].to_dict() == pytest.approx(
+        {"precision": 0.3, "recall": 0.3, "f1": 0.3, "ap": 0.3, "roc_auc": 0.5}
+    )
+
+
+def test_format_table_shows_intervals_and_verdicts(rng: np.random.Generator):
+    truth = rng.random(60) < 0.5
+    shown = format_table(evaluate(make_table(truth), truth[:, None] * 0.5 + 0.25, n_bootstrap=20))
+    assert shown.loc["Attr1", "roc_auc"] == "1.00 [1.00, 1.00]"
+    assert list(shown.columns)[-1] == "verdict"

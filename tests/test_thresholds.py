@@ -1,0 +1,42 @@
+"""Per-attribute thresholds tuned for F1 on validation labels, with a fallback where F1 is undefined."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from aimonk.labels import LabelTable
+from aimonk.thresholds import best_f1_threshold, tune_thresholds
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_threshold_reaches_the_best_f1_over_all_cut_points(seed: int):
+    rng = np.random.default_rng(seed)
+    truth = rng.random(120) < 0.3
+    scores = np.round(np.clip(0.3 * truth + rng.random(120) * 0.7, 0, 1), 2)  # rounding makes ties
+    threshold = best_f1_threshold(truth, scores)
+    best = max(f1_score(truth, scores >= cut) for cut in np.unique(scores))
+    assert f1_score(truth, scores >= threshold) == pytest.approx(best)
+    assert threshold in scores
+
+
+def test_separable_scores_get_a_threshold_between_the_classes():
+    truth = np.array([0, 0, 0, 1, 1], dtype=bool)
+    assert best_f1_threshold(truth, np.array([0.05, 0.1, 0.2, 0.3, 0.9])) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("truth", [[0, 0, 0], [1, 1, 1], []])
+def test_without_both_classes_the_default_is_kept(truth: list[int]):
+    assert best_f1_threshold(np.array(truth, dtype=bool), np.linspace(0, 1, len(truth))) == 0.5
+
+
+def test_tuning_uses_known_labels_only():
+    targets = np.array([[0], [0], [1], [1], [0], [1]], dtype=np.float32)
+    known = np.array([[True], [True], [True], [True], [False], [False]])
+    # Unknown rows would pull the threshold up (a high-scoring "negative") or down (a low-scoring "positive").
+    probabilities = np.array([[0.1], [0.2], [0.6], [0.7], [0.95], [0.05]])
+    table = LabelTable(Path("labels.txt"), [f"{i}.jpg" for i in range(6)], ["Attr1"], targets, known)
+    assert tune_thresholds(table, probabilities) == [pytest.approx(0.6)]
