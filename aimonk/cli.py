@@ -76,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(run=run_predict)
 
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on the validation images it held out")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL)
+    evaluate.add_argument("--data-dir", default=".", help="folder with images/ and labels.txt")
+    evaluate.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
+    evaluate.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the confidence intervals")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    evaluate.add_argument("--all", action="store_true",
+                          help="score every labelled image, training images included (optimistic)")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--workers", type=int, default=1)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=run_evaluate)
+
     demo = commands.add_parser("demo", help="regenerate the embedded demo dataset (images/ + labels.txt)")
     demo.add_argument("--out-dir", default=".")
     demo.add_argument("--n-images", type=int, default=400)
@@ -128,6 +142,28 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"{prediction.path}: {', '.join(present) or 'none'}")
         sys.stdout.flush()
     return 1 if failures else 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from aimonk.metrics import evaluate, format_table, score_checkpoint
+
+    if args.bootstrap < 0:
+        raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+    data_dir = Path(args.data_dir)
+    scores = score_checkpoint(
+        args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
+        Path(args.image_dir) if args.image_dir else data_dir / "images",
+        include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+    )
+    results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
+    which = "all labelled images (training included)" if args.all else "the validation images held out at training"
+    print(f"{args.model} on {len(scores.table)} of {which}; metrics over known labels, "
+          f"[{args.bootstrap}-resample bootstrap 95% interval]")
+    with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
+        print(format_table(results).to_string())
+    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,116 @@
+"""`aimonk evaluate`: the metrics table of a checkpoint on the validation images it held out at training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_dataset
+
+from aimonk.checkpoint import load_checkpoint, save_thresholds
+from aimonk.cli import main
+from aimonk.metrics import score_checkpoint
+from aimonk.prediction import Predictor
+from aimonk.training import TrainConfig, train
+
+
+def _train(data: Path, out_dir: Path, val_fraction: float) -> Path:
+    config = TrainConfig(data_dir=str(data), out_dir=str(out_dir), weights="none", image_size=64, epochs=1,
+                         val_fraction=val_fraction, progress=False, num_workers=0)
+    return train(config).model_path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 images, two attributes with both classes and some NA."""
+    values = ["1", "0", "NA", "1", "0"]
+    rows = [f"img_{i}.jpg {values[i % 5]} {values[(i // 2) % 5]}" for i in range(40)]
+    return write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
+
+
+@pytest.fixture(scope="module")
+def model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(dataset, tmp_path_factory.mktemp("models"), val_fraction=0.25)
+
+
+def _evaluate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["evaluate", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_prints_a_row_per_attribute_with_intervals_for_the_held_out_images(model, dataset, capsys):
+    code, out, err = _evaluate(capsys, "--model", str(model), "--data-dir", str(dataset), "--bootstrap", "50")
+    assert code == 0, err
+    n_val = len(load_checkpoint(model)["val_files"])
+    assert f"on {n_val} of the validation images" in out
+    rows = [line for line in out.splitlines() if line.startswith("Attr")]
+    assert [row.split()[0] for row in rows] == ["Attr1", "Attr2"]
+    assert all(row.count("[") >= 4 for row in rows)  # AP and ROC AUC at least carry an interval
+    assert "verdict" in out and err == ""
+
+
+def test_scores_are_the_predictors_on_the_recorded_validation_files(model, dataset):
+    scores = score_checkpoint(model, dataset / "labels.txt", dataset / "images")
+    val_files = load_checkpoint(model)["val_files"]
+    assert scores.table.filenames == val_files
+    expected = [p.probabilities for p in Predictor(model).predict([dataset / "images" / f for f in val_files])]
+    np.testing.assert_allclose(scores.probabilities, expected)
+
+
+def test_same_seed_prints_the_same_table(model, dataset, capsys):
+    argv = ("--model", str(model), "--data-dir", str(dataset), "--bootstrap", "30", "--seed", "3")
+    assert _evaluate(capsys, *argv) == _evaluate(capsys, *argv)
+
+
+def test_all_scores_every_labelled_image_with_a_warning(model, dataset, capsys):
+    code, out, err = _evaluate(capsys, "--model", str(model), "--data-dir", str(dataset), "--bootstrap", "0", "--all")
+    assert code == 0
+    assert "on 40 of all labelled images" in out
+    assert "training images are included" in err
+
+
+def test_the_checkpoints_thresholds_are_used(model, dataset, tmp_path, capsys):
+    copy = tmp_path / "model.pth"
+    copy.write_bytes(model.read_bytes())
+    save_thresholds(copy, [0.25, 0.75])
+    code, out, _ = _evaluate(capsys, "--model", str(copy), "--data-dir", str(dataset), "--bootstrap", "0")
+    assert code == 0
+    thresholds = [line.split()[5] for line in out.splitlines() if line.startswith("Attr")]
+    assert thresholds == ["0.25", "0.75"]
+
+
+def test_a_missing_validation_image_is_skipped_with_a_warning(model, dataset, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    val_files = load_checkpoint(model)["val_files"]
+    for name in val_files[1:]:
+        (images / name).write_bytes((dataset / "images" / name).read_bytes())
+    code, out, err = _evaluate(capsys, "--model", str(model), "--labels", str(dataset / "labels.txt"),
+                               "--image-dir", str(images), "--bootstrap", "0")
+    assert code == 0
+    assert f"on {len(val_files) - 1} of the validation images" in out
+    assert "warning" in err and val_files[0] in err
+
+
+def test_a_checkpoint_without_validation_split_needs_all(dataset, tmp_path, capsys):
+    model = _train(dataset, tmp_path / "models", val_fraction=0)
+    code, out, err = _evaluate(capsys, "--model", str(model), "--data-dir", str(dataset))
+    assert code == 2 and out == ""
+    assert err.startswith("aimonk: error:") and "no validation images" in err and "--all" in err
+    assert _evaluate(capsys, "--model", str(model), "--data-dir", str(dataset), "--all", "--bootstrap", "0")[0] == 0
+
+
+def test_labels_with_other_attributes_are_refused(model, dataset, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("filename Colour Shape\n" + (dataset / "labels.txt").read_text())
+    code, _, err = _evaluate(capsys, "--model", str(model), "--labels", str(labels),
+                             "--image-dir", str(dataset / "images"))
+    assert code == 2 and "Attr1" in err and "Colour" in err
+
+
+@pytest.mark.parametrize("argv", [["--model", "nowhere.pth"], ["--bootstrap", "-1"]])
+def test_bad_input_is_one_line_and_exit_2(argv, dataset, capsys):
+    code, _, err = _evaluate(capsys, "--data-dir", str(dataset), *argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("aimonk: error:")
