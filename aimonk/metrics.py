@@ -16,6 +16,7 @@ from aimonk.checkpoint import load_checkpoint
 from aimonk.data import report_unusable
 from aimonk.errors import AimonkError
 from aimonk.labels import LabelTable, read_labels
+from aimonk.prediction import Predictor
 
 METRICS = ("precision", "recall", "f1", "ap", "roc_auc")
 MIN_PER_CLASS = 5  # fewer known positives (or negatives) than this and an attribute is not judged
@@ -45,8 +46,6 @@ def score_checkpoint(
     With `include_training`, every labelled image is scored instead (with a warning: training images flatter
     the model). Unreadable or missing images are left out with a warning.
     """
-    from aimonk.prediction import Predictor  # torch and torchvision: only when a model is actually scored
-
     labelled = read_labels(labels_path)
     checkpoint = load_checkpoint(model_path, attributes=labelled.attributes)
     if include_training:
