@@ -54,7 +54,8 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     EXIF orientation is applied; transparency is composited onto white; 16-bit and CMYK are converted.
     """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 if image.width * image.height > MAX_IMAGE_PIXELS:
@@ -64,13 +65,16 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
                     )
                 if min_size:
                     image.draft("RGB", (min_size, min_size))
-                return _to_rgb(ImageOps.exif_transpose(image))
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
     except ImageReadError:
         raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: image file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except Exception as error:  # noqa: BLE001 - damaged files make PIL raise many types; all mean "unreadable"
         raise ImageReadError(f"{path}: cannot read image ({error or type(error).__name__})") from None
+    for warning in caught:  # PIL's own warnings (e.g. corrupt EXIF) do not say which file
+        warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=2)
+    return rgb
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
