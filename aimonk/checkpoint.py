@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,12 +51,13 @@ def load_safely(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols; the outcome is reported below
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if "Unsupported" not in str(error) else _unsupported_global(error)
         raise CheckpointError(
-            f"{path}: refused: the file holds pickled Python objects, not plain weights ({reason}); nothing in it "
-            "was run. Only load checkpoints from sources you trust."
+            f"{path}: refused: not a file of plain weights ({_unpickling_reason(error)}); nothing in it was run. "
+            "Only load checkpoints from sources you trust."
         ) from None
     except Exception as error:  # noqa: BLE001 - a corrupt zip, EOF, or wrong format raise many types
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
@@ -64,11 +66,13 @@ def load_safely(path: str | Path) -> dict:
     return data
 
 
-def _unsupported_global(error: Exception) -> str:
+def _unpickling_reason(error: Exception) -> str:
+    """The one informative sentence of torch's long weights-only error message."""
     for line in str(error).splitlines():
-        if "Unsupported global" in line:
-            return line.strip()
-    return "unsupported content"
+        if "Unsupported" in line:
+            reason = line[line.index("Unsupported") :].split(". ")[0]
+            return f"it holds pickled Python objects: {reason}" if "global" in reason else reason
+    return "unreadable pickle data"
 
 
 def load_checkpoint(
@@ -79,6 +83,7 @@ def load_checkpoint(
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if data.get("format") != FORMAT or missing:
         raise CheckpointError(f"{path}: not an aimonk model checkpoint (missing {', '.join(missing) or 'format'})")
+    _check_types(path, data)
     if attributes is not None and list(attributes) != list(data["attributes"]):
         raise CheckpointError(
             f"{path}: the checkpoint predicts attributes {data['attributes']}, but {attributes} were asked for"
@@ -88,6 +93,23 @@ def load_checkpoint(
     if len(data["thresholds"]) != len(data["attributes"]):
         raise CheckpointError(f"{path}: {len(data['thresholds'])} thresholds for {len(data['attributes'])} attributes")
     return data
+
+
+def _check_types(path: Path | str, data: dict) -> None:
+    """Refuse a checkpoint whose entries have the right names but the wrong kind of content."""
+    valid = {
+        "state_dict": isinstance(data["state_dict"], dict)
+        and all(isinstance(value, torch.Tensor) for value in data["state_dict"].values()),
+        "attributes": isinstance(data["attributes"], list) and all(isinstance(a, str) for a in data["attributes"]),
+        "backbone": isinstance(data["backbone"], str),
+        "preprocessing": isinstance(data["preprocessing"], dict)
+        and {"image_size", "mean", "std"} <= data["preprocessing"].keys(),
+        "thresholds": isinstance(data["thresholds"], list)
+        and all(isinstance(t, (int, float)) for t in data["thresholds"]),
+    }
+    malformed = [key for key, ok in valid.items() if not ok]
+    if malformed:
+        raise CheckpointError(f"{path}: not an aimonk model checkpoint (malformed {', '.join(malformed)})")
 
 
 def save_thresholds(path: str | Path, thresholds: list[float]) -> None:

@@ -13,7 +13,8 @@ from torch import nn
 from torchvision import models
 from torchvision.models import WeightsEnum
 
-from aimonk.errors import WeightsUnavailableError
+from aimonk.checkpoint import load_safely
+from aimonk.errors import CheckpointError, WeightsUnavailableError
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,14 @@ def backbone_state_dict(spec: BackboneSpec, weights: str) -> tuple[dict | None, 
 
 
 def _state_dict_file(path: Path) -> tuple[dict, str]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path}: weights file not found (--weights expects auto, imagenet, none "
+                                      "or a path to a state-dict file)")
     try:
         data = path.read_bytes()
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsUnavailableError(f"{path}: weights file not found (--weights expects auto, imagenet, none "
-                                      "or a path to a state-dict file)") from None
-    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
-        raise WeightsUnavailableError(f"{path}: not a loadable state-dict file ({error})") from None
+        state = load_safely(path)
+    except (OSError, CheckpointError) as error:
+        raise WeightsUnavailableError(f"--weights {error}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # an aimonk checkpoint
         state = {k.removeprefix("backbone."): v for k, v in state["state_dict"].items() if k.startswith("backbone.")}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -1,0 +1,171 @@
+"""Checkpoints from elsewhere: pickled code never runs, damaged files and mismatched models are refused clearly."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_dataset
+
+from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic
+from aimonk.cli import main
+from aimonk.errors import CheckpointError, WeightsUnavailableError
+from aimonk.model import build_model
+from aimonk.prediction import Predictor
+from aimonk.training import STATE_FILE, TrainConfig, train
+
+
+class _Payload:
+    """Unpickling this opens (creates) the marker file: proof that code in the checkpoint ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model checkpoint of a tiny resnet18 over attributes Attr1..Attr3."""
+    rows = [f"img_{i}.jpg {i % 2} {(i // 2) % 2} NA" for i in range(12)]
+    data = write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
+    out = tmp_path_factory.mktemp("model")
+    config = TrainConfig(data_dir=str(data), out_dir=str(out), weights="none", image_size=32, epochs=1,
+                         num_workers=0, progress=False)
+    return train(config).model_path
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    write_dataset(tmp_path, ["x.jpg 1"], size=32)
+    return tmp_path / "images" / "x.jpg"
+
+
+def _crafted(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """A checkpoint-looking file carrying a payload, and the marker file the payload would create."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    path = tmp_path / f"crafted-{kind}.pth"
+    if kind == "torch-zip":
+        torch.save({"format": FORMAT, "state_dict": {"head.weight": _Payload(marker)}, "attributes": ["A"]}, path)
+    else:  # a legacy plain pickle file
+        path.write_bytes(pickle.dumps({"format": FORMAT, "state_dict": _Payload(marker)}, protocol=2))
+    return path, marker
+
+
+@pytest.mark.parametrize("kind", ["torch-zip", "plain-pickle"])
+def test_the_crafted_payload_is_live_when_loaded_unsafely(tmp_path, kind):
+    path, marker = _crafted(tmp_path, kind)
+    with contextlib.suppress(RuntimeError):  # a plain pickle runs, then fails torch's magic-number check
+        torch.load(path, weights_only=False)  # what an unsafe loader would do: proves the tests below can fail
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["torch-zip", "plain-pickle"])
+def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image):
+    path, marker = _crafted(tmp_path, kind)
+    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights .*nothing in it was run"):
+        load_safely(path)
+    with pytest.raises(CheckpointError, match=str(path)):
+        Predictor(path)
+    with pytest.raises(WeightsUnavailableError, match=r"refused"):
+        build_model(3, weights=str(path))
+    assert main(["predict", str(image), "--model", str(path)]) == 2
+    assert main(["train", "--data-dir", str(tmp_path), "--weights", str(path), "--out-dir", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all("refused" in line and str(path) in line for line in errors), errors
+    assert not marker.exists()
+
+
+def test_a_crafted_training_state_is_refused_on_resume(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    marker = tmp_path / "PAYLOAD_RAN"
+    torch.save({"format": "aimonk-train-state-v1", "config": _Payload(marker)}, out / STATE_FILE)
+    assert main(["train", "--resume", "--out-dir", str(out), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "refused" in error and STATE_FILE in error
+    assert not marker.exists()
+
+
+def _good_checkpoint() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "state_dict": {"w": torch.zeros(1000)}}, buffer)
+    return buffer.getvalue()
+
+
+DAMAGED = {
+    "empty": b"",
+    "text": b"hello, I am not a checkpoint\n",
+    "random-bytes": bytes(range(256)) * 4,
+    "truncated-half": _good_checkpoint()[: len(_good_checkpoint()) // 2],
+    "truncated-tail": _good_checkpoint()[:-10],
+    "zip-magic-then-garbage": b"PK\x03\x04" + bytes(100),
+}
+
+
+@pytest.mark.parametrize("content", DAMAGED.values(), ids=DAMAGED.keys())
+def test_damaged_files_are_refused_with_one_clear_line(tmp_path, content, capsys, image):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert main(["predict", str(image), "--model", str(path)]) == 2
+    assert capsys.readouterr().err == f"aimonk: error: {message}\n"
+
+
+def _altered(trained: Path, tmp_path: Path, **changes) -> Path:
+    data = load_checkpoint(trained)
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    return save_atomic(data, tmp_path / "altered.pth")
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"format": None}, "not an aimonk model checkpoint"),
+    ({"thresholds": None}, "missing thresholds"),
+    ({"format": "something-else"}, "not an aimonk model checkpoint"),
+    ({"thresholds": [0.5]}, "1 thresholds for 3 attributes"),
+    ({"preprocessing": {"image_size": 32}}, "malformed preprocessing"),
+    ({"attributes": "Attr1"}, "malformed attributes"),
+    ({"state_dict": {"head.weight": [1.0]}}, "malformed state_dict"),
+    ({"backbone": "resnet34"}, "weights do not fit a resnet34 model"),
+    ({"backbone": "vgg_unknown"}, "unknown backbone 'vgg_unknown'"),
+    ({"attributes": ["A", "B", "C", "D"], "thresholds": [0.5] * 4}, "weights do not fit a resnet18 model"),
+])
+def test_checkpoints_that_do_not_describe_their_model_are_refused(trained, tmp_path, changes, words, capsys, image):
+    path = _altered(trained, tmp_path, **changes)
+    assert main(["predict", str(image), "--model", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("aimonk: error: ") and error.count("\n") == 1 and words in error, error
+
+
+def test_training_state_is_not_a_model_checkpoint(trained):
+    with pytest.raises(CheckpointError, match="not an aimonk model checkpoint"):
+        load_checkpoint(trained.parent / STATE_FILE)
+
+
+def test_attributes_or_backbone_other_than_asked_are_refused(trained):
+    assert load_checkpoint(trained, ["Attr1", "Attr2", "Attr3"], "resnet18")["attributes"] == ["Attr1", "Attr2",
+                                                                                                 "Attr3"]
+    with pytest.raises(CheckpointError, match=r"predicts attributes \['Attr1', 'Attr2', 'Attr3'\], but \['Hat'"):
+        load_checkpoint(trained, attributes=["Hat", "Attr2", "Attr3"])
+    with pytest.raises(CheckpointError, match="backbone is resnet18, not resnet50"):
+        load_checkpoint(trained, backbone="resnet50")
+
+
+def test_backbone_weights_from_a_checkpoint_of_another_backbone_are_refused(trained):
+    backbone = build_model(2, weights=str(trained))[0].backbone  # same backbone: accepted
+    assert torch.equal(backbone.conv1.weight, load_checkpoint(trained)["state_dict"]["backbone.conv1.weight"])
+    with pytest.raises(WeightsUnavailableError, match="do not fit resnet50"):
+        build_model(2, "resnet50", weights=str(trained))
