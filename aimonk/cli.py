@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from aimonk.training import TrainConfig, train
+    from aimonk.training import TrainConfig, TrainingInterrupted, train
 
     config = TrainConfig(
         data_dir=args.data_dir, labels=args.labels, image_dir=args.image_dir, out_dir=args.out_dir,
@@ -112,9 +112,12 @@ def run_train(args: argparse.Namespace) -> int:
     )
     try:
         result = train(config, resume=args.resume)
-    except KeyboardInterrupt:
+    except TrainingInterrupted:
         print(f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {args.out_dir}",
               file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
         return 130
     data = result.data
     print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import random
+import signal
+import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +101,10 @@ class Data:
         return [self.table.filenames[i] for i in rows]
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, raised after the resumable state was saved."""
+
+
 @dataclass
 class TrainResult:
     model_path: Path
@@ -109,9 +116,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train and write the checkpoint, loss history and loss curve into `config.out_dir`.
 
     With `resume`, continue the run whose state was saved in `out_dir`, with that run's settings.
-    Ctrl-C saves the state (resume later) and re-raises KeyboardInterrupt.
+    Ctrl-C once training has begun saves the state (resume later) and raises TrainingInterrupted.
     """
     out_dir = Path(config.out_dir)
+    for name in (STATE_FILE, MODEL_FILE):
+        for stale in out_dir.glob(f".{name}.*.tmp"):  # left by a run killed while saving
+            stale.unlink()
     state = load_train_state(out_dir) if resume else None
     if state is not None:
         config = TrainConfig(**{**state["config"], "out_dir": str(out_dir), "progress": config.progress})
@@ -155,24 +165,42 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
                 loss = masked_bce_with_logits(logits, targets.to(device), known.to(device), pos_weight)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                history.append(loss.item())
-                step += 1
+                with held_interrupts():  # so a saved state never has the weights and the step count disagree
+                    optimizer.step()
+                    history.append(loss.item())
+                    step += 1
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.4f}")
                 if config.checkpoint_every and len(history) % config.checkpoint_every == 0:
                     save_state()
-            epoch, step = epoch + 1, 0
+            with held_interrupts():
+                epoch, step = epoch + 1, 0
             save_state()
+        model_path = save_model(out_dir / MODEL_FILE, model, config, data, weights_origin)
+        write_history(out_dir, history)
     except KeyboardInterrupt:
         save_state()
-        raise
+        raise TrainingInterrupted(str(out_dir / STATE_FILE)) from None
     finally:
         bar.close()
-
-    model_path = save_model(out_dir / MODEL_FILE, model, config, data, weights_origin)
-    write_history(out_dir, history)
     return TrainResult(model_path, history, data)
+
+
+@contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends; a no-op outside the main thread or under a foreign handler."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 def seed_everything(seed: int) -> None:
@@ -312,8 +340,11 @@ def load_train_state(out_dir: Path) -> dict:
     if not path.is_file():
         raise AimonkError(f"{path}: nothing to resume (no saved training state)")
     state = load_safely(path)
-    if state.get("format") != STATE_FORMAT:
+    keys = ("config", "model", "optimizer", "history", "epoch", "step", "train_files", "rng")
+    if state.get("format") != STATE_FORMAT or any(key not in state for key in keys):
         raise AimonkError(f"{path}: not an aimonk training state")
+    if not isinstance(state["config"], dict) or not state["config"].keys() <= {f.name for f in fields(TrainConfig)}:
+        raise AimonkError(f"{path}: the training state's settings are not those of this version of aimonk")
     return state
 
 
