@@ -130,8 +130,11 @@ def run_predict(args: argparse.Namespace) -> int:
     from aimonk.prediction import Predictor, expand_inputs
 
     predictor = Predictor(args.model, device=args.device)
+    paths = expand_inputs(args.paths)
+    if not paths:
+        raise AimonkError(f"no image files in {', '.join(args.paths)}")
     failures = 0
-    for prediction in predictor.predict(expand_inputs(args.paths), args.batch_size, args.workers):
+    for prediction in predictor.predict(paths, args.batch_size, args.workers):
         if prediction.error:
             failures += 1
             print(f"aimonk: error: {prediction.error}", file=sys.stderr)

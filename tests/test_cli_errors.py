@@ -1,0 +1,142 @@
+"""The CLI on bad input: exit code 2 and one line on stderr naming the problem, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_dataset
+
+from aimonk.cli import main
+from aimonk.training import STATE_FILE
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = write_dataset(tmp_path_factory.mktemp("data"), [f"img_{i}.jpg {i % 2} NA" for i in range(10)], size=32)
+    out = tmp_path_factory.mktemp("model")
+    assert main(["train", "--data-dir", str(data), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
+                 "--epochs", "1", "--workers", "0", "--no-progress"]) == 0
+    return out / "aimonk_model.pth"
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2} 1" for i in range(6)], size=32)
+
+
+def _train(data: Path, *options: str) -> list[str]:
+    return ["train", "--data-dir", str(data), "--out-dir", str(data.parent / "out"), "--weights", "none",
+            "--image-size", "32", "--epochs", "1", "--workers", "0", "--no-progress", *options]
+
+
+def _one_error_line(capsys: pytest.CaptureFixture, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("aimonk: error: "), err
+    assert all(word in err for word in words), err
+    return err
+
+
+def _break_labels(data: Path) -> Path:
+    labels = data / "labels.txt"
+    labels.write_text("img_0.jpg 1 0\nimg_1.jpg 1 N/A\n")
+    return labels
+
+
+def test_malformed_labels(data, capsys):
+    labels = _break_labels(data)
+    assert main(_train(data)) == 2
+    _one_error_line(capsys, f"{labels}:2:", "'N/A'")
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    assert main(_train(tmp_path / "nowhere")) == 2
+    _one_error_line(capsys, str(tmp_path / "nowhere" / "labels.txt"), "not found")
+
+
+def test_missing_image_folder(tmp_path, capsys):
+    (tmp_path / "labels.txt").write_text("a.jpg 1\n")
+    assert main(_train(tmp_path)) == 2
+    _one_error_line(capsys, str(tmp_path / "images"), "image folder not found")
+
+
+def test_labels_path_is_a_folder(data, capsys):
+    assert main(_train(data, "--labels", str(data / "images"))) == 2
+    _one_error_line(capsys, str(data / "images"), "cannot read labels file")
+
+
+def test_no_usable_images(data, capsys):
+    for image in (data / "images").iterdir():
+        image.write_bytes(b"")
+    assert main(_train(data)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("aimonk: warning: skipping 6 unreadable image(s)") and len(err) == 2
+    assert err[1].startswith("aimonk: error: ") and "no usable images" in err[1]
+
+
+def test_strict_with_a_missing_image(data, capsys):
+    (data / "images" / "img_3.jpg").unlink()
+    assert main(_train(data, "--strict")) == 2
+    _one_error_line(capsys, "1 missing image(s) (--strict): img_3.jpg")
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [("--epochs", "0", "epochs must be at least 1"),
+                                                          ("--batch-size", "0", "batch_size must be at least 1"),
+                                                          ("--lr", "-1", "lr must be positive"),
+                                                          ("--val-fraction", "1", "val_fraction must be in [0, 1)")])
+def test_out_of_range_options(data, capsys, option, value, words):
+    assert main(_train(data, option, value)) == 2
+    _one_error_line(capsys, words)
+
+
+@pytest.mark.parametrize("weights", ["missing.pth", "folder", "text.pth"])
+def test_bad_weights_path(data, capsys, weights):
+    (data / "folder").mkdir()
+    (data / "text.pth").write_text("not weights")
+    assert main(_train(data, "--weights", str(data / weights))) == 2
+    _one_error_line(capsys, str(data / weights))
+
+
+def test_unknown_backbone(data, capsys):
+    assert main(_train(data, "--backbone", "resnet9")) == 2
+    _one_error_line(capsys, "unknown backbone 'resnet9'")
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "training-state"])
+def test_wrong_checkpoint_for_predict(model, data, tmp_path, capsys, kind):
+    path = {"missing": tmp_path / "none.pth", "text": tmp_path / "text.pth",
+            "training-state": model.parent / STATE_FILE}[kind]
+    if kind == "text":
+        path.write_text("hello")
+    assert main(["predict", str(data / "images"), "--model", str(path)]) == 2
+    _one_error_line(capsys, str(path))
+
+
+def test_predict_prints_the_good_images_and_names_the_bad_ones(model, data, capsys):
+    images = data / "images"
+    (images / "img_2.jpg").write_text("not an image")
+    paths = [images / "img_0.jpg", images / "img_2.jpg", images / "gone.jpg", images / "img_4.jpg"]
+    assert main(["predict", *map(str, paths), "--model", str(model)]) == 1
+    captured = capsys.readouterr()
+    assert [line.split(": ")[0] for line in captured.out.splitlines()] == [str(paths[0]), str(paths[3])]
+    errors = captured.err.splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith(f"aimonk: error: {paths[1]}: cannot read image")
+    assert errors[1] == f"aimonk: error: {paths[2]}: image file not found"
+
+
+def test_predict_on_a_folder_without_images_is_an_error(model, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no images here")
+    assert main(["predict", str(tmp_path), "--model", str(model)]) == 2
+    _one_error_line(capsys, str(tmp_path), "no image files")
+
+
+def test_the_real_command_prints_no_traceback(data):
+    _break_labels(data)
+    done = subprocess.run([sys.executable, "-m", "aimonk", *_train(data)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"aimonk: error: {data / 'labels.txt'}:2: value 'N/A' in column 3 is not one of 1, 0, NA\n"
+    assert done.stdout == ""
