@@ -60,7 +60,9 @@ def load_safely(path: str | Path) -> dict:
             "Only load checkpoints from sources you trust."
         ) from None
     except Exception as error:  # noqa: BLE001 - a corrupt zip, EOF, or wrong format raise many types
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: damaged, or not a PyTorch file ({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not an aimonk checkpoint (holds a {type(data).__name__})")
     return data
