@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TITLE = "Aimonk_multilabel_problem"
 
 
 def loss_curve_figure(losses: Sequence[float]) -> Figure:
     """Per-iteration training loss; iterations are numbered from 1."""
+    from matplotlib.figure import Figure  # here, not at the top: `aimonk predict` does not need matplotlib
+
     figure = Figure(figsize=(8, 4.5))
     axes = figure.add_subplot()
     axes.plot(range(1, len(losses) + 1), losses, linewidth=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from aimonk.labels import LabelTable
 
@@ -19,6 +18,9 @@ def stratified_split(table: LabelTable, val_fraction: float, seed: int) -> tuple
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_fraction == 0 or len(table) < 2:
         return rows, rows[:0]
+    # Imported here: it pulls in scikit-learn (about 1 s), which `aimonk predict` never needs.
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
     strata = np.concatenate([(table.targets * table.known) > 0, ~table.known], axis=1).astype(int)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
     train, val = next(splitter.split(rows.reshape(-1, 1), strata))
