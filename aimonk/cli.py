@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=DEFAULT_MODEL)
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities")
     predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--workers", type=int, default=1)
+    predict.add_argument("--workers", type=int, default=2, help="processes that decode and, on a CPU, run the model")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(run=run_predict)
 

@@ -10,14 +10,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from aimonk.data import ImageDataset, Preprocessing, collate_readable
@@ -95,13 +95,55 @@ def backbone_autocast(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+class BackboneCollate:
+    """A DataLoader `collate_fn` that also runs the backbone: readable images of a batch -> "features" (float32, CPU).
+
+    Items may hold one image (3, H, W) or several, e.g. both orientations (k, 3, H, W): features follow that shape.
+    """
+
+    def __init__(self, backbone: nn.Module, precision: str):
+        self.backbone = backbone
+        self.precision = precision
+
+    def __call__(self, items: list[dict]) -> dict:
+        return self.embed(collate_readable(items))
+
+    def embed(self, batch: dict) -> dict:
+        images = batch.pop("image")
+        batch["features"] = None if images is None else self.features(images)
+        return batch
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.backbone.parameters()).device
+        flat = images.flatten(0, -4).to(device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), backbone_autocast(self.precision, device):
+            features = self.backbone(flat).float()
+        return features.view(*images.shape[:-3], -1).cpu().clone()  # clone: a normal tensor, not an inference one
+
+
+def backbone_batches(embed: BackboneCollate, dataset: Dataset, batch_size: int, num_workers: int) -> Iterator[dict]:
+    """`collate_readable` batches of `dataset` with "features" in place of "image".
+
+    On a CPU with at least one worker per thread, each (single-threaded) worker decodes and runs the backbone on its
+    own batches: decoding then never stalls a forward pass spread over all cores (20-25 % faster on 2 cores,
+    measured). Otherwise workers only decode and the main process runs the backbone. (A forked worker must stay
+    single-threaded: OpenMP hangs in a child whose parent already ran threads.)
+    """
+    on_cpu = next(embed.backbone.parameters()).device.type == "cpu"
+    in_workers = on_cpu and num_workers >= torch.get_num_threads()
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=embed if in_workers else collate_readable)
+    for batch in loader:
+        yield batch if in_workers else embed.embed(batch)
+
+
 def extract_features(
     backbone: nn.Module,
     paths: Sequence[Path],
     preprocessing: Preprocessing,
     cache: FeatureCache | None,
     precision: str = "bf16",
-    batch_size: int = 32,
+    batch_size: int = 8,  # images, so 16 forward passes: the fastest size on a 2-core CPU (measured)
     num_workers: int = 2,
     progress: bool = True,
 ) -> tuple[torch.Tensor, list[int], list[str]]:
@@ -119,24 +161,18 @@ def extract_features(
     if todo:
         dummy = np.zeros((len(paths), 1), dtype=np.float32)
         dataset = ImageDataset([paths[i] for i in todo], dummy[todo], dummy[todo] > 0, preprocessing, True)
-        loader = DataLoader(
-            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_readable
-        )
-        device = next(backbone.parameters()).device
-        backbone = inference_backbone(backbone)
-        with torch.inference_mode(), backbone_autocast(precision, device):
-            for batch in tqdm(loader, desc="backbone features", unit="batch", disable=not progress):
-                errors.extend(message for _, message in batch["errors"])
-                if batch["image"] is None:
-                    continue
-                pairs = batch["image"].to(device)
-                images = pairs.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-                features = backbone(images).float().view(len(pairs), 2, -1).cpu().numpy()
-                for position, features_of_one in zip(batch["index"].tolist(), features, strict=True):
-                    original = todo[position]
-                    found[original] = features_of_one
-                    if cache:
-                        cache.store(digests[original], features_of_one)
+        embed = BackboneCollate(inference_backbone(backbone), precision)
+        batches = backbone_batches(embed, dataset, batch_size, num_workers)
+        for batch in tqdm(batches, total=-(-len(todo) // batch_size), desc="backbone features", unit="batch",
+                          disable=not progress):
+            errors.extend(message for _, message in batch["errors"])
+            if batch["features"] is None:
+                continue
+            for position, features_of_one in zip(batch["index"].tolist(), batch["features"].numpy(), strict=True):
+                original = todo[position]
+                found[original] = features_of_one
+                if cache:
+                    cache.store(digests[original], features_of_one)
     readable = sorted(found)
     if not readable:
         return torch.zeros(0, 2, 0), [], errors

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from aimonk.checkpoint import load_checkpoint
-from aimonk.data import ImageDataset, Preprocessing, collate_readable
+from aimonk.data import ImageDataset, Preprocessing
 from aimonk.errors import CheckpointError
-from aimonk.features import backbone_autocast
+from aimonk.features import BackboneCollate, backbone_batches, inference_backbone
 from aimonk.model import AttributeClassifier, build_model
 
 
@@ -39,42 +38,42 @@ class Predictor:
         self.precision: str = checkpoint.get("precision", "fp32")
         self.checkpoint = checkpoint
         self.device = torch.device(device)
-        self.model = _model_from_checkpoint(checkpoint, Path(checkpoint_path)).to(
-            self.device, memory_format=torch.channels_last
-        )
+        self.model = _model_from_checkpoint(checkpoint, Path(checkpoint_path)).to(self.device)
+        # The backbone as training's feature cache runs it, so a training image gets the features it was trained on.
+        self.embed = BackboneCollate(inference_backbone(self.model.backbone), self.precision)
 
     def present(self, probabilities: Sequence[float]) -> list[str]:
         """Names of the attributes whose probability reaches its threshold."""
         return [name for name, p, t in zip(self.attributes, probabilities, self.thresholds, strict=True) if p >= t]
 
-    @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Sigmoid outputs (batch, attributes) for preprocessed images (batch, 3, H, W)."""
-        images = images.to(self.device).contiguous(memory_format=torch.channels_last)
-        with backbone_autocast(self.precision, self.device):
-            features = self.model.backbone(images)
-        return torch.sigmoid(self.model.head(features.float())).cpu()
+        return self._head(self.embed.features(images))
 
-    def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 1) -> Iterator[Prediction]:
+    @torch.inference_mode()
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model.head(features.to(self.device))).cpu()
+
+    def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""
         paths = [Path(path) for path in paths]
         dummy = np.zeros((len(paths), 1), dtype=np.float32)
         dataset = ImageDataset(paths, dummy, dummy > 0, self.preprocessing)
         workers = num_workers if len(paths) > batch_size else 0  # a worker costs more than it saves for a few images
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_readable)
-        for batch in loader:
+        for batch in backbone_batches(self.embed, dataset, batch_size, workers):
             results = {index: Prediction(paths[index], error=message) for index, message in batch["errors"]}
-            if batch["image"] is not None:
-                rows = self.probabilities(batch["image"]).tolist()
+            if batch["features"] is not None:
+                rows = self._head(batch["features"]).tolist()
                 for index, row in zip(batch["index"].tolist(), rows, strict=True):
                     results[index] = Prediction(paths[index], probabilities=row)
             yield from (results[index] for index in sorted(results))
 
 
 def _model_from_checkpoint(checkpoint: dict, path: Path) -> AttributeClassifier:
-    model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
+        model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(checkpoint["state_dict"], assign=True)
     except RuntimeError as error:
         detail = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise CheckpointError(f"{path}: weights do not fit a {checkpoint['backbone']} model ({detail})") from None

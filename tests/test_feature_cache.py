@@ -13,6 +13,7 @@ from torch import nn
 import aimonk.data
 from aimonk.data import Preprocessing, open_rgb
 from aimonk.features import FeatureCache, extract_features
+from aimonk.prediction import Predictor
 from aimonk.training import TrainConfig, train
 
 
@@ -153,3 +154,28 @@ def test_large_jpeg_is_decoded_at_reduced_size(tmp_path: Path):
     assert open_rgb(path, 224).size == (400, 300)  # 1/4 scale still covers 224 a side
     assert open_rgb(path, 64).size == (200, 150)  # at most 1/8
     assert open_rgb(path).size == (1600, 1200)
+
+
+def test_backbone_in_workers_gives_the_features_of_the_main_process(small_dataset: Path, tmp_path: Path):
+    paths = sorted((small_dataset / "images").iterdir())
+    preprocessing = Preprocessing(32)
+    backbone = tiny_backbone()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # one worker per thread: the workers run the backbone
+        in_workers = extract_features(backbone, paths, preprocessing, None, "fp32", 4, num_workers=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    in_main = extract_features(backbone, paths, preprocessing, None, "fp32", 4, num_workers=0, progress=False)
+    assert in_workers[1:] == in_main[1:]
+    torch.testing.assert_close(in_workers[0], in_main[0], rtol=1e-5, atol=1e-6)
+
+
+def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(small_dataset: Path, tmp_path: Path):
+    result = train(config(small_dataset, tmp_path / "cache"))
+    predictor = Predictor(result.model_path)
+    paths = [small_dataset / "images" / name for name in result.data.table.filenames]
+    expected = torch.sigmoid(predictor.model.head(result.data.features[:, 0])).detach()
+    for workers in (0, torch.get_num_threads()):
+        probabilities = [p.probabilities for p in predictor.predict(paths, batch_size=4, num_workers=workers)]
+        torch.testing.assert_close(torch.tensor(probabilities), expected, rtol=1e-5, atol=1e-6)
