@@ -1,0 +1,119 @@
+"""Inference speed: `aimonk predict` over a folder against the raw batched forward of the same model, and one image
+end to end (process start to printed answer), with the import floor of torch + torchvision beside it.
+
+    python benchmarks/predict_speed.py --data-dir ../shared/aimonk-dataset
+
+The checkpoint timed is a quick one trained on a few of the images with a random backbone (no ImageNet weights
+offline); weights do not change the speed. Run it alone: anything else running skews the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from common import ROOT, Stopwatch, machine
+
+from aimonk.prediction import Predictor, expand_inputs
+from aimonk.training import TrainConfig, train
+
+
+def quick_checkpoint(data_dir: Path, work: Path) -> Path:
+    """One epoch on the first 64 label lines: a real checkpoint, made in seconds."""
+    lines = (data_dir / "labels.txt").read_text().splitlines()[:64]
+    (work / "labels.txt").write_text("\n".join(lines) + "\n")
+    config = TrainConfig(
+        data_dir=str(data_dir), labels=str(work / "labels.txt"), out_dir=str(work / "model"), weights="none",
+        epochs=1, val_fraction=0.0, cache_dir=str(work / "cache"), num_workers=0, progress=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing images among the first lines are fine here
+        return train(config).model_path
+
+
+def images_per_second(forward: Callable[[torch.Tensor], object], images: torch.Tensor, batches: int) -> float:
+    with torch.inference_mode():
+        forward(images)  # warm-up: oneDNN picks and caches its kernels
+        with Stopwatch() as watch:
+            for _ in range(batches):
+                forward(images)
+    return batches * len(images) / watch.seconds
+
+
+def run_cli(arguments: list[str]) -> tuple[float, float]:
+    """(seconds to the first printed line, seconds to exit) of `aimonk ARGUMENTS` in a fresh process."""
+    command = [str(Path(sys.executable).with_name("aimonk")), *arguments]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process.stdout.readline()
+    answered = time.perf_counter() - start
+    process.communicate()
+    if process.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
+    return answered, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT, help="folder with images/ and labels.txt")
+    parser.add_argument("--model", type=Path, help="checkpoint to time (default: a quick one trained here)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers to compare")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of the one-image command")
+    args = parser.parse_args()
+    print(machine(), flush=True)
+
+    with tempfile.TemporaryDirectory() as work:
+        model = args.model or quick_checkpoint(args.data_dir, Path(work))
+        predictor = Predictor(model)
+        paths = expand_inputs([args.data_dir / "images"])
+        print(f"{model.name}: {predictor.checkpoint['backbone']}, precision {predictor.precision}; "
+              f"{len(paths)} images in {args.data_dir / 'images'}; batch {args.batch_size}", flush=True)
+
+        images = torch.randn(args.batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+        batches = max(2, 256 // args.batch_size)
+        raw = images_per_second(predictor.probabilities, images, batches)
+        print(f"raw forward, the model predict runs (BatchNorm folded, {predictor.precision}, channels_last): "
+              f"{raw:6.1f} img/s", flush=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=predictor.precision == "bf16"):
+            eager = images_per_second(predictor.model.to(memory_format=torch.channels_last), images, batches)
+        print(f"raw forward, same checkpoint as an eager torchvision module ({predictor.precision}, channels_last): "
+              f"{eager:6.1f} img/s", flush=True)
+        plain = images_per_second(predictor.model.to(memory_format=torch.contiguous_format), images.contiguous(),
+                                  batches)
+        print(f"raw forward, same checkpoint, plain fp32: {plain:6.1f} img/s", flush=True)
+
+        for workers in args.workers:
+            with Stopwatch() as watch:
+                predictions = list(predictor.predict(paths, args.batch_size, workers))
+            rate = len(predictions) / watch.seconds
+            print(f"Predictor.predict, {workers} workers: {rate:6.1f} img/s = {rate / raw:4.0%} of the raw forward "
+                  f"({rate / eager:4.0%} of the eager module's){watch.note()}", flush=True)
+
+        folder, folder_total = run_cli(["predict", str(args.data_dir / "images"), "--model", str(model)])
+        print(f"aimonk predict FOLDER ({len(paths)} images), whole process: {folder_total:6.1f} s, "
+              f"{len(paths) / folder_total:6.1f} img/s including start-up", flush=True)
+
+        one = [run_cli(["predict", str(paths[0]), "--model", str(model)]) for _ in range(args.repeats)]
+        floor = [run_cli_python("import torch, torchvision") for _ in range(args.repeats)]
+        print(f"aimonk predict ONE_IMAGE: answer printed after {statistics.median(a for a, _ in one):.2f} s, "
+              f"process ends after {statistics.median(b for _, b in one):.2f} s (median of {args.repeats})")
+        print(f"  floor: python -c 'import torch, torchvision' takes {statistics.median(floor):.2f} s")
+
+
+def run_cli_python(code: str) -> float:
+    with Stopwatch() as watch:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return watch.seconds
+
+
+if __name__ == "__main__":
+    main()
