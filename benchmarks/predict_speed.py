@@ -19,9 +19,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import ROOT, Stopwatch, machine
+from torch.utils.data import DataLoader
 
+from aimonk.data import ImageDataset, Preprocessing
 from aimonk.prediction import Predictor, expand_inputs
 from aimonk.training import TrainConfig, train
 
@@ -48,9 +51,29 @@ def images_per_second(forward: Callable[[torch.Tensor], object], images: torch.T
     return batches * len(images) / watch.seconds
 
 
+def count_readable(items: list[dict]) -> int:
+    """A collate_fn that keeps the pixels in the worker, as predict's in-worker forward does."""
+    return sum("error" not in item for item in items)
+
+
+def decode_rate(paths: list[Path], preprocessing: Preprocessing, batch_size: int, workers: int) -> float:
+    """Images per second that `workers` DataLoader processes decode and preprocess, with no model at all."""
+    dummy = np.zeros((len(paths), 1), dtype=np.float32)
+    loader = DataLoader(ImageDataset(paths, dummy, dummy > 0, preprocessing), batch_size=batch_size,
+                        num_workers=workers, collate_fn=count_readable)
+    with Stopwatch() as watch:
+        for _ in loader:
+            pass
+    return len(paths) / watch.seconds
+
+
 def run_cli(arguments: list[str]) -> tuple[float, float]:
     """(seconds to the first printed line, seconds to exit) of `aimonk ARGUMENTS` in a fresh process."""
-    command = [str(Path(sys.executable).with_name("aimonk")), *arguments]
+    return run_process([str(Path(sys.executable).with_name("aimonk")), *arguments])
+
+
+def run_process(command: list[str]) -> tuple[float, float]:
+    """(seconds to the first printed line, seconds to exit) of COMMAND."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     process.stdout.readline()
@@ -67,7 +90,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="checkpoint to time (default: a quick one trained here)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers to compare")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of the one-image command")
+    parser.add_argument("--repeats", type=int, default=9, help="runs of the one-image command")
     args = parser.parse_args()
     print(machine(), flush=True)
 
@@ -91,28 +114,33 @@ def main() -> None:
                                   batches)
         print(f"raw forward, same checkpoint, plain fp32: {plain:6.1f} img/s", flush=True)
 
+        decode = decode_rate(paths, predictor.preprocessing, args.batch_size, max(args.workers))
+        ceiling = 1 / (1 / decode + 1 / raw)
+        print(f"decoding + preprocessing alone, {max(args.workers)} workers: {decode:6.1f} img/s; so on these cores, "
+              f"which must both decode and run the model, at most 1/(1/{decode:.0f} + 1/{raw:.0f}) = {ceiling:.1f} "
+              f"img/s = {ceiling / raw:.0%} of the raw forward", flush=True)
         for workers in args.workers:
             with Stopwatch() as watch:
                 predictions = list(predictor.predict(paths, args.batch_size, workers))
             rate = len(predictions) / watch.seconds
-            print(f"Predictor.predict, {workers} workers: {rate:6.1f} img/s = {rate / raw:4.0%} of the raw forward "
-                  f"({rate / eager:4.0%} of the eager module's){watch.note()}", flush=True)
+            print(f"Predictor.predict, {workers} workers: {rate:6.1f} img/s = {rate / raw:4.0%} of the raw forward, "
+                  f"{rate / eager:4.0%} of the eager module's, {rate / ceiling:4.0%} of the ceiling{watch.note()}",
+                  flush=True)
 
-        folder, folder_total = run_cli(["predict", str(args.data_dir / "images"), "--model", str(model)])
+        _, folder_total = run_cli(["predict", str(args.data_dir / "images"), "--model", str(model)])
         print(f"aimonk predict FOLDER ({len(paths)} images), whole process: {folder_total:6.1f} s, "
               f"{len(paths) / folder_total:6.1f} img/s including start-up", flush=True)
 
-        one = [run_cli(["predict", str(paths[0]), "--model", str(model)]) for _ in range(args.repeats)]
-        floor = [run_cli_python("import torch, torchvision") for _ in range(args.repeats)]
-        print(f"aimonk predict ONE_IMAGE: answer printed after {statistics.median(a for a, _ in one):.2f} s, "
-              f"process ends after {statistics.median(b for _, b in one):.2f} s (median of {args.repeats})")
-        print(f"  floor: python -c 'import torch, torchvision' takes {statistics.median(floor):.2f} s")
-
-
-def run_cli_python(code: str) -> float:
-    with Stopwatch() as watch:
-        subprocess.run([sys.executable, "-c", code], check=True)
-    return watch.seconds
+        one, floor = [], []
+        for _ in range(args.repeats):  # interleaved, so a slower spell of the machine touches both alike
+            one.append(run_cli(["predict", str(paths[0]), "--model", str(model)]))
+            floor.append(run_process([sys.executable, "-c", "import torch, torchvision; print(flush=True)"])[0])
+        answers = [answer for answer, _ in one]
+        print(f"aimonk predict ONE_IMAGE: answer printed after {statistics.median(answers):.2f} s (median of "
+              f"{args.repeats}; fastest {min(answers):.2f} s, slowest {max(answers):.2f} s), process ends after "
+              f"{statistics.median(end for _, end in one):.2f} s")
+        print(f"  floor: python -c 'import torch, torchvision; print()' prints after {statistics.median(floor):.2f} s "
+              "(median)")
 
 
 if __name__ == "__main__":
