@@ -127,6 +127,13 @@ class ImageDataset(Dataset):
         self.preprocessing = preprocessing
         self.both_orientations = both_orientations
 
+    @classmethod
+    def unlabelled(cls, paths: Sequence[Path], preprocessing: Preprocessing,
+                   both_orientations: bool = False) -> ImageDataset:
+        """Images only, for feature extraction and prediction: targets and known-mask are placeholders."""
+        placeholder = np.zeros((len(paths), 1), dtype=np.float32)
+        return cls(paths, placeholder, placeholder > 0, preprocessing, both_orientations)
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -159,8 +159,7 @@ def extract_features(
     todo = [i for i in range(len(paths)) if i not in found]
     errors: list[str] = []
     if todo:
-        dummy = np.zeros((len(paths), 1), dtype=np.float32)
-        dataset = ImageDataset([paths[i] for i in todo], dummy[todo], dummy[todo] > 0, preprocessing, True)
+        dataset = ImageDataset.unlabelled([paths[i] for i in todo], preprocessing, both_orientations=True)
         embed = BackboneCollate(inference_backbone(backbone), precision)
         batches = backbone_batches(embed, dataset, batch_size, num_workers)
         for batch in tqdm(batches, total=-(-len(todo) // batch_size), desc="backbone features", unit="batch",

@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -57,8 +56,7 @@ class Predictor:
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""
         paths = [Path(path) for path in paths]
-        dummy = np.zeros((len(paths), 1), dtype=np.float32)
-        dataset = ImageDataset(paths, dummy, dummy > 0, self.preprocessing)
+        dataset = ImageDataset.unlabelled(paths, self.preprocessing)
         workers = num_workers if len(paths) > batch_size else 0  # a worker costs more than it saves for a few images
         for batch in backbone_batches(self.embed, dataset, batch_size, workers):
             results = {index: Prediction(paths[index], error=message) for index, message in batch["errors"]}

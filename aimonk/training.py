@@ -240,8 +240,7 @@ def prepare_data(
 
 def scan_readable(paths: list[Path], preprocessing: Preprocessing, num_workers: int) -> tuple[list[int], list[str]]:
     """Decode every image once; indices of the readable ones and messages for the rest."""
-    dummy = np.zeros((len(paths), 1), dtype=np.float32)
-    loader = DataLoader(ImageDataset(paths, dummy, dummy > 0, preprocessing), batch_size=32,
+    loader = DataLoader(ImageDataset.unlabelled(paths, preprocessing), batch_size=32,
                         num_workers=num_workers, collate_fn=collate_readable)
     failed = dict(error for batch in loader for error in batch["errors"])
     return [i for i in range(len(paths)) if i not in failed], list(failed.values())

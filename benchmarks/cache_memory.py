@@ -22,10 +22,8 @@ import numpy as np
 from common import Stopwatch, machine
 from PIL import Image
 
-IMAGE_BYTES = 3 * 224 * 224 * 4  # one preprocessed float32 image
 
-
-def write_images(folder: Path, n_images: int, seed: int = 0) -> list[Path]:
+def write_images(folder: Path, n_images: int, seed: int = 0) -> None:
     """`n_images` distinct JPEG files: 16 different pictures, each file with its own trailing bytes."""
     rng = np.random.default_rng(seed)
     bases = []
@@ -35,18 +33,12 @@ def write_images(folder: Path, n_images: int, seed: int = 0) -> list[Path]:
         Image.fromarray(pixels).resize((800, 800), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
         bases.append(buffer.getvalue())
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n_images):
-        path = folder / f"image_{i}.jpg"
-        path.write_bytes(bases[i % len(bases)] + f"{i}".encode())  # bytes after the end marker: same picture
-        paths.append(path)
-    return paths
+    for i in range(n_images):  # bytes after the JPEG end marker: same picture, another file
+        (folder / f"image_{i}.jpg").write_bytes(bases[i % len(bases)] + f"{i}".encode())
 
 
 def fill_cache(image_dir: Path, cache_dir: Path) -> None:
     """Child process: extract features of every image into an empty cache, then print peak memory."""
-    import torch
-
     from aimonk.data import Preprocessing
     from aimonk.features import FeatureCache, extract_features
     from aimonk.model import build_model
@@ -60,10 +52,10 @@ def fill_cache(image_dir: Path, cache_dir: Path) -> None:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**10
     held = features.numel() * features.element_size() / 2**20
+    decoded = len(readable) * 2 * 3 * preprocessing.image_size**2 * 4  # both orientations, float32
     print(f"{len(readable):6d} images in {watch.seconds:6.1f} s: peak memory {own:6.0f} MiB main process, "
-          f"{worker:5.0f} MiB largest worker; features held {held:5.1f} MiB (torch {torch.__version__}); "
-          f"all images decoded at once would need {len(readable) * 2 * IMAGE_BYTES / 2**30:5.1f} GiB"
-          f"{watch.note()}", flush=True)
+          f"{worker:5.0f} MiB largest worker; features held {held:5.1f} MiB; "
+          f"all images decoded at once would need {decoded / 2**30:5.1f} GiB{watch.note()}", flush=True)
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import ROOT, Stopwatch, machine
 from torch.utils.data import DataLoader
@@ -58,8 +57,7 @@ def count_readable(items: list[dict]) -> int:
 
 def decode_rate(paths: list[Path], preprocessing: Preprocessing, batch_size: int, workers: int) -> float:
     """Images per second that `workers` DataLoader processes decode and preprocess, with no model at all."""
-    dummy = np.zeros((len(paths), 1), dtype=np.float32)
-    loader = DataLoader(ImageDataset(paths, dummy, dummy > 0, preprocessing), batch_size=batch_size,
+    loader = DataLoader(ImageDataset.unlabelled(paths, preprocessing), batch_size=batch_size,
                         num_workers=workers, collate_fn=count_readable)
     with Stopwatch() as watch:
         for _ in loader:

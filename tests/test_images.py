@@ -190,8 +190,7 @@ def test_randomly_damaged_files_decode_or_raise_image_read_error_only(tmp_path):
 def test_dataset_with_workers_reports_bad_images_without_a_worker_crash(tmp_path):
     paths = [_write_bad(kind, tmp_path / f"{kind}.jpg") for kind in BAD_KINDS]
     paths += [path for path, _ in _odd_images(tmp_path).values()]
-    dummy = np.zeros((len(paths), 1), dtype=np.float32)
-    dataset = ImageDataset(paths, dummy, dummy > 0, Preprocessing(16))
+    dataset = ImageDataset.unlabelled(paths, Preprocessing(16))
     loader = DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_readable)
     good, errors = [], []
     for batch in loader:
