@@ -2,7 +2,7 @@
 
 from aimonk.errors import AimonkError, CheckpointError, ImageReadError, LabelFileError, WeightsUnavailableError
 from aimonk.labels import LabelTable, read_labels
-from aimonk.loss import masked_bce_with_logits
+from aimonk.losses import masked_bce_with_logits
 
 __all__ = [
     "AimonkError",

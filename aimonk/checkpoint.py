@@ -1,4 +1,8 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True."""
+"""Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True.
+
+The model checkpoint's layout is written and checked here, in one place (`save_model_checkpoint`,
+`load_checkpoint`); the resumable training state has its own format in `aimonk.resume`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from aimonk.errors import CheckpointError
 
@@ -112,6 +117,30 @@ def _check_types(path: Path | str, data: dict) -> None:
     malformed = [key for key, ok in valid.items() if not ok]
     if malformed:
         raise CheckpointError(f"{path}: not an aimonk model checkpoint (malformed {', '.join(malformed)})")
+
+
+def save_model_checkpoint(
+    path: Path, model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
+    precision: str, train_config: dict, train_files: list[str], val_files: list[str], skipped_files: list[str],
+) -> Path:
+    """The inference checkpoint: weights plus everything needed to predict and evaluate."""
+    return save_atomic(
+        {
+            "format": FORMAT,
+            "state_dict": {key: value.contiguous() for key, value in model.state_dict().items()},
+            "attributes": list(attributes),
+            "backbone": backbone,
+            "weights_origin": weights_origin,
+            "preprocessing": preprocessing,
+            "precision": precision,
+            "thresholds": [0.5] * len(attributes),
+            "train_config": train_config,
+            "train_files": list(train_files),
+            "val_files": list(val_files),
+            "skipped_files": list(skipped_files),
+        },
+        path,
+    )
 
 
 def save_thresholds(path: str | Path, thresholds: list[float]) -> None:

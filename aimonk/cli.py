@@ -7,7 +7,6 @@ import gc
 import json
 import sys
 import warnings
-from dataclasses import fields
 from pathlib import Path
 
 from aimonk.errors import AimonkError
@@ -16,7 +15,10 @@ DEFAULT_MODEL = "models/aimonk_model.pth"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed as one line
+        return int(done.code or 0)
     warnings.showwarning = _show_warning
     try:
         return args.run(args)
@@ -32,40 +34,25 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"aimonk: warning: {message}", file=sys.stderr)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the same one-line errors as the rest of aimonk (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"aimonk: error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from aimonk.training import TrainConfig
+    from aimonk.config import add_config_options
 
-    defaults = {field.name: field.default for field in fields(TrainConfig)}
-    parser = argparse.ArgumentParser(prog="aimonk", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="aimonk", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    train = commands.add_parser("train", help="train on DATA_DIR/images + DATA_DIR/labels.txt")
-    train.add_argument("--data-dir", default=defaults["data_dir"], help="folder with images/ and labels.txt")
-    train.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
-    train.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
-    train.add_argument("--out-dir", default=defaults["out_dir"], help="where the model and curves go")
-    train.add_argument("--epochs", type=int, default=defaults["epochs"])
-    train.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    train.add_argument("--lr", type=float, default=defaults["lr"])
-    train.add_argument("--weights", default=defaults["weights"], help="auto | imagenet | none | PATH to a state dict")
-    train.add_argument("--backbone", default=defaults["backbone"])
-    train.add_argument("--train-backbone", action="store_true", help="fine-tune the backbone too (slow)")
-    train.add_argument("--seed", type=int, default=defaults["seed"])
-    train.add_argument("--val-fraction", type=float, default=defaults["val_fraction"],
-                       help="held out for evaluation, stratified (0 trains on everything)")
-    train.add_argument("--pos-weight", choices=["none", "balanced"], default=defaults["pos_weight"],
-                       help="balanced weighs each attribute's positives by negatives/positives")
-    train.add_argument("--precision", choices=["bf16", "fp32"], default=defaults["precision"])
-    train.add_argument("--image-size", type=int, default=defaults["image_size"])
-    train.add_argument("--no-feature-cache", action="store_true", help="recompute backbone features every epoch")
-    train.add_argument("--cache-dir", help="feature cache (default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features)")
-    train.add_argument("--workers", type=int, default=defaults["num_workers"], help="data-loading processes")
-    train.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
-                       help="save resumable state every N iterations too (0: each epoch)")
-    train.add_argument("--device", default=defaults["device"], help="cpu, cuda, cuda:1, ...")
-    train.add_argument("--strict", action="store_true", help="missing or unreadable images are an error")
+    train = commands.add_parser("train", help="train on DATA_DIR/images + DATA_DIR/labels.txt",
+                                description="Train a model. Every option is a field of aimonk.config.TrainConfig; "
+                                "options not given take the recipe's value.")
+    add_config_options(train)
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT_DIR, with its settings")
-    train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=run_train)
 
     predict = commands.add_parser("predict", help="print the attributes present in images")
@@ -92,29 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=run_evaluate)
 
     demo = commands.add_parser("demo", help="regenerate the embedded demo dataset (images/ + labels.txt)")
-    demo.add_argument("--out-dir", default=".")
-    demo.add_argument("--n-images", type=int, default=400)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out-dir", default=".", help="folder for images/ and labels.txt")
+    demo.add_argument("--n-images", type=int, default=400, help="number of images")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--size", type=int, default=96, help="image side in pixels")
     demo.set_defaults(run=run_demo)
     return parser
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from aimonk.training import TrainConfig, TrainingInterrupted, train
+    from aimonk.config import config_from_arguments, recipe_description
+    from aimonk.resume import TrainingInterrupted
+    from aimonk.training import train
 
-    config = TrainConfig(
-        data_dir=args.data_dir, labels=args.labels, image_dir=args.image_dir, out_dir=args.out_dir,
-        backbone=args.backbone, weights=args.weights, freeze_backbone=not args.train_backbone,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        val_fraction=args.val_fraction, pos_weight=args.pos_weight, precision=args.precision,
-        image_size=args.image_size, feature_cache=not args.no_feature_cache, cache_dir=args.cache_dir,
-        num_workers=args.workers, checkpoint_every=args.checkpoint_every, strict=args.strict,
-        progress=not args.no_progress, device=args.device,
-    )
+    config = config_from_arguments(args)
     try:
         result = train(config, resume=args.resume)
     except TrainingInterrupted:
-        print(f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {args.out_dir}",
+        print(f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {config.out_dir}",
               file=sys.stderr)
         return 130
     except KeyboardInterrupt:
@@ -123,15 +105,17 @@ def run_train(args: argparse.Namespace) -> int:
     data = result.data
     print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
           f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
+    print(f"recipe: {recipe_description(result.config)}")
     print(f"wrote {result.model_path}, loss_history.csv and loss_curve.png in {result.model_path.parent}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from aimonk.prediction import Predictor, expand_inputs
+    from aimonk.images import image_files
+    from aimonk.prediction import Predictor
 
     predictor = Predictor(args.model, device=args.device)
-    paths = expand_inputs(args.paths)
+    paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
     failures = 0
@@ -140,7 +124,7 @@ def run_predict(args: argparse.Namespace) -> int:
             failures += 1
             print(f"aimonk: error: {prediction.error}", file=sys.stderr)
             continue
-        present = predictor.present(prediction.probabilities)
+        present = predictor.present_attributes(prediction.probabilities)
         if args.json:
             rounded = (round(p, 4) for p in prediction.probabilities)
             probabilities = dict(zip(predictor.attributes, rounded, strict=True))
@@ -157,7 +141,8 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from aimonk.metrics import evaluate, format_table, score_checkpoint
+    from aimonk.metrics import evaluate, format_table
+    from aimonk.scoring import score_checkpoint
 
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
@@ -179,6 +164,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from aimonk.demo import make_demo_dataset
 
-    labels = make_demo_dataset(Path(args.out_dir), n_images=args.n_images, seed=args.seed)
+    if args.n_images < 1 or args.size < 32:
+        raise AimonkError("--n-images must be at least 1 and --size at least 32")
+    labels = make_demo_dataset(Path(args.out_dir), n_images=args.n_images, seed=args.seed, size=args.size)
     print(f"wrote {labels} and {labels.parent / 'images'}")
     return 0

@@ -1,157 +1,76 @@
-"""Images on disk to tensors: robust decoding, preprocessing, and the training dataset."""
+"""The data a training run uses: labelled images that exist and decode, cached features, the stratified split."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader
 
-from aimonk.errors import AimonkError, ImageReadError
+from aimonk.errors import AimonkError
+from aimonk.feature_cache import FeatureCache, default_cache_dir, extract_features
+from aimonk.images import ImageDataset, Preprocessing, collate_readable, drop_missing_images, report_unusable_images
 from aimonk.labels import LabelTable
+from aimonk.model import AttributeClassifier
+from aimonk.split import stratified_split
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb limit, enforced as an error
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Resize to a square, optional horizontal flip, to tensor, normalise. Recorded in checkpoints."""
-
-    image_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def as_dict(self) -> dict:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> Preprocessing:
-        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]))
-
-    def __call__(self, image: Image.Image, flip: bool = False) -> torch.Tensor:
-        """A normalised float tensor (3, size, size) from an RGB image."""
-        image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        tensor = (pixels.float().div_(255) - mean) / std
-        return tensor.flip(-1) if flip else tensor
+if TYPE_CHECKING:
+    from aimonk.config import TrainConfig
 
 
+@dataclass
+class TrainingData:
+    """The usable labelled images, which rows train and which validate, and cached features if any."""
 
-def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Decode any image PIL can read, whatever its extension, into an upright RGB picture.
+    table: LabelTable
+    image_dir: Path
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    features: torch.Tensor | None  # (images, 2, dim): as-is and flipped, for a cached frozen backbone
+    skipped: list[str]  # missing or unreadable images, left out
 
-    `min_size` lets large JPEGs decode at a reduced scale that still covers `min_size` pixels a side.
-    EXIF orientation is applied; transparency is composited onto white; 16-bit and CMYK are converted.
-    """
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
-                    raise ImageReadError(
-                        f"{path}: image of {image.width}x{image.height} pixels is larger than the "
-                        f"{MAX_IMAGE_PIXELS} pixel limit (possible decompression bomb)"
-                    )
-                if min_size:
-                    image.draft("RGB", (min_size, min_size))
-                rgb = _to_rgb(ImageOps.exif_transpose(image))
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: image file not found") from None
-    except Exception as error:  # noqa: BLE001 - damaged files make PIL raise many types; all mean "unreadable"
-        raise ImageReadError(f"{path}: cannot read image ({error or type(error).__name__})") from None
-    for warning in caught:  # PIL's own warnings (e.g. corrupt EXIF) do not say which file
-        warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=2)
-    return rgb
+    def files(self, rows: np.ndarray) -> list[str]:
+        return [self.table.filenames[i] for i in rows]
+
+    def paths(self, rows: np.ndarray) -> list[Path]:
+        return [self.image_dir / self.table.filenames[i] for i in rows]
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        scale = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(pixels / scale * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+def prepare_data(
+    config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing
+) -> TrainingData:
+    """Labelled images that exist -> that decode (with features, if cached) -> stratified split."""
+    image_dir = config.images_path
+    if not image_dir.is_dir():
+        raise AimonkError(f"{image_dir}: image folder not found")
+    table, missing = drop_missing_images(table, image_dir)
+    report_unusable_images("missing", missing, config.strict)
+    paths = [image_dir / name for name in table.filenames]
+    features = None
+    if not config.train_backbone and config.feature_cache:
+        cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        cache = FeatureCache(cache_root, model.backbone, preprocessing, config.precision)
+        features, readable, errors = extract_features(
+            model.backbone, paths, preprocessing, cache, config.precision, num_workers=config.workers,
+            progress=config.progress,
+        )
+    else:
+        readable, errors = scan_readable(paths, preprocessing, config.workers)
+    report_unusable_images("unreadable", errors, config.strict)
+    unreadable = sorted(set(table.filenames) - {table.filenames[i] for i in readable})
+    table = table.subset(readable)
+    if len(table) == 0:
+        raise AimonkError(f"{config.labels_path}: no usable images in {image_dir}")
+    train_rows, val_rows = stratified_split(table, config.val_fraction, config.seed)
+    return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable)
 
 
-def find_images(table: LabelTable, image_dir: Path) -> tuple[LabelTable, list[str]]:
-    """Split `table` into the rows whose image file exists and the names of those that do not."""
-    exists = [(image_dir / name).is_file() for name in table.filenames]
-    missing = [name for name, found in zip(table.filenames, exists, strict=True) if not found]
-    return table.subset(np.flatnonzero(exists)), missing
-
-
-def report_unusable(kind: str, names: Sequence[str], strict: bool) -> None:
-    """Warn once about images left out, or fail under `strict`."""
-    if not names:
-        return
-    listing = ", ".join(names)
-    if strict:
-        raise AimonkError(f"{len(names)} {kind} image(s) (--strict): {listing}")
-    warnings.warn(f"skipping {len(names)} {kind} image(s): {listing}", stacklevel=2)
-
-
-class ImageDataset(Dataset):
-    """Item `(index, flip)` -> {"image", "targets", "known", "index"}, or {"error", "index"} if unreadable.
-
-    Flip is chosen by the caller so cached and uncached training can follow the same plan.
-    With `both_orientations`, "image" is (2, 3, H, W): as is and flipped, from a single decode.
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[Path],
-        targets: np.ndarray,
-        known: np.ndarray,
-        preprocessing: Preprocessing,
-        both_orientations: bool = False,
-    ):
-        self.paths = list(paths)
-        self.targets = torch.as_tensor(targets, dtype=torch.float32)
-        self.known = torch.as_tensor(known, dtype=torch.bool)
-        self.preprocessing = preprocessing
-        self.both_orientations = both_orientations
-
-    @classmethod
-    def unlabelled(cls, paths: Sequence[Path], preprocessing: Preprocessing,
-                   both_orientations: bool = False) -> ImageDataset:
-        """Images only, for feature extraction and prediction: targets and known-mask are placeholders."""
-        placeholder = np.zeros((len(paths), 1), dtype=np.float32)
-        return cls(paths, placeholder, placeholder > 0, preprocessing, both_orientations)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, key: int | tuple[int, bool]) -> dict:
-        index, flip = key if isinstance(key, tuple) else (key, False)
-        try:
-            image = self.preprocessing(open_rgb(self.paths[index], self.preprocessing.image_size), flip)
-        except ImageReadError as error:
-            return {"error": str(error), "index": index}
-        if self.both_orientations:
-            image = torch.stack([image, image.flip(-1)])
-        return {"image": image, "targets": self.targets[index], "known": self.known[index], "index": index}
-
-
-def collate_readable(items: list[dict]) -> dict:
-    """Stack the readable items of a batch (tensors None if there are none); (index, message) for the rest."""
-    good = [item for item in items if "error" not in item]
-    batch = {key: torch.stack([item[key] for item in good]) if good else None for key in ("image", "targets", "known")}
-    batch["index"] = torch.tensor([item["index"] for item in good], dtype=torch.long)
-    batch["errors"] = [(item["index"], item["error"]) for item in items if "error" in item]
-    return batch
+def scan_readable(paths: list[Path], preprocessing: Preprocessing, num_workers: int) -> tuple[list[int], list[str]]:
+    """Decode every image once; indices of the readable ones and messages for the rest."""
+    loader = DataLoader(ImageDataset.unlabelled(paths, preprocessing), batch_size=32,
+                        num_workers=num_workers, collate_fn=collate_readable)
+    failed = dict(error for batch in loader for error in batch["errors"])
+    return [i for i in range(len(paths)) if i not in failed], list(failed.values())

@@ -19,8 +19,8 @@ JPEG_FAMILY = {"JPEG", "MPO"}
 
 def label_counts(table: LabelTable) -> pd.DataFrame:
     """Per attribute: positive, negative and NA counts, positive rate among known labels, NA rate, imbalance."""
-    positives = (table.known & (table.targets > 0.5)).sum(axis=0)
-    negatives = (table.known & (table.targets < 0.5)).sum(axis=0)
+    positives = table.positives().sum(axis=0)
+    negatives = (table.known & ~table.positives()).sum(axis=0)
     missing = (~table.known).sum(axis=0)
     counts = pd.DataFrame(
         {"positive": positives, "negative": negatives, "NA": missing},
@@ -55,7 +55,7 @@ def na_patterns(table: LabelTable) -> pd.DataFrame:
 
 def cooccurrence(table: LabelTable) -> pd.DataFrame:
     """Positive-positive counts for each pair of attributes, over images where both labels are known."""
-    both_positive = table.known & (table.targets > 0.5)
+    both_positive = table.positives()
     matrix = both_positive.T.astype(np.int64) @ both_positive.astype(np.int64)
     return pd.DataFrame(matrix, index=table.attributes, columns=table.attributes)
 

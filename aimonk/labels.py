@@ -27,6 +27,20 @@ class LabelTable:
     def __len__(self) -> int:
         return len(self.filenames)
 
+    def known_labels(self, attribute: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows whose label of `attribute` is known, a bool mask; those labels as bools, True = present)."""
+        known = self.known[:, attribute]
+        return known, self.targets[known, attribute] > 0.5
+
+    def values(self, row: int) -> list[str]:
+        """The labels of one image as written in labels.txt: `1`, `0` or `NA` per attribute."""
+        return ["NA" if not known else str(int(value)) for value, known in zip(self.targets[row], self.known[row],
+                                                                                 strict=True)]
+
+    def positives(self) -> np.ndarray:
+        """Known-present entries, bool (images, attributes)."""
+        return self.known & (self.targets > 0.5)
+
     def subset(self, rows: list[int] | np.ndarray) -> LabelTable:
         """The table restricted to `rows`, in that order."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -1,78 +1,22 @@
-"""Per-attribute evaluation over known labels only, with bootstrap intervals, trivial baselines and a verdict."""
+"""Per-attribute metrics over known labels only, with bootstrap intervals, trivial baselines and a verdict.
+
+Pure functions of labels and probabilities: producing the probabilities of a checkpoint is `aimonk.scoring`.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
-from aimonk.checkpoint import load_checkpoint
-from aimonk.data import report_unusable
-from aimonk.errors import AimonkError
-from aimonk.labels import LabelTable, read_labels
-from aimonk.prediction import Predictor
+from aimonk.labels import LabelTable
 
 METRICS = ("precision", "recall", "f1", "ap", "roc_auc")
 MIN_PER_CLASS = 5  # fewer known positives (or negatives) than this and an attribute is not judged
-
-
-@dataclass
-class Scores:
-    """Model probabilities for labelled images: `probabilities[i, j]` for `table.filenames[i]`, attribute j."""
-
-    table: LabelTable
-    probabilities: np.ndarray  # float (images, attributes)
-    image_dir: Path
-    thresholds: list[float]  # the checkpoint's
-
-
-def score_checkpoint(
-    model_path: str | Path,
-    labels_path: str | Path,
-    image_dir: str | Path,
-    include_training: bool = False,
-    device: str = "cpu",
-    batch_size: int = 32,
-    num_workers: int = 1,
-) -> Scores:
-    """Probabilities for the validation images the checkpoint recorded at training time.
-
-    With `include_training`, every labelled image is scored instead (with a warning: training images flatter
-    the model). Unreadable or missing images are left out with a warning.
-    """
-    labelled = read_labels(labels_path)
-    checkpoint = load_checkpoint(model_path, attributes=labelled.attributes)
-    if include_training:
-        warnings.warn("scoring every labelled image: training images are included, so metrics are optimistic",
-                      stacklevel=2)
-        files = labelled.filenames
-    else:
-        files = list(checkpoint.get("val_files") or [])
-        if not files:
-            raise AimonkError(f"{model_path}: the checkpoint records no validation images (trained with "
-                              "val_fraction 0); retrain with a validation split, or score every labelled image "
-                              "(--all), training images included")
-    rows = {name: row for row, name in enumerate(labelled.filenames)}
-    unlabelled = [name for name in files if name not in rows]
-    if unlabelled:
-        raise AimonkError(f"{labels_path}: no label line for {len(unlabelled)} of the checkpoint's validation "
-                          f"images ({', '.join(unlabelled[:5])}); is this the labels file it was trained on?")
-    image_dir = Path(image_dir)
-    predictor = Predictor(model_path, device=device)
-    predictions = list(predictor.predict([image_dir / name for name in files], batch_size, num_workers))
-    report_unusable("unreadable or missing", [p.error for p in predictions if p.error], strict=False)
-    kept = [(rows[name], p.probabilities) for name, p in zip(files, predictions, strict=True) if not p.error]
-    if not kept:
-        raise AimonkError(f"{image_dir}: none of the {len(files)} images to score could be read")
-    table = labelled.subset([row for row, _ in kept])
-    probabilities = np.array([values for _, values in kept], dtype=np.float64)
-    return Scores(table, probabilities, image_dir, list(predictor.thresholds))
 
 
 def evaluate(
@@ -93,8 +37,7 @@ def evaluate(
     rng = np.random.default_rng(seed)
     rows = []
     for j, name in enumerate(table.attributes):
-        known = table.known[:, j]
-        truth = table.targets[known, j] > 0.5
+        known, truth = table.known_labels(j)
         scores = np.asarray(probabilities, dtype=np.float64)[known, j]
         row: dict[str, object] = {"attribute": name, "n": int(known.sum()), "positives": int(truth.sum()),
                                   "negatives": int((~truth).sum())}
@@ -159,7 +102,7 @@ def baselines(table: LabelTable) -> pd.DataFrame:
     rows = [
         {"attribute": name, "baseline": baseline, **values}
         for j, name in enumerate(table.attributes)
-        for baseline, values in baselines_for(table.targets[table.known[:, j], j] > 0.5).items()
+        for baseline, values in baselines_for(table.known_labels(j)[1]).items()
     ]
     return pd.DataFrame(rows).set_index(["attribute", "baseline"])
 
@@ -199,3 +142,17 @@ def format_table(results: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     shown["F1 all-positive"] = results["f1_all_positive"].map(f"{{:.{digits}f}}".format)
     shown["verdict"] = results["verdict"]
     return shown
+
+
+def verdict_sentences(results: pd.DataFrame, weights_origin: str | None = None) -> list[str]:
+    """One plain-language line per attribute (verdict, ROC AUC and its interval, AP against chance, counts)."""
+    lines = []
+    for row in results.itertuples():
+        auc = "ROC AUC n/a" if np.isnan(row.roc_auc_low) else (
+            f"ROC AUC {row.roc_auc:.2f} [{row.roc_auc_low:.2f}, {row.roc_auc_high:.2f}]")
+        lines.append(f"{row.Index}: {row.verdict}. {auc}; AP {row.ap:.2f} against {row.prevalence:.2f} by chance; "
+                     f"{row.positives} positives and {row.negatives} negatives known.")
+    if weights_origin == "random":
+        lines.append("The backbone was randomly initialised (no pretrained weights): expect far better results with "
+                     "pretrained weights.")
+    return lines

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from aimonk.checkpoint import load_checkpoint
-from aimonk.data import ImageDataset, Preprocessing
-from aimonk.errors import CheckpointError
-from aimonk.features import BackboneCollate, backbone_batches, inference_backbone
-from aimonk.model import AttributeClassifier, build_model
+from aimonk.images import ImageDataset, Preprocessing
+from aimonk.model import model_from_checkpoint
+from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone
 
 
 @dataclass
@@ -37,17 +34,17 @@ class Predictor:
         self.precision: str = checkpoint.get("precision", "fp32")
         self.checkpoint = checkpoint
         self.device = torch.device(device)
-        self.model = _model_from_checkpoint(checkpoint, Path(checkpoint_path)).to(self.device)
+        self.model = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
         # The backbone as training's feature cache runs it, so a training image gets the features it was trained on.
-        self.embed = BackboneCollate(inference_backbone(self.model.backbone), self.precision)
+        self.runner = BackboneRunner(inference_backbone(self.model.backbone), self.precision)
 
-    def present(self, probabilities: Sequence[float]) -> list[str]:
+    def present_attributes(self, probabilities: Sequence[float]) -> list[str]:
         """Names of the attributes whose probability reaches its threshold."""
         return [name for name, p, t in zip(self.attributes, probabilities, self.thresholds, strict=True) if p >= t]
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Sigmoid outputs (batch, attributes) for preprocessed images (batch, 3, H, W)."""
-        return self._head(self.embed.features(images))
+        return self._head(self.runner.features(images))
 
     @torch.inference_mode()
     def _head(self, features: torch.Tensor) -> torch.Tensor:
@@ -58,38 +55,10 @@ class Predictor:
         paths = [Path(path) for path in paths]
         dataset = ImageDataset.unlabelled(paths, self.preprocessing)
         workers = num_workers if len(paths) > batch_size else 0  # a worker costs more than it saves for a few images
-        for batch in backbone_batches(self.embed, dataset, batch_size, workers):
+        for batch in backbone_batches(self.runner, dataset, batch_size, workers):
             results = {index: Prediction(paths[index], error=message) for index, message in batch["errors"]}
             if batch["features"] is not None:
                 rows = self._head(batch["features"]).tolist()
                 for index, row in zip(batch["index"].tolist(), rows, strict=True):
                     results[index] = Prediction(paths[index], probabilities=row)
             yield from (results[index] for index in sorted(results))
-
-
-def _model_from_checkpoint(checkpoint: dict, path: Path) -> AttributeClassifier:
-    with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
-        model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
-    try:
-        model.load_state_dict(checkpoint["state_dict"], assign=True)
-    except RuntimeError as error:
-        detail = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise CheckpointError(f"{path}: weights do not fit a {checkpoint['backbone']} model ({detail})") from None
-    return model.eval()
-
-
-def expand_inputs(arguments: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to the image files in them, in natural order (image_2 before image_10)."""
-    extensions = {extension.lower() for extension in Image.registered_extensions()}
-    paths: list[Path] = []
-    for argument in map(Path, arguments):
-        if argument.is_dir():
-            found = [p for p in argument.iterdir() if p.is_file() and p.suffix.lower() in extensions]
-            paths.extend(sorted(found, key=_natural_key))
-        else:
-            paths.append(argument)
-    return paths
-
-
-def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]

@@ -29,7 +29,8 @@ def best_f1_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
 
 def tune_thresholds(table: LabelTable, probabilities: np.ndarray) -> list[float]:
     """The best-F1 threshold of every attribute, over that attribute's known labels only."""
-    return [
-        best_f1_threshold(table.targets[table.known[:, j], j] > 0.5, probabilities[table.known[:, j], j])
-        for j in range(len(table.attributes))
-    ]
+    thresholds = []
+    for j in range(len(table.attributes)):
+        known, truth = table.known_labels(j)
+        thresholds.append(best_f1_threshold(truth, probabilities[known, j]))
+    return thresholds

@@ -39,8 +39,8 @@ def write_images(folder: Path, n_images: int, seed: int = 0) -> None:
 
 def fill_cache(image_dir: Path, cache_dir: Path) -> None:
     """Child process: extract features of every image into an empty cache, then print peak memory."""
-    from aimonk.data import Preprocessing
-    from aimonk.features import FeatureCache, extract_features
+    from aimonk.feature_cache import FeatureCache, extract_features
+    from aimonk.images import Preprocessing
     from aimonk.model import build_model
 
     model, _ = build_model(4, "resnet18", weights="none")

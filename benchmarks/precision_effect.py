@@ -19,7 +19,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from aimonk.checkpoint import load_checkpoint
-from aimonk.training import TrainConfig, TrainResult, train
+from aimonk.config import TrainConfig
+from aimonk.training import TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

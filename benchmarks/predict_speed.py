@@ -23,9 +23,10 @@ import torch
 from common import ROOT, Stopwatch, machine
 from torch.utils.data import DataLoader
 
-from aimonk.data import ImageDataset, Preprocessing
-from aimonk.prediction import Predictor, expand_inputs
-from aimonk.training import TrainConfig, train
+from aimonk.config import TrainConfig
+from aimonk.images import ImageDataset, Preprocessing, image_files
+from aimonk.prediction import Predictor
+from aimonk.training import train
 
 
 def quick_checkpoint(data_dir: Path, work: Path) -> Path:
@@ -34,7 +35,7 @@ def quick_checkpoint(data_dir: Path, work: Path) -> Path:
     (work / "labels.txt").write_text("\n".join(lines) + "\n")
     config = TrainConfig(
         data_dir=str(data_dir), labels=str(work / "labels.txt"), out_dir=str(work / "model"), weights="none",
-        epochs=1, val_fraction=0.0, cache_dir=str(work / "cache"), num_workers=0, progress=False,
+        epochs=1, val_fraction=0.0, cache_dir=str(work / "cache"), workers=0, progress=False,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing images among the first lines are fine here
@@ -95,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         model = args.model or quick_checkpoint(args.data_dir, Path(work))
         predictor = Predictor(model)
-        paths = expand_inputs([args.data_dir / "images"])
+        paths = image_files([args.data_dir / "images"])
         print(f"{model.name}: {predictor.checkpoint['backbone']}, precision {predictor.precision}; "
               f"{len(paths)} images in {args.data_dir / 'images'}; batch {args.batch_size}", flush=True)
 

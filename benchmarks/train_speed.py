@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
 
-from aimonk.training import TrainConfig, train
+from aimonk.config import TrainConfig
+from aimonk.training import train
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -112,7 +113,7 @@ def main() -> None:
             config = TrainConfig(
                 data_dir=str(args.data_dir), out_dir=out_dir, weights="none", epochs=args.epochs,
                 batch_size=args.batch_size, lr=lr, val_fraction=0.0, precision=args.precision,
-                cache_dir=cache_dir, num_workers=args.workers, progress=False,
+                cache_dir=cache_dir, workers=args.workers, progress=False,
             )
             with Stopwatch() as watch:
                 history = train(config).history

@@ -10,14 +10,15 @@ from conftest import write_dataset
 
 from aimonk.checkpoint import load_checkpoint, save_thresholds
 from aimonk.cli import main
-from aimonk.metrics import score_checkpoint
+from aimonk.config import TrainConfig
 from aimonk.prediction import Predictor
-from aimonk.training import TrainConfig, train
+from aimonk.scoring import score_checkpoint
+from aimonk.training import train
 
 
 def _train(data: Path, out_dir: Path, val_fraction: float) -> Path:
     config = TrainConfig(data_dir=str(data), out_dir=str(out_dir), weights="none", image_size=64, epochs=1,
-                         val_fraction=val_fraction, progress=False, num_workers=0)
+                         val_fraction=val_fraction, progress=False, workers=0)
     return train(config).model_path
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aimonk.demo import ATTRIBUTE_PREVALENCE, NA_RATE, draw_image, main, make_demo_dataset
+from aimonk.cli import main as aimonk_main
+from aimonk.demo import ATTRIBUTE_PREVALENCE, NA_RATE, draw_image, make_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,6 +99,7 @@ def test_shipped_dataset_matches_generator(default_set: Path) -> None:
 
 
 def test_cli_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--out-dir", str(tmp_path), "--n-images", "5", "--seed", "2"])
+    assert aimonk_main(["demo", "--out-dir", str(tmp_path), "--n-images", "5", "--seed", "2", "--size", "40"]) == 0
     assert len(_rows(tmp_path / "labels.txt")) == 5
+    assert Image.open(tmp_path / "images" / "image_0.jpg").size == (40, 40)
     assert "labels.txt" in capsys.readouterr().out

@@ -10,17 +10,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-import aimonk.data
-from aimonk.data import Preprocessing, open_rgb
-from aimonk.features import FeatureCache, extract_features
+import aimonk.images
+from aimonk.config import TrainConfig
+from aimonk.feature_cache import FeatureCache, extract_features
+from aimonk.images import Preprocessing, open_rgb
 from aimonk.prediction import Predictor
-from aimonk.training import TrainConfig, train
+from aimonk.training import train
 
 
 def config(data_dir: Path, cache_dir: Path, **overrides) -> TrainConfig:
     settings = dict(
         data_dir=str(data_dir), out_dir=str(data_dir / "out"), cache_dir=str(cache_dir), weights="none",
-        epochs=2, batch_size=4, lr=1e-3, val_fraction=0.25, image_size=64, precision="fp32", num_workers=0,
+        epochs=2, batch_size=4, lr=1e-3, val_fraction=0.25, image_size=64, precision="fp32", workers=0,
         progress=False,
     )
     return TrainConfig(**{**settings, **overrides})
@@ -35,7 +36,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         names.append(Path(path).name)
         return open_rgb(path, min_size)
 
-    monkeypatch.setattr(aimonk.data, "open_rgb", counting_open_rgb)
+    monkeypatch.setattr(aimonk.images, "open_rgb", counting_open_rgb)
     return names
 
 
@@ -143,7 +144,7 @@ def test_unreadable_image_is_reported_and_left_out(small_dataset: Path, tmp_path
 
 
 def test_trained_backbone_never_uses_the_cache(small_dataset: Path, tmp_path: Path):
-    result = train(config(small_dataset, tmp_path / "cache", freeze_backbone=False, epochs=1, batch_size=16))
+    result = train(config(small_dataset, tmp_path / "cache", train_backbone=True, epochs=1, batch_size=16))
     assert result.data.features is None
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
 

@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from aimonk.data import ImageDataset, Preprocessing, collate_readable, open_rgb
+from aimonk.config import TrainConfig
 from aimonk.errors import AimonkError, ImageReadError
-from aimonk.training import TrainConfig, train
+from aimonk.images import ImageDataset, Preprocessing, collate_readable, open_rgb
+from aimonk.training import train
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 EXIF_ORIENTATION = 0x0112
@@ -206,7 +207,7 @@ def test_dataset_with_workers_reports_bad_images_without_a_worker_crash(tmp_path
 
 def _config(data_dir: Path, tmp_path: Path, **overrides) -> TrainConfig:
     settings = dict(data_dir=str(data_dir), out_dir=str(tmp_path / "out"), weights="none", image_size=32, epochs=1,
-                    batch_size=8, num_workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
+                    batch_size=8, workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -220,7 +221,7 @@ def damaged_dataset(small_dataset: Path) -> Path:
 
 @pytest.mark.parametrize(("feature_cache", "workers"), [(True, 0), (False, 0), (True, 2), (False, 2)])
 def test_training_skips_bad_images_with_a_warning_naming_them(damaged_dataset, tmp_path, feature_cache, workers):
-    config = _config(damaged_dataset, tmp_path, feature_cache=feature_cache, num_workers=workers)
+    config = _config(damaged_dataset, tmp_path, feature_cache=feature_cache, workers=workers)
     with pytest.warns(UserWarning) as caught:
         result = train(config)
     messages = [str(warning.message) for warning in caught]

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from aimonk import masked_bce_with_logits
-from aimonk.loss import balanced_pos_weight
+from aimonk.losses import balanced_pos_weight
 
 
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 import torchvision.models._api as torchvision_api
 from torchvision import models
 
-from aimonk.errors import WeightsUnavailableError
+from aimonk.errors import AimonkError, WeightsUnavailableError
 from aimonk.model import build_model
 
 
@@ -42,7 +42,7 @@ def test_frozen_backbone_keeps_batchnorm_statistics_in_train_mode():
 
 
 def test_unfrozen_backbone_trains():
-    model, _ = build_model(4, weights="none", frozen=False)
+    model, _ = build_model(4, weights="none", train_backbone=True)
     model.train()
     assert model.backbone.training
     assert all(parameter.requires_grad for parameter in model.backbone.parameters())
@@ -88,5 +88,5 @@ def test_weights_file_that_does_not_fit_is_refused(tmp_path):
 
 
 def test_unknown_backbone_is_refused():
-    with pytest.raises(WeightsUnavailableError, match="unknown backbone 'vgg'"):
+    with pytest.raises(AimonkError, match="unknown backbone .vgg."):
         build_model(4, backbone="vgg", weights="none")

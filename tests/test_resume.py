@@ -21,7 +21,8 @@ from conftest import write_dataset
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
-from aimonk.training import HISTORY_FILE, MODEL_FILE, STATE_FILE, load_train_state
+from aimonk.outputs import HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.resume import load_train_state
 
 CACHED = ["--epochs", "3"]
 # The uncached path trains the whole network, so the state also carries the backbone's optimizer moments.

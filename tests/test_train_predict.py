@@ -15,10 +15,12 @@ from sklearn.metrics import roc_auc_score
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
+from aimonk.config import TrainConfig
 from aimonk.labels import read_labels
 from aimonk.plots import loss_curve_figure
 from aimonk.prediction import Predictor
-from aimonk.training import TrainConfig, epoch_plan, train
+from aimonk.sampling import epoch_plan
+from aimonk.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +132,7 @@ def test_loss_curve_axes_and_title():
 def test_same_seed_repeats_a_run_and_another_seed_does_not(small_dataset: Path, tmp_path: Path):
     def run(seed: int, out: str) -> list[float]:
         config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path / out), weights="none", epochs=2,
-                             batch_size=4, lr=1e-3, seed=seed, image_size=64, num_workers=0, progress=False)
+                             batch_size=4, lr=1e-3, seed=seed, image_size=64, workers=0, progress=False)
         return train(config).history
 
     assert run(0, "a") == run(0, "b")

@@ -13,10 +13,12 @@ from conftest import write_dataset
 
 from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic
 from aimonk.cli import main
+from aimonk.config import TrainConfig
 from aimonk.errors import CheckpointError, WeightsUnavailableError
 from aimonk.model import build_model
+from aimonk.outputs import STATE_FILE
 from aimonk.prediction import Predictor
-from aimonk.training import STATE_FILE, TrainConfig, train
+from aimonk.training import train
 
 
 class _Payload:
@@ -36,7 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
     out = tmp_path_factory.mktemp("model")
     config = TrainConfig(data_dir=str(data), out_dir=str(out), weights="none", image_size=32, epochs=1,
-                         num_workers=0, progress=False)
+                         workers=0, progress=False)
     return train(config).model_path
 
 

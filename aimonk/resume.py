@@ -1,0 +1,87 @@
+"""Resumable training: the saved state's format, random-number states, and Ctrl-C handling around updates."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aimonk.checkpoint import load_safely, save_atomic
+from aimonk.errors import AimonkError
+from aimonk.outputs import STATE_FILE
+
+STATE_FORMAT = "aimonk-train-state-v1"
+STATE_KEYS = ("config", "model", "optimizer", "history", "epoch", "step", "train_files", "rng")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, raised after the resumable state was saved."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def capture_rng() -> dict:
+    """The torch, numpy and Python random states, as tensors and ints (loadable with weights_only)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_position": int(np.random.get_state()[2]),
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+
+
+def restore_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_position"], 0, 0.0))
+    random.setstate((3, tuple(rng["python"].tolist()), None))
+
+
+def save_train_state(
+    out_dir: Path, *, config: dict, model: dict, optimizer: dict, history: list[float], epoch: int, step: int,
+    train_files: list[str],
+) -> None:
+    """Everything `--resume` needs, written atomically: a kill leaves the previous or the new state."""
+    state = {"format": STATE_FORMAT, "config": config, "model": model, "optimizer": optimizer,
+             "history": list(history), "epoch": epoch, "step": step, "train_files": list(train_files),
+             "rng": capture_rng()}
+    save_atomic(state, Path(out_dir) / STATE_FILE)
+
+
+def load_train_state(out_dir: Path) -> dict:
+    """The saved state of an interrupted run, refused with a clear message if absent or not a training state."""
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        raise AimonkError(f"{path}: nothing to resume (no saved training state)")
+    state = load_safely(path)
+    if state.get("format") != STATE_FORMAT or any(key not in state for key in STATE_KEYS):
+        raise AimonkError(f"{path}: not an aimonk training state")
+    if not isinstance(state["config"], dict):
+        raise AimonkError(f"{path}: the training state's settings are not those of this version of aimonk")
+    return state
+
+
+@contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends; a no-op outside the main thread or under a foreign handler."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)

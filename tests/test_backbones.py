@@ -1,0 +1,48 @@
+"""Backbone entries work for any torchvision family: classifier dropped, feature width known, weights kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torchvision import models
+
+from aimonk.backbones import BACKBONES, build_backbone, drop_classifier
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_registered_backbone_outputs_features_of_its_width(name: str):
+    network, width, origin = build_backbone(name, "none")
+    assert origin == "random"
+    with torch.no_grad():
+        features = network.eval()(torch.randn(2, 3, 64, 64))
+    assert features.shape == (2, width)
+
+
+@pytest.mark.parametrize(("network", "classifier", "width"), [
+    (models.resnet18(), "fc", 512),
+    (models.mobilenet_v3_small(), "classifier", 1024),  # Linear, Hardswish, Dropout, Linear: the hidden layer stays
+    (models.vgg11(), "classifier", 4096),
+    (models.VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=8),
+     "heads", 8),
+])
+def test_only_the_last_linear_layer_of_a_sequential_head_is_dropped(network: nn.Module, classifier: str, width: int):
+    before = sum(isinstance(m, nn.Linear) for m in network.get_submodule(classifier).modules())
+    assert drop_classifier(network, classifier) == width
+    after = sum(isinstance(m, nn.Linear) for m in network.get_submodule(classifier).modules())
+    assert after == before - 1
+    size = 32 if isinstance(network, models.VisionTransformer) else 64
+    with torch.no_grad():
+        assert network.eval()(torch.randn(1, 3, size, size)).shape == (1, width)
+
+
+def test_pretrained_weights_keep_the_layers_of_the_head_before_the_last_linear(tmp_path: Path):
+    reference = models.convnext_tiny()
+    torch.nn.init.normal_(reference.classifier[0].weight)  # ConvNeXt's head starts with a LayerNorm
+    path = tmp_path / "convnext.pth"
+    torch.save(reference.state_dict(), path)
+    network, width, origin = build_backbone("convnext_tiny", str(path))
+    assert width == 768 and origin.startswith("file:convnext.pth")
+    assert torch.equal(network.classifier[0].weight, reference.classifier[0].weight)

@@ -1,0 +1,91 @@
+"""One source of truth for settings: TrainConfig fields become CLI options; registries supply the choices."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from aimonk.cli import build_parser, main
+from aimonk.config import RECIPES, TrainConfig, choices_of, config_from_arguments, recipe_description
+from aimonk.losses import LOSSES, bce_terms
+from aimonk.training import train
+
+
+def test_help_lists_every_config_field_with_its_choices(capsys):
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for spec in fields(TrainConfig):
+        assert "--" + spec.name.replace("_", "-") in text, spec.name
+        for choice in choices_of(spec.name) or []:
+            assert choice in text, (spec.name, choice)
+
+
+def test_options_not_given_keep_the_recipe_values_and_given_ones_override_them():
+    args = build_parser().parse_args(["train", "--lr", "0.01", "--no-feature-cache", "--pos-weight", "balanced"])
+    config = config_from_arguments(args)
+    assert config == TrainConfig(lr=0.01, feature_cache=False, pos_weight="balanced")
+    assert recipe_description(config) == "reference with lr=0.01, pos_weight=balanced, feature_cache=False"
+    assert recipe_description(TrainConfig(out_dir="elsewhere", workers=0)) == "reference"
+
+
+def test_a_recipe_is_a_set_of_settings_that_options_override():
+    RECIPES.add("quick", {"epochs": 1, "lr": 1e-3}, "a test recipe")
+    try:
+        args = build_parser().parse_args(["train", "--recipe", "quick", "--lr", "0.5"])
+        config = config_from_arguments(args)
+        assert (config.recipe, config.epochs, config.lr) == ("quick", 1, 0.5)
+        assert recipe_description(config) == "quick with lr=0.5"
+    finally:
+        RECIPES.remove("quick")
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--loss", "hinge", "unknown loss 'hinge'; choose one of bce"),
+    ("--sampler", "nope", "unknown sampler 'nope'; choose one of uniform"),
+    ("--precision", "fp8", "unknown precision 'fp8'; choose one of bf16, fp32"),
+    ("--epochs", "0", "epochs must be at least 1, got 0"),
+    ("--lr", "-1", "lr must be positive, got -1.0"),
+    ("--val-fraction", "1", "val_fraction must be in [0, 1), got 1.0"),
+    ("--epochs", "many", "argument --epochs: invalid int value: 'many'"),
+])
+def test_bad_values_are_one_line_errors_naming_the_option(option, value, message, tmp_path, capsys):
+    assert main(["train", "--data-dir", str(tmp_path), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aimonk: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_new_loss_is_one_registry_entry_valid_in_config_cli_and_training(small_dataset: Path, tmp_path: Path):
+    calls = []
+
+    @LOSSES.register("doubled")
+    def doubled(config):
+        """twice the BCE (a test entry)"""
+
+        def terms(logits, targets, pos_weight):
+            calls.append(logits.shape)
+            return 2 * bce_terms(logits, targets, pos_weight)
+
+        return terms
+
+    try:
+        assert "doubled" in choices_of("loss")
+        args = build_parser().parse_args(["train", "--loss", "doubled"])
+        assert config_from_arguments(args).loss == "doubled"
+        settings = dict(data_dir=str(small_dataset), weights="none", epochs=1, batch_size=8, lr=1e-3, image_size=32,
+                        workers=0, progress=False, precision="fp32", val_fraction=0)
+        plain = train(TrainConfig(out_dir=str(tmp_path / "bce"), **settings)).history
+        twice = train(TrainConfig(out_dir=str(tmp_path / "doubled"), loss="doubled", **settings)).history
+        assert calls and twice[0] == pytest.approx(2 * plain[0], rel=1e-5)
+    finally:
+        LOSSES.remove("doubled")
+    assert "doubled" not in choices_of("loss")
+
+
+def test_the_same_config_field_names_are_the_checkpoints_train_config(small_dataset: Path, tmp_path: Path):
+    config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path), weights="none", epochs=1,
+                         image_size=32, workers=0, progress=False)
+    saved = torch.load(train(config).model_path, weights_only=True)["train_config"]
+    assert saved.keys() == {spec.name for spec in fields(TrainConfig)}
