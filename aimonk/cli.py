@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=run_evaluate)
 
+    cache = commands.add_parser("cache", help="show the feature cache's size, or clear it")
+    cache.add_argument("--cache-dir", help="default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features")
+    cache.add_argument("--clear", action="store_true", help="delete everything the cache holds")
+    cache.set_defaults(run=run_cache)
+
     demo = commands.add_parser("demo", help="regenerate the embedded demo dataset (images/ + labels.txt)")
     demo.add_argument("--out-dir", default=".", help="folder for images/ and labels.txt")
     demo.add_argument("--n-images", type=int, default=400, help="number of images")
@@ -105,6 +110,8 @@ def run_train(args: argparse.Namespace) -> int:
     data = result.data
     print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
           f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
+    for line in result.report:
+        print(line)
     print(f"recipe: {recipe_description(result.config)}")
     print(f"wrote {result.model_path}, loss_history.csv and loss_curve.png in {result.model_path.parent}")
     return 0
@@ -158,6 +165,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
           f"[{args.bootstrap}-resample bootstrap 95% interval]")
     with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
         print(format_table(results).to_string())
+    return 0
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from aimonk.feature_cache import cache_contents, clear_cache, default_cache_dir
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.clear:
+        print(f"cleared {root}: {clear_cache(root) / 2**20:.1f} MiB freed")
+        return 0
+    entries = cache_contents(root)
+    for entry in entries:
+        key = entry["key"]
+        what = f"{key.get('frozen_stages', '?')} frozen stage(s), {key.get('precision', '?')}, " \
+               f"{key.get('preprocessing', {}).get('image_size', '?')} px"
+        print(f"{entry['folder'].name}  {entry['files']:7d} images  {entry['bytes'] / 2**20:9.1f} MiB  {what}")
+    total = sum(entry["bytes"] for entry in entries)
+    print(f"{root}: {len(entries)} cache folder(s), {total / 2**20:.1f} MiB")
     return 0
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from aimonk.backbones import BACKBONES
 from aimonk.errors import AimonkError
-from aimonk.losses import LOSSES, POS_WEIGHTS
+from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.registry import Registry
 from aimonk.sampling import SAMPLERS
-from aimonk.solvers import SOLVERS
+from aimonk.solvers import LR_SCHEDULES, SOLVERS
 
 PRECISIONS = ("bf16", "fp32")
 RECIPES: Registry[dict[str, Any]] = Registry("recipe")  # entries below the class
@@ -55,20 +55,40 @@ class TrainConfig:
     backbone: str = option("resnet18", "feature network", choices=BACKBONES)
     weights: str = option("auto", "backbone weights: auto (ImageNet if obtainable, else random with a warning), "
                           "imagenet (required), none (random), or PATH to a state-dict file")
-    train_backbone: bool = option(False, "fine-tune the whole backbone too (slow; no feature cache)")
+    trainable_stages: int = option(0, "fine-tune the backbone's last N stages (torchvision's trainable_backbone_layers;"
+                                   " ResNet has 5); 0 keeps it frozen", check=at_least(0))
+    backbone_lr_factor: float = option(0.1, "learning rate of fine-tuned stages, relative to the head's",
+                                       check=positive)
+    standardise_features: bool = option(False, "standardise the head's input with training-split statistics "
+                                        "(folded into the saved head)")
     solver: str = option("adam", "how the weights are fitted", choices=SOLVERS)
-    epochs: int = option(5, "passes over the training images", check=at_least(1))
-    batch_size: int = option(16, "images per optimizer step", check=at_least(1))
-    lr: float = option(1e-5, "learning rate", check=positive)
-    loss: str = option("bce", "loss per known label", choices=LOSSES)
+    epochs: int = option(5, "passes over the training images (adam)", check=at_least(1))
+    batch_size: int = option(16, "images per optimizer step (adam)", check=at_least(1))
+    lr: float = option(1e-5, "learning rate (adam)", check=positive)
+    weight_decay: float = option(0.0, "decoupled weight decay of weights, not biases or norms (adam)",
+                                 check=at_least(0))
+    lr_schedule: str = option("constant", "learning rate over the iterations (adam)", choices=LR_SCHEDULES)
+    warmup_steps: int = option(0, "iterations of linear learning-rate warm-up (adam)", check=at_least(0))
+    cv_folds: int = option(5, "folds of the training images on which lbfgs chooses each attribute's L2 strength",
+                           check=at_least(2))
+    loss: str = option("bce", "loss per label", choices=LOSSES)
+    focal_gamma: float = option(2.0, "focusing exponent of the focal loss", check=at_least(0))
+    asl_gamma_pos: float = option(0.0, "focusing exponent of positives in the asymmetric loss", check=at_least(0))
+    asl_gamma_neg: float = option(4.0, "focusing exponent of negatives in the asymmetric loss", check=at_least(0))
+    asl_clip: float = option(0.05, "probability margin below which negatives count nothing (asymmetric loss)",
+                             check=fraction)
+    na_mode: str = option("ignore", "what an NA label means to the loss", choices=NA_MODES)
     pos_weight: str = option("none", "weight of positive labels per attribute", choices=POS_WEIGHTS)
-    sampler: str = option("uniform", "which images each epoch visits", choices=SAMPLERS)
+    sampler: str = option("uniform", "how often each training image is visited", choices=SAMPLERS)
+    repeat_threshold: float = option(0.3, "repeat_factor: attributes positive in fewer than this share of their "
+                                     "known labels get their images repeated", check=positive)
     seed: int = option(0, "the split, initialisation, order and flips; the same seed repeats a run")
     val_fraction: float = option(0.2, "held out for evaluation, stratified per attribute (0 trains on everything)",
                                  check=fraction)
     precision: str = option("bf16", "backbone arithmetic: bf16 autocast (CPU and GPU) or fp32", choices=PRECISIONS)
     image_size: int = option(224, "images are resized to this square", check=at_least(1))
-    feature_cache: bool = option(True, "reuse frozen-backbone features across runs (cached on disk)")
+    feature_cache: bool = option(True, "keep what the frozen stages output for each image on disk, for every epoch "
+                                 "and later runs")
     cache_dir: str | None = option(None, "feature cache (default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features)")
     workers: int = option(2, "data-loading processes", check=at_least(0))
     checkpoint_every: int = option(0, "also save the resumable state every N iterations (0: after each epoch)",
@@ -104,6 +124,9 @@ class TrainConfig:
 
 
 RECIPES.add("reference", {}, "the reference system: frozen ResNet18, Adam lr 1e-5, batch 16, 5 epochs, masked BCE")
+RECIPES.add("recommended", {"solver": "lbfgs", "standardise_features": True},
+            "what notebooks/04_experiments.ipynb found best: the head fitted to convergence by lbfgs on standardised "
+            "features, L2 chosen per attribute on training folds")
 
 
 def choices_of(name: str) -> list[str] | None:

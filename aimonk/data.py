@@ -29,7 +29,7 @@ class TrainingData:
     image_dir: Path
     train_rows: np.ndarray
     val_rows: np.ndarray
-    features: torch.Tensor | None  # (images, 2, dim): as-is and flipped, for a cached frozen backbone
+    features: torch.Tensor | None  # (images, 2, ...): frozen-stage outputs, as is and flipped (bf16 or float32)
     skipped: list[str]  # missing or unreadable images, left out
 
     def files(self, rows: np.ndarray) -> list[str]:
@@ -40,9 +40,14 @@ class TrainingData:
 
 
 def prepare_data(
-    config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing
+    config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing,
+    keep_features: bool,
 ) -> TrainingData:
-    """Labelled images that exist -> that decode (with features, if cached) -> stratified split."""
+    """Labelled images that exist -> that decode -> stratified split.
+
+    With `keep_features` and frozen stages, each image's frozen-stage output is computed once (or read from the
+    on-disk cache, if `config.feature_cache`) and kept in memory.
+    """
     image_dir = config.images_path
     if not image_dir.is_dir():
         raise AimonkError(f"{image_dir}: image folder not found")
@@ -50,11 +55,13 @@ def prepare_data(
     report_unusable_images("missing", missing, config.strict)
     paths = [image_dir / name for name in table.filenames]
     features = None
-    if not config.train_backbone and config.feature_cache:
-        cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        cache = FeatureCache(cache_root, model.backbone, preprocessing, config.precision)
+    if keep_features and len(model.frozen_part):
+        cache = None
+        if config.feature_cache:
+            cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            cache = FeatureCache(cache_root, model.frozen_part, preprocessing, config.precision)
         features, readable, errors = extract_features(
-            model.backbone, paths, preprocessing, cache, config.precision, num_workers=config.workers,
+            model.frozen_part, paths, preprocessing, cache, config.precision, num_workers=config.workers,
             progress=config.progress,
         )
     else:

@@ -1,7 +1,10 @@
-"""On-disk cache of frozen-backbone features, keyed by image content, backbone weights and preprocessing.
+"""On-disk cache of what the frozen part of a model outputs for each image, keyed by image content, the frozen
+weights, preprocessing and precision.
 
-Each image is decoded once and run through the backbone in both orientations (as is and flipped), so
-training with a random horizontal flip can pick either without touching the image again.
+With a frozen backbone that is the feature vector; when the last stages are fine-tuned it is the feature map of the
+last frozen stage, so the frozen stages run once per image instead of every epoch. Each image is decoded once and
+run in both orientations (as is and flipped), so training with a random horizontal flip can pick either without
+touching the image again. Outputs are kept as computed: bf16 values as their raw bits (lossless, half the size).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +25,7 @@ from tqdm import tqdm
 from aimonk.images import ImageDataset, Preprocessing
 from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone
 
-FEATURES_VERSION = "pil-draft-bilinear-bnfold-v2"  # bump when decoding, resizing or the forward pass changes
+FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v3"  # bump when decoding, resizing or the forward pass changes
 
 
 def default_cache_dir() -> Path:
@@ -46,12 +50,25 @@ def module_fingerprint(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def to_storable(outputs: torch.Tensor) -> np.ndarray:
+    """A numpy array that keeps the values exactly: bf16 as its raw 16 bits (numpy has no bf16)."""
+    if outputs.dtype == torch.bfloat16:
+        return outputs.contiguous().view(torch.int16).numpy()
+    return outputs.float().contiguous().numpy()
+
+
+def from_storable(array: np.ndarray) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    return tensor.view(torch.bfloat16) if tensor.dtype == torch.int16 else tensor
+
+
 class FeatureCache:
-    """One folder per (backbone weights, preprocessing, precision); one `.npy` file of shape (2, dim) per image."""
+    """One folder per (frozen weights, preprocessing, precision); one `.npy` file per image: (2, *output shape)."""
 
     def __init__(self, root: Path, backbone: nn.Module, preprocessing: Preprocessing, precision: str):
         description = {
             "backbone_sha256": module_fingerprint(backbone),
+            "frozen_stages": len(backbone) if isinstance(backbone, nn.Sequential) else None,
             "preprocessing": preprocessing.as_dict(),
             "precision": precision,
             "features_version": FEATURES_VERSION,
@@ -91,10 +108,9 @@ def extract_features(
     num_workers: int = 2,
     progress: bool = True,
 ) -> tuple[torch.Tensor, list[int], list[str]]:
-    """Features (n_readable, 2, dim) for the readable images, their indices into `paths`, and read errors.
+    """Outputs of `backbone` (n_readable, 2, ...) for the readable images, their indices into `paths`, read errors.
 
-    Returns an empty (0, 2, 0) tensor if no image is readable.
-
+    Returns an empty (0, 2, 0) tensor if no image is readable. The dtype is bf16 or float32, as computed.
     Cached images are not decoded; the rest stream through a DataLoader so memory stays bounded.
     """
     digests = [file_digest(path) for path in paths]
@@ -111,7 +127,7 @@ def extract_features(
             errors.extend(message for _, message in batch["errors"])
             if batch["features"] is None:
                 continue
-            for position, features_of_one in zip(batch["index"].tolist(), batch["features"].numpy(), strict=True):
+            for position, features_of_one in zip(batch["index"].tolist(), to_storable(batch["features"]), strict=True):
                 original = todo[position]
                 found[original] = features_of_one
                 if cache:
@@ -119,4 +135,27 @@ def extract_features(
     readable = sorted(found)
     if not readable:
         return torch.zeros(0, 2, 0), [], errors
-    return torch.from_numpy(np.stack([found[i] for i in readable])), readable, errors
+    return from_storable(np.stack([found[i] for i in readable])), readable, errors
+
+
+def cache_contents(root: Path) -> list[dict]:
+    """One entry per cache folder under `root`: its key (what was run) and how many files and bytes it holds."""
+    entries = []
+    for folder in sorted(Path(root).glob("*/key.json")):
+        files = list(folder.parent.rglob("*.npy"))
+        try:
+            key = json.loads(folder.read_text())
+        except (OSError, ValueError):
+            key = {}
+        entries.append({"folder": folder.parent, "key": key, "files": len(files),
+                        "bytes": sum(path.stat().st_size for path in files)})
+    return entries
+
+
+def clear_cache(root: Path) -> int:
+    """Delete every cache folder under `root` (only folders the cache made: those with a key.json); bytes freed."""
+    freed = 0
+    for entry in cache_contents(root):
+        freed += entry["bytes"]
+        shutil.rmtree(entry["folder"])
+    return freed

@@ -1,14 +1,15 @@
-"""LOSSES and POS_WEIGHTS: per-entry losses reduced over known labels only, so NA entries contribute neither loss
-nor gradient; per-attribute positive weights for rare attributes.
+"""LOSSES, NA_MODES and POS_WEIGHTS: per-entry losses reduced over known labels only, what an `NA` label means
+to the loss, and per-attribute weights of positive labels.
 
 A loss entry takes the training config (for its own settings) and returns a function
-`(logits, targets, pos_weight) -> per-entry losses`; masking and averaging are shared by all of them.
+`(logits, targets, pos_weight) -> per-entry losses`; masking and averaging are shared by all of them, so every
+loss ignores the entries its NA mode leaves out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -20,9 +21,10 @@ if TYPE_CHECKING:
     from aimonk.config import TrainConfig
 
 EntryLoss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
 
 LOSSES: Registry[Callable[[TrainConfig], EntryLoss]] = Registry("loss")
+NA_MODES: Registry[Callable[[Labels, Labels], tuple[Labels, Labels]]] = Registry("NA mode")
 POS_WEIGHTS: Registry[Callable[[np.ndarray, np.ndarray], torch.Tensor | None]] = Registry("positive weighting")
 
 
@@ -31,10 +33,69 @@ def bce_terms(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Ten
     return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
 
 
+def _focus(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
+    return base**gamma if gamma else 1.0  # 0 ** 0 would be 1 but its gradient NaN
+
+
+def focal_terms(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, gamma: float = 2.0
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): each entry's cross-entropy scaled by (1 - p_t)^gamma; gamma 0 is BCE."""
+    p = torch.sigmoid(logits)
+    positive = -F.logsigmoid(logits) * _focus(1 - p, gamma)
+    negative = -F.logsigmoid(-logits) * _focus(p, gamma)
+    if pos_weight is not None:
+        positive = positive * pos_weight
+    return targets * positive + (1 - targets) * negative
+
+
+def asymmetric_terms(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0, clip: float = 0.05,
+) -> torch.Tensor:
+    """Asymmetric loss (Ridnik et al., ICCV 2021): positives focused by (1 - p)^gamma_pos; negatives use the
+    probability shifted down by `clip` (easy negatives below it count nothing) focused by p_m^gamma_neg."""
+    p = torch.sigmoid(logits)
+    positive = -F.logsigmoid(logits) * _focus(1 - p, gamma_pos)
+    if clip > 0:
+        shifted = (p - clip).clamp(min=0)
+        negative = -torch.log1p(-shifted) * _focus(shifted, gamma_neg)
+    else:
+        negative = -F.logsigmoid(-logits) * _focus(p, gamma_neg)
+    if pos_weight is not None:
+        positive = positive * pos_weight
+    return targets * positive + (1 - targets) * negative
+
+
 @LOSSES.register("bce")
 def bce(config: TrainConfig) -> EntryLoss:
     """binary cross-entropy with logits (the reference)"""
     return bce_terms
+
+
+@LOSSES.register("focal")
+def focal(config: TrainConfig) -> EntryLoss:
+    """focal loss, Lin et al. 2017 (--focal-gamma)"""
+    return lambda logits, targets, pos_weight: focal_terms(logits, targets, pos_weight, config.focal_gamma)
+
+
+@LOSSES.register("asymmetric")
+def asymmetric(config: TrainConfig) -> EntryLoss:
+    """asymmetric loss, Ridnik et al. 2021 (--asl-gamma-pos, --asl-gamma-neg, --asl-clip)"""
+    return lambda logits, targets, pos_weight: asymmetric_terms(
+        logits, targets, pos_weight, config.asl_gamma_pos, config.asl_gamma_neg, config.asl_clip)
+
+
+@NA_MODES.register("ignore")
+def ignore_na(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
+    """NA entries are left out of the loss (the reference)"""
+    return targets, known
+
+
+@NA_MODES.register("negative")
+def na_as_negative(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
+    """an NA label counts as absent: every entry trains"""
+    return targets * known, known | ~known
 
 
 def masked_mean(terms: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -61,15 +122,9 @@ def masked_bce_with_logits(
     return masked_loss(bce_terms, logits, targets, known, pos_weight)
 
 
-def make_criterion(config: TrainConfig, pos_weight: torch.Tensor | None) -> Criterion:
-    """`(logits, targets, known) -> loss` for the config's loss and positive weights."""
-    terms = LOSSES[config.loss](config)
-    return lambda logits, targets, known: masked_loss(terms, logits, targets, known, pos_weight)
-
-
 @POS_WEIGHTS.register("none")
 def no_pos_weight(targets: np.ndarray, known: np.ndarray) -> None:
-    """every known label weighs the same"""
+    """every known label weighs the same (the reference)"""
     return None
 
 
@@ -79,3 +134,9 @@ def balanced_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
     positives = (targets * known).sum(axis=0)
     negatives = ((1 - targets) * known).sum(axis=0)
     return torch.tensor(negatives / np.maximum(positives, 1.0), dtype=torch.float32)
+
+
+@POS_WEIGHTS.register("sqrt")
+def sqrt_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
+    """the square root of the balanced weights: a milder boost for rare positives"""
+    return balanced_pos_weight(targets, known).sqrt()

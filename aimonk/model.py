@@ -1,4 +1,7 @@
-"""The model: a backbone from BACKBONES followed by a linear head with one logit per attribute."""
+"""The model: a backbone from BACKBONES, as a sequence of stages, followed by a linear head with one logit per
+attribute. The last `trainable_stages` stages train; the others stay frozen, in eval mode (their BatchNorm
+statistics stay those of the weights), and can be run once and cached.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +10,77 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aimonk.backbones import build_backbone
-from aimonk.errors import CheckpointError
+from aimonk.backbones import BACKBONES, build_backbone
+from aimonk.errors import AimonkError, CheckpointError
 
 
 class AttributeClassifier(nn.Module):
-    """Backbone features -> linear head with one logit per attribute.
+    """Backbone stages -> (optionally standardised) features -> linear head."""
 
-    A frozen backbone has no trainable parameters and always runs in eval mode, so its BatchNorm
-    statistics stay those of its weights while the head trains.
-    """
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_attributes: int, train_backbone: bool = False):
+    def __init__(self, backbone: nn.Module, stages: list[nn.Module], feature_dim: int, num_attributes: int,
+                 trainable_stages: int = 0):
         super().__init__()
+        if not 0 <= trainable_stages <= len(stages):
+            raise AimonkError(f"trainable_stages must be between 0 and {len(stages)} (the backbone's stages), "
+                              f"got {trainable_stages}")
         self.backbone = backbone
         self.head = nn.Linear(feature_dim, num_attributes)
-        self.train_backbone = train_backbone
-        self.backbone.requires_grad_(train_backbone)
+        self.stages = tuple(stages)  # views into `backbone`: a tuple is not registered, so state-dict keys stay
+        self.trainable_stages = trainable_stages
+        self.input_scaling: tuple[torch.Tensor, torch.Tensor] | None = None  # (mean, scale) of the head's input
+        self.backbone.requires_grad_(False)
+        self.trainable_part.requires_grad_(True)
+
+    @property
+    def frozen_part(self) -> nn.Sequential:
+        return nn.Sequential(*self.stages[: len(self.stages) - self.trainable_stages])
+
+    @property
+    def trainable_part(self) -> nn.Sequential:
+        return nn.Sequential(*self.stages[len(self.stages) - self.trainable_stages :])
 
     def train(self, mode: bool = True) -> AttributeClassifier:
         super().train(mode)
-        if not self.train_backbone:
-            self.backbone.eval()
+        (self.frozen_part if self.trainable_stages else self.backbone).eval()
         return self
 
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        if self.input_scaling is not None:
+            mean, scale = self.input_scaling
+            features = (features - mean) / scale
+        return self.head(features)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        return self.head_logits(self.trainable_part(self.frozen_part(images)))
+
+    def standardise_head_input(self, features: torch.Tensor) -> None:
+        """Feed the head features standardised with the mean and deviation of `features` (rows x dims).
+
+        A dimension without spread keeps scale 1, as scikit-learn's StandardScaler does.
+        """
+        mean = features.mean(0)
+        scale = features.std(0)
+        scale = torch.where(scale > 1e-6 * scale.max().clamp(min=1e-12), scale, torch.ones_like(scale))
+        self.input_scaling = (mean.to(self.head.weight), scale.to(self.head.weight))
+
+    def fold_input_scaling(self) -> None:
+        """Fold the standardisation into the head, so the saved model is a plain linear head on raw features."""
+        if self.input_scaling is None:
+            return
+        mean, scale = self.input_scaling
+        with torch.no_grad():
+            self.head.weight.div_(scale)
+            self.head.bias.sub_(self.head.weight @ mean)
+        self.input_scaling = None
 
 
 def build_model(
-    num_attributes: int, backbone: str = "resnet18", weights: str = "auto", train_backbone: bool = False
+    num_attributes: int, backbone: str = "resnet18", weights: str = "auto", trainable_stages: int = 0
 ) -> tuple[AttributeClassifier, str]:
     """The model and where its backbone weights came from (`imagenet:...`, `file:...` or `random`)."""
     network, width, origin = build_backbone(backbone, weights)
-    return AttributeClassifier(network, width, num_attributes, train_backbone), origin
+    stages = BACKBONES[backbone].stages(network)
+    return AttributeClassifier(network, stages, width, num_attributes, trainable_stages), origin
 
 
 def model_from_checkpoint(checkpoint: dict, path: str | Path) -> AttributeClassifier:

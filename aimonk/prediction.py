@@ -48,7 +48,7 @@ class Predictor:
 
     @torch.inference_mode()
     def _head(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model.head(features.to(self.device))).cpu()
+        return torch.sigmoid(self.model.head(features.to(self.device).float())).cpu()
 
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""

@@ -26,9 +26,10 @@ def backbone_autocast(precision: str, device: torch.device) -> torch.autocast:
 
 
 class BackboneRunner:
-    """Images -> features (float32, CPU) with a backbone in inference mode; also a DataLoader `collate_fn`.
+    """Images -> outputs of a (frozen) backbone in inference mode; also a DataLoader `collate_fn` (outputs on CPU).
 
-    Items may hold one image (3, H, W) or several, e.g. both orientations (k, 3, H, W): features follow that shape.
+    Items may hold one image (3, H, W) or several, e.g. both orientations (k, 3, H, W): outputs follow that shape.
+    The output is a feature vector, or a feature map when the backbone is the frozen part of a fine-tuned model.
     """
 
     def __init__(self, backbone: nn.Module, precision: str):
@@ -41,15 +42,17 @@ class BackboneRunner:
     def embed(self, batch: dict) -> dict:
         """A `collate_readable` batch with "features" in place of "image"."""
         images = batch.pop("image")
-        batch["features"] = None if images is None else self.features(images)
+        batch["features"] = None if images is None else self.features(images).cpu()
         return batch
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's output on its device, in the dtype it computes (bf16 under bf16 autocast)."""
         device = next(self.backbone.parameters()).device
         flat = images.flatten(0, -4).to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), backbone_autocast(self.precision, device):
-            features = self.backbone(flat).float()
-        return features.view(*images.shape[:-3], -1).cpu().clone()  # clone: a normal tensor, not an inference one
+            output = self.backbone(flat)
+        # clone: a normal tensor, not an inference one
+        return output.view(*images.shape[:-3], *output.shape[1:]).clone()
 
 
 def backbone_batches(runner: BackboneRunner, dataset: Dataset, batch_size: int, num_workers: int) -> Iterator[dict]:

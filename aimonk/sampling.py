@@ -1,8 +1,10 @@
-"""SAMPLERS: which training rows each epoch visits, in which order and orientation, in batches.
+"""SAMPLERS: how often each training image is visited per epoch; epoch plans of (row, flip) batches from that.
 
-An epoch plan is a list of batches of `(row, flip)`, derived from (seed, epoch) and the training labels alone.
-Cached and uncached training, and a resumed run, all follow the same plan: that is what makes their loss
-histories identical. A new sampler must keep this rule: no state outside its arguments.
+A sampler returns every training image's expected visits per epoch (1 for all: the reference). An epoch plan draws
+whole visits from them (stochastic rounding), shuffles, and picks one horizontal flip per visit, from (seed, epoch)
+alone. Cached and uncached training, and a resumed run, all follow the same plan: that is what makes their loss
+histories identical. A new sampler must keep this rule: its visits depend on the training labels and the config
+only. Full-batch solvers weight each image by its visits instead.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from aimonk.labels import LabelTable
@@ -19,7 +22,22 @@ if TYPE_CHECKING:
     from aimonk.config import TrainConfig
 
 Plan = list[list[tuple[int, bool]]]
-SAMPLERS: Registry[Callable[[LabelTable, TrainConfig, int], Plan]] = Registry("sampler")
+SAMPLERS: Registry[Callable[[LabelTable, TrainConfig], np.ndarray]] = Registry("sampler")
+
+
+@SAMPLERS.register("uniform")
+def uniform(table: LabelTable, config: TrainConfig) -> np.ndarray:
+    """every training image once per epoch (the reference)"""
+    return np.ones(len(table))
+
+
+@SAMPLERS.register("repeat_factor")
+def repeat_factor(table: LabelTable, config: TrainConfig) -> np.ndarray:
+    """images with rare known positives visited more often (LVIS repeat-factor sampling, --repeat-threshold)"""
+    # An attribute positive in a share f of its known labels gives its positive images max(1, sqrt(t / f)) visits.
+    share = table.positives().sum(axis=0) / np.maximum(table.known.sum(axis=0), 1)
+    factors = np.sqrt(config.repeat_threshold / np.maximum(share, 1e-12))
+    return np.maximum(1.0, (table.positives() * factors).max(axis=1, initial=0.0))
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -27,16 +45,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def epoch_plan(n: int, batch_size: int, seed: int, epoch: int) -> Plan:
-    """Batches of (row, flip) for one epoch: a shuffled order and one random flip per image."""
+def epoch_plan(visits: np.ndarray, batch_size: int, seed: int, epoch: int) -> Plan:
+    """Batches of (row, flip) for one epoch: each row visited `visits` times (rounded at random), shuffled."""
     generator = epoch_generator(seed, epoch)
-    order = torch.randperm(n, generator=generator).tolist()
-    flips = (torch.rand(n, generator=generator) < 0.5).tolist()
-    pairs = [(row, flips[row]) for row in order]
-    return [pairs[start : start + batch_size] for start in range(0, n, batch_size)]
-
-
-@SAMPLERS.register("uniform")
-def uniform(table: LabelTable, config: TrainConfig, epoch: int) -> Plan:
-    """every training image once per epoch, shuffled, with a random horizontal flip (the reference)"""
-    return epoch_plan(len(table), config.batch_size, config.seed, epoch)
+    whole = np.floor(visits).astype(np.int64)
+    if not np.array_equal(whole, visits):  # only then a draw, so whole visits give the reference's exact plan
+        whole += (torch.rand(len(visits), generator=generator, dtype=torch.float64).numpy() < visits - whole)
+    rows = np.repeat(np.arange(len(visits)), whole).tolist()
+    order = torch.randperm(len(rows), generator=generator).tolist()
+    flips = (torch.rand(len(rows), generator=generator) < 0.5).tolist()
+    pairs = [(rows[i], flips[i]) for i in order]
+    return [pairs[start : start + batch_size] for start in range(0, len(pairs), batch_size)]

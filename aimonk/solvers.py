@@ -1,16 +1,20 @@
-"""SOLVERS: how the trainable weights are fitted once data, model and loss are ready.
+"""SOLVERS and LR_SCHEDULES: how the trainable weights are fitted once data, model and loss are ready.
 
-A solver entry takes a `TrainingRun` and appends one training loss per iteration to `run.history`; it saves the
-resumable state as it goes if it supports `--resume`.
+A solver takes a `TrainingRun` and appends one training loss per iteration to `run.history`.
+- adam: minibatches over the sampler's epoch plans; saves the resumable state as it goes.
+- lbfgs: the linear head fitted full-batch on the frozen features (convex with bce), its L2 strength chosen per
+  attribute on folds of the training images only, as in the linear-probe protocol of CLIP and DINO.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -19,15 +23,17 @@ from aimonk.data import TrainingData
 from aimonk.errors import AimonkError
 from aimonk.images import ImageDataset, Preprocessing, collate_readable
 from aimonk.labels import LabelTable
-from aimonk.losses import Criterion
+from aimonk.losses import NA_MODES, EntryLoss, masked_loss
 from aimonk.model import AttributeClassifier
 from aimonk.registry import Registry
 from aimonk.resume import TrainingInterrupted, held_interrupts, save_train_state
-from aimonk.runtime import backbone_autocast
-from aimonk.sampling import SAMPLERS, Plan
+from aimonk.runtime import BackboneRunner, backbone_autocast, inference_backbone
+from aimonk.sampling import SAMPLERS, Plan, epoch_plan
 
 if TYPE_CHECKING:
     from aimonk.config import TrainConfig
+
+L2_GRID = tuple(10.0**exponent for exponent in range(-4, 2))  # candidates per attribute, for standardised features
 
 
 @dataclass
@@ -37,11 +43,13 @@ class TrainingRun:
     config: TrainConfig
     model: AttributeClassifier
     data: TrainingData
-    criterion: Criterion
+    terms: EntryLoss  # per-entry loss of LOSSES[config.loss]
+    pos_weight: torch.Tensor | None
     preprocessing: Preprocessing
     out_dir: Path
     resumed: dict | None = None  # the saved state of an interrupted run
     history: list[float] = field(default_factory=list)
+    report: list[str] = field(default_factory=list)  # lines the run ends with (e.g. the L2 strengths chosen)
 
     @property
     def device(self) -> torch.device:
@@ -51,16 +59,53 @@ class TrainingRun:
     def train_table(self) -> LabelTable:
         return self.data.table.subset(self.data.train_rows)
 
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch: the config's NA mode, then its loss averaged over the entries that count."""
+        targets, known = NA_MODES[self.config.na_mode](targets, known.bool())
+        return masked_loss(self.terms, logits, targets, known, self.pos_weight)
 
-SOLVERS: Registry[Callable[[TrainingRun], None]] = Registry("solver")
+
+@dataclass(frozen=True)
+class Solver:
+    fit: Callable[[TrainingRun], None]
+    full_batch: bool  # fits on every training image's frozen features at once (held in memory; no epochs)
 
 
-@SOLVERS.register("adam")
-def adam(run: TrainingRun) -> None:
-    """minibatch Adam over the sampler's epoch plans (the reference); resumable"""
+SOLVERS: Registry[Solver] = Registry("solver")
+LR_SCHEDULES: Registry[Callable[[int, int, int], float]] = Registry("learning-rate schedule")
+
+
+@LR_SCHEDULES.register("constant")
+def constant(step: int, total: int, warmup: int) -> float:
+    """the same learning rate throughout (after any warm-up; the reference)"""
+    return min(1.0, (step + 1) / warmup) if warmup else 1.0
+
+
+@LR_SCHEDULES.register("cosine")
+def cosine(step: int, total: int, warmup: int) -> float:
+    """linear warm-up, then cosine decay to zero at the last iteration"""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def parameter_groups(model: AttributeClassifier, config: TrainConfig) -> list[dict]:
+    """Head and trainable backbone stages (at lr x backbone_lr_factor); no weight decay on biases and norms."""
+    groups = []
+    for module, lr in ((model.head, config.lr), (model.trainable_part, config.lr * config.backbone_lr_factor)):
+        parameters = list(module.parameters())
+        for decay in (True, False):
+            chosen = [p for p in parameters if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr, "base_lr": lr,
+                               "weight_decay": config.weight_decay if decay else 0.0})
+    return groups
+
+
+def fit_adam(run: TrainingRun) -> None:
     config, model = run.config, run.model
     train_table = run.train_table
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    optimizer = torch.optim.Adam(parameter_groups(model, config), lr=config.lr, decoupled_weight_decay=True)
     epoch, step = 0, 0
     if run.resumed is not None:
         optimizer.load_state_dict(run.resumed["optimizer"])
@@ -73,14 +118,19 @@ def adam(run: TrainingRun) -> None:
             train_files=train_table.filenames,
         )
 
-    plans = [SAMPLERS[config.sampler](train_table, config, e) for e in range(config.epochs)]
-    bar = tqdm(total=sum(map(len, plans)), initial=len(run.history), desc="training", unit="it",
-               disable=not config.progress)
+    visits = SAMPLERS[config.sampler](train_table, config)
+    plans = [epoch_plan(visits, config.batch_size, config.seed, e) for e in range(config.epochs)]
+    total = sum(map(len, plans))
+    schedule = LR_SCHEDULES[config.lr_schedule]
+    bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not config.progress)
     model.train()
     try:
         while epoch < config.epochs:
-            for logits, targets, known in forward_batches(run, plans[epoch][step:]):
-                loss = run.criterion(logits, targets.to(run.device), known.to(run.device))
+            for features, targets, known in feature_batches(run, plans[epoch][step:]):
+                factor = schedule(len(run.history), total, config.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                loss = run.loss(model.head_logits(features), targets.to(run.device), known.to(run.device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 with held_interrupts():  # so a saved state never has the weights and the step count disagree
@@ -101,25 +151,165 @@ def adam(run: TrainingRun) -> None:
         bar.close()
 
 
-def forward_batches(run: TrainingRun, plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(logits, targets, known) per planned batch of training rows, from cached features or from images."""
+def feature_batches(run: TrainingRun, plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(features for the head, targets, known) per planned batch of training rows.
+
+    The frozen stages' outputs come from the cache, or from images run through the same BatchNorm-folded frozen
+    stages, so both paths compute the same thing; the trainable stages then run under autocast; the head in fp32.
+    """
     device, data, model = run.device, run.data, run.model
     table = data.table
+
+    def trainable(frozen: torch.Tensor) -> torch.Tensor:
+        if not model.trainable_stages:
+            return frozen.float()
+        with backbone_autocast(run.config.precision, device):
+            return model.trainable_part(frozen.contiguous(memory_format=torch.channels_last)).float()
+
     if data.features is not None:
         for batch in plan:
             rows = data.train_rows[[row for row, _ in batch]]
             flips = torch.tensor([int(flip) for _, flip in batch])
-            features = data.features[torch.as_tensor(rows), flips].to(device)
-            yield model.head(features), torch.from_numpy(table.targets[rows]), torch.from_numpy(table.known[rows])
+            frozen = data.features[torch.as_tensor(rows), flips].to(device)
+            yield trainable(frozen), torch.from_numpy(table.targets[rows]), torch.from_numpy(table.known[rows])
         return
     rows = data.train_rows
     dataset = ImageDataset(data.paths(rows), table.targets[rows], table.known[rows], run.preprocessing)
     loader = DataLoader(dataset, batch_sampler=plan, num_workers=run.config.workers, collate_fn=collate_readable)
+    frozen_runner = BackboneRunner(inference_backbone(model.frozen_part), run.config.precision) \
+        if len(model.frozen_part) else None
     for batch in loader:
         if batch["errors"]:
             raise AimonkError("; ".join(message for _, message in batch["errors"]))
         images = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
-        with backbone_autocast(run.config.precision, device):
-            features = model.backbone(images)
-        # The head runs in fp32 on both paths, so cached and uncached training compute the same thing.
-        yield model.head(features.float()), batch["targets"], batch["known"]
+        frozen = frozen_runner.features(images) if frozen_runner else images
+        yield trainable(frozen), batch["targets"], batch["known"]
+
+
+def fit_lbfgs(run: TrainingRun) -> None:
+    config, model, data = run.config, run.model, run.data
+    if model.trainable_stages or data.features is None:
+        raise AimonkError("the lbfgs solver fits the head on frozen features: use --trainable-stages 0 "
+                          "(or --solver adam to fine-tune)")
+    table = run.train_table
+    features = data.features[torch.as_tensor(data.train_rows)].double()  # (images, 2 orientations, dim)
+    if model.input_scaling is not None:
+        mean, scale = model.input_scaling
+        features = (features - mean.double()) / scale.double()
+    rows = features.reshape(-1, features.shape[-1])  # both orientations of an image, next to each other
+    targets, known = NA_MODES[config.na_mode](torch.from_numpy(table.targets).double(), torch.from_numpy(table.known))
+    targets, known = targets.repeat_interleave(2, 0), known.repeat_interleave(2, 0)
+    visits = torch.from_numpy(SAMPLERS[config.sampler](table, config)).double().repeat_interleave(2)
+    pos_weight = None if run.pos_weight is None else run.pos_weight.double().cpu()
+
+    folds = _fold_of_images(table, config.cv_folds, config.seed)
+    if folds is None:
+        l2 = torch.full((len(table.attributes),), 1e-2, dtype=torch.float64)
+        run.report.append(f"lbfgs: too few training images for {config.cv_folds} folds; L2 1e-2 for every attribute")
+    else:
+        l2 = _choose_l2(run, rows, targets, known, visits, pos_weight, folds.repeat_interleave(2))
+        chosen = ", ".join(f"{name} {value:.0e}" for name, value in zip(table.attributes, l2.tolist(), strict=True))
+        run.report.append(f"lbfgs: L2 per attribute, chosen on {config.cv_folds} folds of the training images: "
+                          f"{chosen}")
+
+    def record(weight: torch.Tensor, bias: torch.Tensor) -> None:
+        logits = rows @ weight[0].T + bias[0]
+        run.history.append(masked_loss(run.terms, logits, targets, known, pos_weight).item())
+
+    weight, bias = _fit_linear(rows, targets, known, visits[None], pos_weight, l2[None], run.terms, record)
+    with torch.no_grad():
+        model.head.weight.copy_(weight[0])
+        model.head.bias.copy_(bias[0])
+
+
+def _fold_of_images(table: LabelTable, folds: int, seed: int) -> torch.Tensor | None:
+    """Each training image's fold (stratified over positives and NAs per attribute), or None if too few images."""
+    if len(table) < 2 * folds:
+        return None
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold  # pulls in scikit-learn: only when fitting
+
+    strata = np.concatenate([table.positives(), ~table.known], axis=1).astype(int)
+    fold = np.zeros(len(table), dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for index, (_, held_out) in enumerate(splitter.split(np.zeros((len(table), 1)), strata)):
+        fold[held_out] = index
+    return torch.from_numpy(fold)
+
+
+def _choose_l2(run: TrainingRun, rows: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+               visits: torch.Tensor, pos_weight: torch.Tensor | None, fold: torch.Tensor) -> torch.Tensor:
+    """Per attribute, the L2 strength of L2_GRID with the lowest held-out loss summed over the folds.
+
+    The folds are independent problems solved in one L-BFGS run; strengths are tried from the strongest down, each
+    starting from the last solution, with a capped number of iterations: enough to rank them.
+    """
+    folds = int(fold.max()) + 1
+    held_out = fold[None, :] == torch.arange(folds)[:, None]  # (folds, rows)
+    scored = (visits * held_out)[:, :, None]
+    losses, solution = [], None
+    for strength in sorted(L2_GRID, reverse=True):
+        l2 = torch.full((folds, known.shape[1]), strength, dtype=torch.float64)
+        solution = _fit_linear(rows, targets, known, visits * ~held_out, pos_weight, l2, run.terms, init=solution,
+                               max_iterations=100)
+        logits = torch.einsum("nd,pad->pna", rows, solution[0]) + solution[1][:, None, :]
+        terms = run.terms(logits, targets.expand_as(logits), pos_weight) * known
+        losses.append(((terms * scored).sum(1) / (known * scored).sum(1).clamp(min=1e-12)).sum(0))
+    best = torch.stack(losses).argmin(0)
+    return torch.tensor(sorted(L2_GRID, reverse=True), dtype=torch.float64)[best]
+
+
+def _fit_linear(
+    rows: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, weights: torch.Tensor,
+    pos_weight: torch.Tensor | None, l2: torch.Tensor, terms: EntryLoss,
+    on_iteration: Callable[[torch.Tensor, torch.Tensor], None] | None = None, max_iterations: int = 1000,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent linear heads minimising, per problem p and attribute j, the weighted mean loss over known entries
+    plus l2[p, j] / 2 * |w_pj|^2 (the bias is not penalised); (weight (P, A, D), bias (P, A)).
+
+    `weights` (P, rows) weighs the rows of each problem (0 leaves a row out). SciPy's L-BFGS-B (as scikit-learn's
+    lbfgs solver) on the loss and gradient computed by torch in float64; `on_iteration` sees each iterate. Without
+    `init`, the weights start at zero and each bias at the log-odds of its attribute's prevalence.
+    """
+    from scipy.optimize import minimize  # only a full-batch fit needs SciPy (and threadpoolctl, with scikit-learn)
+    from threadpoolctl import threadpool_limits
+
+    problems, attributes = l2.shape
+    shape = (problems, attributes, rows.shape[1])
+    counts = (weights[:, :, None] * known).sum(1).clamp(min=1e-12)  # (P, A)
+    if init is None:
+        prior = ((weights[:, :, None] * known * targets).sum(1) / counts).clamp(1e-3, 1 - 1e-3)
+        init = torch.zeros(shape, dtype=torch.float64), torch.logit(prior)
+
+    def unpack(flat: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        parameters = torch.from_numpy(flat)
+        return parameters[: math.prod(shape)].view(shape), parameters[math.prod(shape) :].view(problems, attributes)
+
+    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        parameters = torch.from_numpy(flat).requires_grad_(True)
+        weight = parameters[: math.prod(shape)].view(shape)
+        bias = parameters[math.prod(shape) :].view(problems, attributes)
+        logits = torch.einsum("nd,pad->pna", rows, weight) + bias[:, None, :]
+        entry = terms(logits, targets.expand_as(logits), pos_weight) * known * weights[:, :, None]
+        value = (entry.sum(1) / counts).sum() + (l2 / 2 * (weight**2).sum(-1)).sum()
+        value.backward()
+        return value.item(), parameters.grad.numpy()
+
+    start = torch.cat([init[0].reshape(-1), init[1].reshape(-1)]).numpy()
+    callback = (lambda flat: on_iteration(*unpack(flat))) if on_iteration else None
+    threads = torch.get_num_threads()
+    # Problems this small run fastest on one thread; BLAS and torch threads spinning side by side ran 7x slower.
+    with threadpool_limits(1):
+        torch.set_num_threads(1)
+        try:
+            result = minimize(objective, start, jac=True, method="L-BFGS-B", callback=callback,
+                              options={"maxiter": max_iterations, "gtol": 1e-6, "ftol": 1e-7})
+        finally:
+            torch.set_num_threads(threads)
+    return unpack(result.x)
+
+
+SOLVERS.add("adam", Solver(fit_adam, full_batch=False),
+            "minibatch Adam over the sampler's epoch plans (the reference); resumable; fine-tunes stages too")
+SOLVERS.add("lbfgs", Solver(fit_lbfgs, full_batch=True),
+            "full-batch L-BFGS of the head on frozen features, L2 per attribute chosen on training folds; seconds")

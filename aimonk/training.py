@@ -19,11 +19,11 @@ from aimonk.data import TrainingData, prepare_data
 from aimonk.errors import AimonkError
 from aimonk.images import Preprocessing
 from aimonk.labels import read_labels
-from aimonk.losses import POS_WEIGHTS, make_criterion
+from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.model import build_model
 from aimonk.outputs import MODEL_FILE, STATE_FILE, remove_stale_temporaries, write_history
 from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, seed_everything
-from aimonk.solvers import SOLVERS, TrainingRun
+from aimonk.solvers import SOLVERS, TrainingRun, feature_batches
 
 
 @dataclass
@@ -32,6 +32,7 @@ class TrainResult:
     history: list[float]
     data: TrainingData
     config: TrainConfig  # the settings that ran (those of the interrupted run, after --resume)
+    report: list[str]  # what the solver chose, for the user
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -51,16 +52,20 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
     labelled = read_labels(config.labels_path)
     model, weights_origin = build_model(len(labelled.attributes), config.backbone, config.weights,
-                                        config.train_backbone)
+                                        config.trainable_stages)
     model.to(device=device, memory_format=torch.channels_last)
     spec = BACKBONES[config.backbone]
     preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
-    data = prepare_data(config, labelled, model, preprocessing)
+    keep_features = config.feature_cache or SOLVERS[config.solver].full_batch
+    data = prepare_data(config, labelled, model, preprocessing, keep_features)
 
     train_table = data.table.subset(data.train_rows)
-    pos_weight = POS_WEIGHTS[config.pos_weight](train_table.targets, train_table.known)
-    criterion = make_criterion(config, None if pos_weight is None else pos_weight.to(device))
-    run = TrainingRun(config, model, data, criterion, preprocessing, out_dir)
+    targets, known = NA_MODES[config.na_mode](train_table.targets, train_table.known)
+    pos_weight = POS_WEIGHTS[config.pos_weight](targets, known)
+    run = TrainingRun(config, model, data, LOSSES[config.loss](config),
+                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir)
+    if config.standardise_features:  # from the weights the run starts with, so a resumed run gets the same
+        model.standardise_head_input(head_inputs(run))
     if state is not None:
         if state["train_files"] != train_table.filenames:
             raise AimonkError(f"{out_dir / STATE_FILE}: the training images differ from the interrupted run's")
@@ -68,7 +73,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         run.history, run.resumed = list(state["history"]), state
         restore_rng(state["rng"])
 
-    SOLVERS[config.solver](run)
+    SOLVERS[config.solver].fit(run)
+    model.fold_input_scaling()
 
     try:
         model_path = save_model_checkpoint(
@@ -80,7 +86,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         write_history(out_dir, run.history)
     except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
         raise TrainingInterrupted(str(out_dir)) from None
-    return TrainResult(model_path, run.history, data, config)
+    return TrainResult(model_path, run.history, data, config, run.report)
+
+
+@torch.no_grad()
+def head_inputs(run: TrainingRun) -> torch.Tensor:
+    """What the head sees for every training image in both orientations (rows x dims), with eval-mode stages."""
+    data, rows = run.data, range(len(run.data.train_rows))
+    if data.features is not None and not run.model.trainable_stages:
+        return data.features[torch.as_tensor(data.train_rows)].flatten(0, 1).float()
+    plan = [[(row, flip) for row in rows[start : start + 16] for flip in (False, True)]
+            for start in range(0, len(rows), 16)]
+    run.model.eval()
+    return torch.cat([features for features, _, _ in feature_batches(run, plan)])
 
 
 def resumed_config(saved: dict, out_dir: Path, progress: bool) -> TrainConfig:

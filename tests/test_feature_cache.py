@@ -144,7 +144,7 @@ def test_unreadable_image_is_reported_and_left_out(small_dataset: Path, tmp_path
 
 
 def test_trained_backbone_never_uses_the_cache(small_dataset: Path, tmp_path: Path):
-    result = train(config(small_dataset, tmp_path / "cache", train_backbone=True, epochs=1, batch_size=16))
+    result = train(config(small_dataset, tmp_path / "cache", trainable_stages=5, epochs=1, batch_size=16))
     assert result.data.features is None
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
 

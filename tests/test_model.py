@@ -42,7 +42,7 @@ def test_frozen_backbone_keeps_batchnorm_statistics_in_train_mode():
 
 
 def test_unfrozen_backbone_trains():
-    model, _ = build_model(4, weights="none", train_backbone=True)
+    model, _ = build_model(4, weights="none", trainable_stages=5)
     model.train()
     assert model.backbone.training
     assert all(parameter.requires_grad for parameter in model.backbone.parameters())
@@ -90,3 +90,13 @@ def test_weights_file_that_does_not_fit_is_refused(tmp_path):
 def test_unknown_backbone_is_refused():
     with pytest.raises(AimonkError, match="unknown backbone .vgg."):
         build_model(4, backbone="vgg", weights="none")
+
+
+def test_in_train_mode_only_the_trainable_stages_update_their_batchnorm_statistics():
+    model, _ = build_model(4, weights="none", trainable_stages=1)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    model.train()
+    model(torch.randn(4, 3, 64, 64))
+    after = model.backbone.state_dict()
+    changed = {key for key, value in before.items() if not torch.equal(value, after[key])}
+    assert changed and all(key.startswith("layer4.") for key in changed)

@@ -26,7 +26,7 @@ from aimonk.resume import load_train_state
 
 CACHED = ["--epochs", "3"]
 # The uncached path trains the whole network, so the state also carries the backbone's optimizer moments.
-UNCACHED = ["--epochs", "2", "--no-feature-cache", "--train-backbone", "--precision", "fp32"]
+UNCACHED = ["--epochs", "2", "--no-feature-cache", "--trainable-stages", "5", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,67 @@
+"""Fine-tuning depth: the last N stages train, the frozen ones never change, and the frozen stages' output is
+cached so that fine-tuning does not re-run them every epoch, with the same loss history as without the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import aimonk.images
+from aimonk.config import TrainConfig
+from aimonk.errors import AimonkError
+from aimonk.images import open_rgb
+from aimonk.model import build_model
+from aimonk.training import train
+
+
+def _config(data: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(data_dir=str(data), out_dir=str(out), weights="none", epochs=2, batch_size=4, lr=1e-2,
+                    image_size=64, workers=0, progress=False, precision="fp32", trainable_stages=1,
+                    backbone_lr_factor=1.0, cache_dir=str(out.parent / "cache"))
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_only_the_last_stages_train_and_frozen_batchnorm_statistics_never_change(small_dataset, tmp_path):
+    result = train(_config(small_dataset, tmp_path / "out", trainable_stages=2))
+    torch.manual_seed(0)  # train() seeds with 0 before building: the same initial weights
+    initial, _ = build_model(3, weights="none")
+    trained = torch.load(result.model_path, weights_only=True)["state_dict"]
+    for name, before in initial.state_dict().items():
+        if not name.startswith("backbone."):
+            continue
+        changed = not torch.equal(before, trained[name])
+        frozen = not name.startswith(("backbone.layer3.", "backbone.layer4."))
+        if frozen:  # weights, biases, running means and variances alike
+            assert not changed, name
+    assert not torch.equal(initial.state_dict()["backbone.layer4.1.conv2.weight"],
+                           trained["backbone.layer4.1.conv2.weight"])
+    assert not torch.equal(initial.state_dict()["backbone.layer3.0.bn1.running_mean"],
+                           trained["backbone.layer3.0.bn1.running_mean"])  # a trained stage's BatchNorm learns
+
+
+def test_cached_last_frozen_stage_gives_the_uncached_loss_history_and_is_reused(small_dataset, tmp_path, monkeypatch):
+    decoded: list[str] = []
+
+    def counting_open_rgb(path, min_size=None):  # noqa: ANN001, ANN202
+        decoded.append(Path(path).name)
+        return open_rgb(path, min_size)
+
+    monkeypatch.setattr(aimonk.images, "open_rgb", counting_open_rgb)
+    cached = train(_config(small_dataset, tmp_path / "cached"))
+    assert cached.data.features.shape[1:] == (2, 256, 4, 4)  # layer3's map of a 64-px image, both orientations
+    decoded.clear()
+    again = train(_config(small_dataset, tmp_path / "again"))
+    assert decoded == []  # the frozen stages did not run again
+    uncached = train(_config(small_dataset, tmp_path / "uncached", feature_cache=False))
+    # Once each to find unreadable images, then every training image in each of the 2 epochs.
+    assert len(decoded) == len(uncached.data.table) + 2 * len(uncached.data.train_rows)
+    np.testing.assert_allclose(cached.history, uncached.history, rtol=1e-5)
+    assert cached.history == again.history
+
+
+def test_a_depth_beyond_the_backbone_is_refused_naming_the_number_of_stages():
+    with pytest.raises(AimonkError, match="between 0 and 5"):
+        build_model(2, weights="none", trainable_stages=6)

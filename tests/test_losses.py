@@ -1,0 +1,155 @@
+"""Losses: each equals its formula, and unknown (NA) entries change neither the loss nor any gradient."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aimonk import masked_bce_with_logits
+from aimonk.config import TrainConfig
+from aimonk.losses import (
+    LOSSES,
+    NA_MODES,
+    POS_WEIGHTS,
+    asymmetric_terms,
+    balanced_pos_weight,
+    bce_terms,
+    focal_terms,
+    masked_loss,
+)
+
+
+def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(8, 4, generator=generator, requires_grad=True)
+    targets = (torch.rand(8, 4, generator=generator) > 0.5).float()
+    mask = torch.rand(8, 4, generator=generator) > 0.3
+    return logits, targets, mask
+
+
+def test_equals_bce_over_known_entries_only():
+    logits, targets, mask = _inputs()
+    expected = F.binary_cross_entropy_with_logits(logits[mask], targets[mask])
+    assert torch.allclose(masked_bce_with_logits(logits, targets, mask), expected)
+
+
+def test_changing_a_masked_target_changes_neither_loss_nor_gradient():
+    logits, targets, mask = _inputs()
+    loss = masked_bce_with_logits(logits, targets, mask)
+    (gradient,) = torch.autograd.grad(loss, logits)
+
+    flipped = targets.clone()
+    flipped[~mask] = 1 - flipped[~mask]
+    flipped[0, 0] = float("nan") if not mask[0, 0] else flipped[0, 0]
+    loss_flipped = masked_bce_with_logits(logits, flipped, mask)
+    (gradient_flipped,) = torch.autograd.grad(loss_flipped, logits)
+
+    assert torch.equal(loss, loss_flipped)
+    assert torch.equal(gradient, gradient_flipped)
+    assert torch.all(gradient[~mask] == 0)
+
+
+def test_changing_a_known_target_changes_the_loss():
+    logits, targets, mask = _inputs()
+    row, column = torch.nonzero(mask)[0]
+    changed = targets.clone()
+    changed[row, column] = 1 - changed[row, column]
+    assert masked_bce_with_logits(logits, changed, mask) != masked_bce_with_logits(logits, targets, mask)
+
+
+def test_all_unknown_batch_gives_zero_loss_and_finite_zero_gradients():
+    logits, targets, _ = _inputs()
+    mask = torch.zeros_like(targets, dtype=torch.bool)
+    loss = masked_bce_with_logits(logits, targets * float("nan"), mask)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.all(torch.isfinite(logits.grad)) and torch.all(logits.grad == 0)
+
+
+def test_pos_weight_weighs_positive_entries():
+    logits, targets, mask = _inputs()
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    expected = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight, reduction="none")[mask].mean()
+    assert torch.allclose(masked_bce_with_logits(logits, targets, mask, weight), expected)
+
+
+def test_balanced_pos_weight_counts_known_labels_only():
+    targets = np.array([[1, 0], [0, 0], [1, 1], [0, 1]], dtype=np.float32)
+    known = np.array([[True, True], [True, True], [True, False], [False, True]])
+    # Attr1 known: 1, 0, 1 -> 1 negative / 2 positives; Attr2 known: 0, 0, 1 -> 2 negatives / 1 positive.
+    assert balanced_pos_weight(targets, known).tolist() == [0.5, 2.0]
+
+
+# --- every loss: a hand computation, masked entries ignored, finite on an all-NA batch ---
+
+LOGITS = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.2, 4.0]])
+TARGETS = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+WEIGHT = torch.tensor([2.0, 1.0, 3.0])
+
+
+def _hand(loss: str, x: float, t: float, w: float) -> float:
+    """The paper's formula for one entry, written out with math."""
+    p = 1 / (1 + math.exp(-x))
+    if loss == "bce":
+        return -(w * t * math.log(p) + (1 - t) * math.log(1 - p))
+    if loss == "focal":  # gamma 2
+        return -(w * t * (1 - p) ** 2 * math.log(p) + (1 - t) * p**2 * math.log(1 - p))
+    shifted = max(p - 0.05, 0.0)  # asymmetric: gamma+ 0, gamma- 4, clip 0.05
+    return -(w * t * math.log(p) + (1 - t) * shifted**4 * math.log(1 - shifted))
+
+
+@pytest.mark.parametrize("loss", ["bce", "focal", "asymmetric"])
+def test_each_loss_equals_the_hand_computation_with_positive_weights(loss: str):
+    terms = LOSSES[loss](TrainConfig())
+    expected = [[_hand(loss, LOGITS[i, j].item(), TARGETS[i, j].item(), WEIGHT[j].item()) for j in range(3)]
+                for i in range(2)]
+    assert torch.allclose(terms(LOGITS, TARGETS, WEIGHT), torch.tensor(expected), atol=1e-6)
+    known = torch.tensor([[True, False, True], [True, True, False]])
+    mean = sum(expected[i][j] for i in range(2) for j in range(3) if known[i, j]) / 4
+    assert masked_loss(terms, LOGITS, TARGETS, known, WEIGHT).item() == pytest.approx(mean, rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["bce", "focal", "asymmetric"])
+def test_each_loss_ignores_masked_entries_and_is_finite_on_an_all_na_batch(loss: str):
+    terms = LOSSES[loss](TrainConfig())
+    logits, targets, known = _inputs()
+    flipped = torch.where(known, targets, 1 - targets)
+    for changed_targets in (targets, flipped):
+        loss_value = masked_loss(terms, logits, changed_targets, known)
+        (gradient,) = torch.autograd.grad(loss_value, logits)
+        assert torch.all(gradient[~known] == 0)
+    assert masked_loss(terms, logits, targets, known) == masked_loss(terms, logits, flipped, known)
+    extreme = torch.full((2, 4), 30.0, requires_grad=True)  # saturated probabilities
+    nothing = masked_loss(terms, extreme, torch.full((2, 4), float("nan")), torch.zeros(2, 4, dtype=torch.bool))
+    nothing.backward()
+    assert nothing.item() == 0.0 and torch.all(extreme.grad == 0)
+
+
+def test_focal_and_asymmetric_without_focusing_are_bce():
+    logits, targets, _ = _inputs()
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    expected = bce_terms(logits, targets, weight)
+    assert torch.allclose(focal_terms(logits, targets, weight, gamma=0.0), expected, atol=1e-6)
+    assert torch.allclose(asymmetric_terms(logits, targets, weight, 0.0, 0.0, 0.0), expected, atol=1e-6)
+
+
+def test_asymmetric_loss_discards_easy_negatives_below_the_margin():
+    logits = torch.tensor([[-4.0, -2.0]])  # probabilities 0.018 and 0.119
+    terms = asymmetric_terms(logits, torch.zeros(1, 2), None, 0.0, 4.0, clip=0.05)
+    assert terms[0, 0].item() == 0.0 and terms[0, 1].item() > 0
+
+
+def test_na_as_negative_trains_every_entry_with_unknown_as_absent():
+    logits, targets, known = _inputs()
+    na_targets, na_known = NA_MODES["negative"](targets, known)
+    assert na_known.all() and torch.equal(na_targets, targets * known)
+    ignore_targets, ignore_known = NA_MODES["ignore"](targets, known)
+    assert torch.equal(ignore_targets, targets) and torch.equal(ignore_known, known)
+
+
+def test_sqrt_weights_are_the_square_root_of_balanced():
+    targets = np.array([[1, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32)
+    known = np.ones_like(targets, dtype=bool)
+    assert torch.allclose(POS_WEIGHTS["sqrt"](targets, known), torch.tensor([3.0, 1.0]).sqrt())
