@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.labels import LabelTable
+from aimonk.outputs import listed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,16 +93,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def drop_missing_images(table: LabelTable, image_dir: Path) -> tuple[LabelTable, list[str]]:
     """The rows of `table` whose image file exists, and the names of those that do not."""
-    exists = [(image_dir / name).is_file() for name in table.filenames]
+    folder = str(image_dir)  # os.path, not pathlib: a labels file may list hundreds of thousands of names
+    exists = [os.path.isfile(os.path.join(folder, name)) for name in table.filenames]
     missing = [name for name, found in zip(table.filenames, exists, strict=True) if not found]
     return table.subset(np.flatnonzero(exists)), missing
 
 
-def report_unusable_images(kind: str, names: Sequence[str], strict: bool) -> None:
-    """Warn once about images left out, or fail under `strict`."""
+def report_unusable_images(kind: str, names: Sequence[str], strict: bool, list_dir: Path | None = None) -> None:
+    """Warn once about images left out, or fail under `strict`, in one line of bounded length.
+
+    A long list is shortened to a few names; all of them go to `list_dir/<kind>_images.txt` (default: a temporary
+    file), which the message names.
+    """
     if not names:
         return
-    listing = ", ".join(names)
+    full_list = None if list_dir is None else Path(list_dir) / f"{kind.replace(' ', '_')}_images.txt"
+    listing = listed(names, full_list)
     if strict:
         raise AimonkError(f"{len(names)} {kind} image(s) (--strict): {listing}")
     warnings.warn(f"skipping {len(names)} {kind} image(s): {listing}", stacklevel=2)

@@ -1,11 +1,12 @@
-"""Files aimonk writes: the output folder's file names, atomic writes, the loss history."""
+"""Files aimonk writes: the output folder's file names, atomic writes, full lists behind short messages, the loss
+history."""
 
 from __future__ import annotations
 
 import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -16,6 +17,8 @@ MODEL_FILE = "aimonk_model.pth"
 STATE_FILE = "train_state.pth"
 HISTORY_FILE = "loss_history.csv"
 CURVE_FILE = "loss_curve.png"
+NAMES_SHOWN = 5  # names a message lists before pointing to the full list
+NAME_LENGTH = 150  # longer names are shortened in a message (the full list has them whole)
 
 
 @contextmanager
@@ -57,6 +60,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def listed(names: Sequence[str], full_list: str | Path | None = None) -> str:
+    """`a, b, c, d, e, ... (full list in PATH)` for a message of bounded length, whatever the number of names.
+
+    When names are left out or shortened, all of them are written one per line to `full_list` (default: a new
+    temporary file), which the text names; otherwise nothing is written.
+    """
+    shown = [name if len(name) <= NAME_LENGTH else f"{name[:NAME_LENGTH // 2]}...{name[-NAME_LENGTH // 2:]}"
+             for name in names[:NAMES_SHOWN]]
+    if len(names) <= NAMES_SHOWN and shown == list(names):
+        return ", ".join(shown)
+    if full_list is None:
+        handle, full_list = tempfile.mkstemp(prefix="aimonk-list-", suffix=".txt")
+        os.close(handle)
+    with atomic_file(full_list, "w", encoding="utf-8") as file:
+        file.writelines(f"{name}\n" for name in names)
+    return f"{', '.join(shown)}{', ...' if len(names) > NAMES_SHOWN else ''} (full list in {full_list})"
 
 
 def remove_stale_temporaries(out_dir: Path) -> None:
