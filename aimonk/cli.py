@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     evaluate.add_argument("--all", action="store_true",
                           help="score every labelled image, training images included (optimistic)")
+    evaluate.add_argument("--details", action="store_true", help="the full table: every metric, baseline, the "
+                          "verdict in words (wide)")
+    evaluate.add_argument("--csv", metavar="FILE", help="also write every column (metrics with _low/_high interval "
+                          "bounds, counts, prevalence, threshold, verdict) to FILE")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON document with every column instead "
+                          "of the table")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--workers", type=int, default=1)
     evaluate.add_argument("--device", default="cpu")
@@ -114,7 +120,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     import csv
-    from contextlib import nullcontext
 
     from aimonk.images import image_files
     from aimonk.outputs import atomic_file
@@ -125,7 +130,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
     failures = 0
-    with atomic_file(args.csv, "w", newline="", encoding="utf-8") if args.csv else nullcontext() as table:
+    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
         rows = csv.writer(table) if table else None
         if rows:
             rows.writerow(predictor.csv_header())
@@ -154,23 +159,35 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from aimonk.metrics import evaluate, format_table
+    from aimonk.metrics import compact_table, evaluate, format_table
+    from aimonk.outputs import atomic_file
     from aimonk.scoring import score_checkpoint
 
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
     data_dir = Path(args.data_dir)
-    scores = score_checkpoint(
-        args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
-        Path(args.image_dir) if args.image_dir else data_dir / "images",
-        include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-    )
-    results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
+    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
+        scores = score_checkpoint(
+            args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
+            Path(args.image_dir) if args.image_dir else data_dir / "images",
+            include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+        )
+        results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
+        if table:
+            results.to_csv(table)
     which = "all labelled images (training included)" if args.all else "the validation images held out at training"
-    print(f"{args.model} on {len(scores.table)} of {which}; metrics over known labels, "
-          f"[{args.bootstrap}-resample bootstrap 95% interval]")
-    with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
-        print(format_table(results).to_string())
+    if args.json:
+        print(json.dumps({"model": str(args.model), "images": len(scores.table), "scope": "all" if args.all else
+                          "validation", "bootstrap": args.bootstrap, "seed": args.seed, "confidence": 0.95,
+                          "attributes": json.loads(results.reset_index().to_json(orient="records"))}))
+        return 0
+    print(f"{args.model} on {len(scores.table)} of {which}")
+    print(f"metrics over known labels, [{args.bootstrap}-resample bootstrap 95% interval]")
+    if args.details:
+        with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
+            print(format_table(results).to_string())
+    else:
+        print("\n".join(compact_table(results)))
     return 0
 
 

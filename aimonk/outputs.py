@@ -22,13 +22,16 @@ NAME_LENGTH = 150  # longer names are shortened in a message (the full list has 
 
 
 @contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", **options: object) -> Iterator[IO]:
+def atomic_file(path: str | Path | None, mode: str = "wb", **options: object) -> Iterator[IO | None]:
     """A file to write that replaces `path` only once complete and on disk: a crash leaves the old or the new.
 
     It is a temporary file beside `path`, flushed, fsynced and renamed over it; on any error it is removed. `mode`
     and `options` are those of `open`. Parent folders are created; a path that cannot be written is an AimonkError
-    raised before anything is written.
+    raised before anything is written. With `path` None (an output not asked for) it gives None.
     """
+    if path is None:
+        yield None
+        return
     path = Path(path)
     if path.is_dir():
         raise AimonkError(f"{path}: is a folder, not a file to write")
