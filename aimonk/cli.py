@@ -1,4 +1,4 @@
-"""`aimonk train | predict | evaluate | demo`. Input problems end as one line on stderr and exit code 2."""
+"""`aimonk train | predict | evaluate | export | demo`. Input problems end as one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -85,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=1)
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=run_evaluate)
+
+    from aimonk.export import FORMATS
+
+    export = commands.add_parser("export", help="write the model for deployment (ONNX; needs aimonk[onnx])",
+                                 description="Export the whole model (fp32) with its attribute names, thresholds and "
+                                 "preprocessing in the file, after checking it against PyTorch on real images.")
+    export.add_argument("--model", default=DEFAULT_MODEL)
+    export.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)}")
+    export.add_argument("--out", metavar="FILE", help="output file (default: the model's path, suffix .onnx)")
+    export.add_argument("--check-images", nargs="+", metavar="PATH", help="image files or folders to check the "
+                        "export on (default: the checkpoint's validation images, where it was trained)")
+    export.set_defaults(run=run_export)
 
     demo = commands.add_parser("demo", help="regenerate the embedded demo dataset (images/ + labels.txt)")
     demo.add_argument("--out-dir", default=".", help="folder for images/ and labels.txt")
@@ -188,6 +200,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
             print(format_table(results).to_string())
     else:
         print("\n".join(compact_table(results)))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from aimonk.export import TOLERANCE, export_model
+
+    done = export_model(args.model, args.out, args.format, args.check_images)
+    print(f"checked on {done.checked} images of {done.checked_on}: probabilities differ from PyTorch fp32 by at most "
+          f"{done.difference:.1e} (limit {TOLERANCE:g}), from aimonk predict by at most {done.predict_difference:.1e}")
+    print(f"wrote {done.path}")
     return 0
 
 
