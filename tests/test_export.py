@@ -105,3 +105,20 @@ def test_bad_input_is_one_error_line(exported, tmp_path, monkeypatch, capsys, ca
     assert main(argv) == 2
     _one_error_line(capsys.readouterr().err, *words)
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_readme_snippet_gives_pytorchs_probabilities(exported, capsys):
+    model, path, _ = exported
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme[readme.index("## ONNX"):].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'ort.InferenceSession("models/aimonk_model.onnx")' in snippet and '"photo.jpg"' in snippet
+    namespace: dict = {}
+    exec(snippet.replace("models/aimonk_model.onnx", str(path)).replace("photo.jpg", DEMO_IMAGES[0]), namespace)
+    predictor = Predictor(model)
+    images, _ = check_images(predictor, DEMO_IMAGES[:1])
+    with torch.inference_mode():
+        expected = Probabilities(predictor.model).eval()(images)[0].numpy()
+    np.testing.assert_allclose(namespace["probabilities"], expected, atol=1e-4, rtol=0)
+    present = [name for name, p, t in zip(predictor.attributes, namespace["probabilities"], predictor.thresholds,
+                                          strict=True) if p >= t]
+    assert capsys.readouterr().out == f"{present}\n"
