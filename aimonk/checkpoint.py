@@ -6,9 +6,7 @@ The model checkpoint's layout is written and checked here, in one place (`save_m
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,38 +14,17 @@ import torch
 from torch import nn
 
 from aimonk.errors import CheckpointError
+from aimonk.outputs import atomic_file
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
 
 
 def save_atomic(obj: object, path: str | Path) -> Path:
-    """torch.save to a temporary file beside `path`, fsync, then rename: a crash leaves old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """torch.save to `path` atomically (see `atomic_file`): a crash leaves the old file or the new, never half."""
+    with atomic_file(path) as file:
+        torch.save(obj, file)
+    return Path(path)
 
 
 def load_safely(path: str | Path) -> dict:

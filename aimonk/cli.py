@@ -1,4 +1,4 @@
-"""`aimonk train | predict | evaluate | demo`. Input problems end as one line on stderr and exit code 2."""
+"""`aimonk train | predict | evaluate | export | demo`. Input problems end as one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=run_train)
 
     predict = commands.add_parser("predict", help="print the attributes present in images")
-    predict.add_argument("paths", nargs="+", help="image files or folders")
+    predict.add_argument("paths", nargs="+", help="image files, or folders searched recursively")
     predict.add_argument("--model", default=DEFAULT_MODEL)
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities")
+    predict.add_argument("--csv", metavar="FILE", help="also write a table: one row per image, the probability and "
+                         "decision (1/0) for each attribute, an error column")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--workers", type=int, default=2, help="processes that decode and, on a CPU, run the model")
     predict.add_argument("--device", default="cpu")
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     evaluate.add_argument("--all", action="store_true",
                           help="score every labelled image, training images included (optimistic)")
+    evaluate.add_argument("--details", action="store_true", help="the full table: every metric, baseline, the "
+                          "verdict in words (wide)")
+    evaluate.add_argument("--csv", metavar="FILE", help="also write every column (metrics with _low/_high interval "
+                          "bounds, counts, prevalence, threshold, verdict) to FILE")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON document with every column instead "
+                          "of the table")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--workers", type=int, default=1)
     evaluate.add_argument("--device", default="cpu")
@@ -82,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", help="default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features")
     cache.add_argument("--clear", action="store_true", help="delete everything the cache holds")
     cache.set_defaults(run=run_cache)
+
+    from aimonk.export import FORMATS
+
+    export = commands.add_parser("export", help="write the model for deployment (ONNX; needs aimonk[onnx])",
+                                 description="Export the whole model (fp32) with its attribute names, thresholds and "
+                                 "preprocessing in the file, after checking it against PyTorch on real images.")
+    export.add_argument("--model", default=DEFAULT_MODEL)
+    export.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)}")
+    export.add_argument("--out", metavar="FILE", help="output file (default: the model's path, suffix .onnx)")
+    export.add_argument("--check-images", nargs="+", metavar="PATH", help="image files or folders to check the "
+                        "export on (default: the checkpoint's validation images, where it was trained)")
+    export.set_defaults(run=run_export)
 
     demo = commands.add_parser("demo", help="regenerate the embedded demo dataset (images/ + labels.txt)")
     demo.add_argument("--out-dir", default=".", help="folder for images/ and labels.txt")
@@ -118,7 +138,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    import csv
+
     from aimonk.images import image_files
+    from aimonk.outputs import atomic_file
     from aimonk.prediction import Predictor
 
     predictor = Predictor(args.model, device=args.device)
@@ -126,19 +149,26 @@ def run_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
     failures = 0
-    for prediction in predictor.predict(paths, args.batch_size, args.workers):
-        if prediction.error:
-            failures += 1
-            print(f"aimonk: error: {prediction.error}", file=sys.stderr)
-            continue
-        present = predictor.present_attributes(prediction.probabilities)
-        if args.json:
-            rounded = (round(p, 4) for p in prediction.probabilities)
-            probabilities = dict(zip(predictor.attributes, rounded, strict=True))
-            print(json.dumps({"image": str(prediction.path), "attributes": present, "probabilities": probabilities}))
-        else:
-            print(f"{prediction.path}: {', '.join(present) or 'none'}")
-        sys.stdout.flush()
+    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
+        rows = csv.writer(table) if table else None
+        if rows:
+            rows.writerow(predictor.csv_header())
+        for prediction in predictor.predict(paths, args.batch_size, args.workers):
+            if rows:
+                rows.writerow(predictor.csv_row(prediction))
+            if prediction.error:
+                failures += 1
+                print(f"aimonk: error: {prediction.error}", file=sys.stderr)
+                continue
+            present = predictor.present_attributes(prediction.probabilities)
+            if args.json:
+                rounded = (round(p, 4) for p in prediction.probabilities)
+                probabilities = dict(zip(predictor.attributes, rounded, strict=True))
+                print(json.dumps({"image": str(prediction.path), "attributes": present,
+                                  "probabilities": probabilities}))
+            else:
+                print(f"{prediction.path}: {', '.join(present) or 'none'}")
+            sys.stdout.flush()
     # Spares the interpreter's final garbage collection over torch's million objects (0.8 s at exit, measured);
     # everything predict opened is closed by now.
     gc.freeze()
@@ -148,23 +178,45 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from aimonk.metrics import evaluate, format_table
+    from aimonk.metrics import compact_table, evaluate, format_table
+    from aimonk.outputs import atomic_file
     from aimonk.scoring import score_checkpoint
 
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
     data_dir = Path(args.data_dir)
-    scores = score_checkpoint(
-        args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
-        Path(args.image_dir) if args.image_dir else data_dir / "images",
-        include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-    )
-    results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
+    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
+        scores = score_checkpoint(
+            args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
+            Path(args.image_dir) if args.image_dir else data_dir / "images",
+            include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+        )
+        results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
+        if table:
+            results.to_csv(table)
     which = "all labelled images (training included)" if args.all else "the validation images held out at training"
-    print(f"{args.model} on {len(scores.table)} of {which}; metrics over known labels, "
-          f"[{args.bootstrap}-resample bootstrap 95% interval]")
-    with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
-        print(format_table(results).to_string())
+    if args.json:
+        print(json.dumps({"model": str(args.model), "images": len(scores.table), "scope": "all" if args.all else
+                          "validation", "bootstrap": args.bootstrap, "seed": args.seed, "confidence": 0.95,
+                          "attributes": json.loads(results.reset_index().to_json(orient="records"))}))
+        return 0
+    print(f"{args.model} on {len(scores.table)} of {which}")
+    print(f"metrics over known labels, [{args.bootstrap}-resample bootstrap 95% interval]")
+    if args.details:
+        with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
+            print(format_table(results).to_string())
+    else:
+        print("\n".join(compact_table(results)))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from aimonk.export import TOLERANCE, export_model
+
+    done = export_model(args.model, args.out, args.format, args.check_images)
+    print(f"checked on {done.checked} images of {done.checked_on}: probabilities differ from PyTorch fp32 by at most "
+          f"{done.difference:.1e} (limit {TOLERANCE:g}), from aimonk predict by at most {done.predict_difference:.1e}")
+    print(f"wrote {done.path}")
     return 0
 
 

@@ -52,7 +52,7 @@ def prepare_data(
     if not image_dir.is_dir():
         raise AimonkError(f"{image_dir}: image folder not found")
     table, missing = drop_missing_images(table, image_dir)
-    report_unusable_images("missing", missing, config.strict)
+    report_unusable_images("missing", missing, config.strict, Path(config.out_dir))
     paths = [image_dir / name for name in table.filenames]
     features = None
     if keep_features and len(model.frozen_part):
@@ -66,7 +66,7 @@ def prepare_data(
         )
     else:
         readable, errors = scan_readable(paths, preprocessing, config.workers)
-    report_unusable_images("unreadable", errors, config.strict)
+    report_unusable_images("unreadable", errors, config.strict, Path(config.out_dir))
     unreadable = sorted(set(table.filenames) - {table.filenames[i] for i in readable})
     table = table.subset(readable)
     if len(table) == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from torch.utils.data import Dataset
 
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.labels import LabelTable
+from aimonk.outputs import listed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,16 +93,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def drop_missing_images(table: LabelTable, image_dir: Path) -> tuple[LabelTable, list[str]]:
     """The rows of `table` whose image file exists, and the names of those that do not."""
-    exists = [(image_dir / name).is_file() for name in table.filenames]
+    folder = str(image_dir)  # os.path, not pathlib: a labels file may list hundreds of thousands of names
+    exists = [os.path.isfile(os.path.join(folder, name)) for name in table.filenames]
     missing = [name for name, found in zip(table.filenames, exists, strict=True) if not found]
     return table.subset(np.flatnonzero(exists)), missing
 
 
-def report_unusable_images(kind: str, names: Sequence[str], strict: bool) -> None:
-    """Warn once about images left out, or fail under `strict`."""
+def report_unusable_images(kind: str, names: Sequence[str], strict: bool, list_dir: Path | None = None) -> None:
+    """Warn once about images left out, or fail under `strict`, in one line of bounded length.
+
+    A long list is shortened to a few names; all of them go to `list_dir/<kind>_images.txt` (default: a temporary
+    file), which the message names.
+    """
     if not names:
         return
-    listing = ", ".join(names)
+    full_list = None if list_dir is None else Path(list_dir) / f"{kind.replace(' ', '_')}_images.txt"
+    listing = listed(names, full_list)
     if strict:
         raise AimonkError(f"{len(names)} {kind} image(s) (--strict): {listing}")
     warnings.warn(f"skipping {len(names)} {kind} image(s): {listing}", stacklevel=2)
@@ -158,17 +166,43 @@ def collate_readable(items: list[dict]) -> dict:
 
 
 def image_files(arguments: Sequence[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to the image files in them, in natural order (image_2 before image_10)."""
-    extensions = {extension.lower() for extension in Image.registered_extensions()}
+    """Files as given; folders searched recursively for image files, each as `folder / relative path`.
+
+    Hidden files and folders (names starting with ".") are skipped, symbolic links followed with each real folder
+    visited once (a link loop ends), and each folder's images come in natural order of their relative path
+    (image_2 before image_10, part_2/ before part_10/). A folder that cannot be listed is warned about.
+    """
     paths: list[Path] = []
     for argument in map(Path, arguments):
-        if argument.is_dir():
-            found = [p for p in argument.iterdir() if p.is_file() and p.suffix.lower() in extensions]
-            paths.extend(sorted(found, key=_natural_key))
-        else:
-            paths.append(argument)
+        paths.extend(sorted(_images_under(argument), key=_natural_key) if argument.is_dir() else [argument])
     return paths
 
 
-def _natural_key(path: Path) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+def _images_under(folder: Path) -> list[Path]:
+    extensions = {extension.lower() for extension in Image.registered_extensions()}
+    found, visited = [], {_identity(folder)}
+    for directory, subfolders, files in os.walk(folder, followlinks=True, onerror=_unlistable):
+        kept = []
+        for name in sorted(subfolders, key=lambda name: _natural_key(Path(name))):  # the first of two links wins
+            identity = _identity(os.path.join(directory, name))
+            if not name.startswith(".") and identity not in visited:
+                visited.add(identity)
+                kept.append(name)
+        subfolders[:] = kept
+        relative = Path(directory).relative_to(folder)
+        found.extend(folder / relative / name for name in files if not name.startswith(".")
+                     and Path(name).suffix.lower() in extensions and os.path.isfile(os.path.join(directory, name)))
+    return found
+
+
+def _identity(directory: str | Path) -> tuple[int, int]:
+    status = os.stat(directory)
+    return status.st_dev, status.st_ino
+
+
+def _unlistable(error: OSError) -> None:
+    warnings.warn(f"{error.filename}: cannot list folder ({error.strerror}); its images are skipped", stacklevel=2)
+
+
+def _natural_key(path: Path) -> list[list]:
+    return [[int(piece) if piece.isdecimal() else piece for piece in re.split(r"(\d+)", part)] for part in path.parts]

@@ -38,9 +38,26 @@ class Predictor:
         # The backbone as training's feature cache runs it, so a training image gets the features it was trained on.
         self.runner = BackboneRunner(inference_backbone(self.model.backbone), self.precision)
 
+    def decisions(self, probabilities: Sequence[float]) -> list[bool | None]:
+        """Per attribute: present (its probability reaches its threshold), absent, or None where none is made."""
+        return [p >= t for p, t in zip(probabilities, self.thresholds, strict=True)]
+
     def present_attributes(self, probabilities: Sequence[float]) -> list[str]:
-        """Names of the attributes whose probability reaches its threshold."""
-        return [name for name, p, t in zip(self.attributes, probabilities, self.thresholds, strict=True) if p >= t]
+        """Names of the attributes decided present."""
+        return [name for name, present in zip(self.attributes, self.decisions(probabilities), strict=True) if present]
+
+    def csv_header(self) -> list[str]:
+        """`image`, `p_<attribute>` (probability) and `<attribute>` (decision) for each attribute, `error`."""
+        return ["image", *(f"p_{name}" for name in self.attributes), *self.attributes, "error"]
+
+    def csv_row(self, prediction: Prediction) -> list[str]:
+        """One image: probabilities to 6 decimals, decisions 1/0 (empty where none is made), or the error alone."""
+        empty = [""] * len(self.attributes)
+        if prediction.error:
+            return [str(prediction.path), *empty, *empty, prediction.error]
+        decisions = self.decisions(prediction.probabilities)
+        return [str(prediction.path), *(f"{p:.6f}" for p in prediction.probabilities),
+                *("" if present is None else str(int(present)) for present in decisions), ""]
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Sigmoid outputs (batch, attributes) for preprocessed images (batch, 3, H, W)."""

@@ -12,6 +12,7 @@ from aimonk.checkpoint import load_checkpoint
 from aimonk.errors import AimonkError
 from aimonk.images import report_unusable_images
 from aimonk.labels import LabelTable, read_labels
+from aimonk.outputs import listed
 from aimonk.prediction import Predictor
 
 
@@ -55,7 +56,7 @@ def score_checkpoint(
     unlabelled = [name for name in files if name not in rows]
     if unlabelled:
         raise AimonkError(f"{labels_path}: no label line for {len(unlabelled)} of the checkpoint's validation "
-                          f"images ({', '.join(unlabelled[:5])}); is this the labels file it was trained on?")
+                          f"images ({listed(unlabelled)}); is this the labels file it was trained on?")
     image_dir = Path(image_dir)
     predictor = Predictor(model_path, device=device)
     predictions = list(predictor.predict([image_dir / name for name in files], batch_size, num_workers))

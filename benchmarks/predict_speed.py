@@ -1,5 +1,6 @@
-"""Inference speed: `aimonk predict` over a folder against the raw batched forward of the same model, and one image
-end to end (process start to printed answer), with the import floor of torch + torchvision beside it.
+"""Inference speed: `aimonk predict` over a folder against the raw batched forward of the same model, the same model
+exported to ONNX and run by onnxruntime (raw and with decoding), and one image end to end (process start to printed
+answer), with the import floor of torch + torchvision beside it.
 
     python benchmarks/predict_speed.py --data-dir ../shared/aimonk-dataset
 
@@ -24,7 +25,7 @@ from common import ROOT, Stopwatch, machine
 from torch.utils.data import DataLoader
 
 from aimonk.config import TrainConfig
-from aimonk.images import ImageDataset, Preprocessing, image_files
+from aimonk.images import ImageDataset, Preprocessing, collate_readable, image_files
 from aimonk.prediction import Predictor
 from aimonk.training import train
 
@@ -64,6 +65,36 @@ def decode_rate(paths: list[Path], preprocessing: Preprocessing, batch_size: int
         for _ in loader:
             pass
     return len(paths) / watch.seconds
+
+
+def onnxruntime_rates(model: Path, work: Path, paths: list[Path], preprocessing: Preprocessing, images: torch.Tensor,
+                      batches: int, workers: list[int], references: tuple[float, float]) -> None:
+    """onnxruntime on the fp32 export of `model`: raw forward, then over the images with DataLoader decoding."""
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime: not installed (pip install 'aimonk[onnx]'); skipped", flush=True)
+        return
+    from aimonk.export import export_model
+
+    exported = export_model(model, work / "model.onnx", check_paths=paths[:8])
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    raw = images_per_second(lambda batch: session.run(None, {"images": batch}), images.contiguous().numpy(), batches)
+    raw_torch, predict_rate = references
+    print(f"onnxruntime raw forward, fp32 export ({exported.difference:.0e} from PyTorch fp32): {raw:6.1f} img/s = "
+          f"{raw / raw_torch:4.0%} of the raw forward predict runs", flush=True)
+    for count in workers:
+        loader = DataLoader(ImageDataset.unlabelled(paths, preprocessing), batch_size=len(images), num_workers=count,
+                            collate_fn=collate_readable)
+        with Stopwatch() as watch:
+            done = 0
+            for batch in loader:
+                if batch["image"] is not None:
+                    session.run(None, {"images": batch["image"].numpy()})
+                    done += len(batch["index"])
+        rate = done / watch.seconds
+        print(f"onnxruntime over the images, decoding in {count} workers: {rate:6.1f} img/s = "
+              f"{rate / predict_rate:4.0%} of Predictor.predict's best{watch.note()}", flush=True)
 
 
 def run_cli(arguments: list[str]) -> tuple[float, float]:
@@ -118,13 +149,18 @@ def main() -> None:
         print(f"decoding + preprocessing alone, {max(args.workers)} workers: {decode:6.1f} img/s; so on these cores, "
               f"which must both decode and run the model, at most 1/(1/{decode:.0f} + 1/{raw:.0f}) = {ceiling:.1f} "
               f"img/s = {ceiling / raw:.0%} of the raw forward", flush=True)
+        rates = []
         for workers in args.workers:
             with Stopwatch() as watch:
                 predictions = list(predictor.predict(paths, args.batch_size, workers))
             rate = len(predictions) / watch.seconds
+            rates.append(rate)
             print(f"Predictor.predict, {workers} workers: {rate:6.1f} img/s = {rate / raw:4.0%} of the raw forward, "
                   f"{rate / eager:4.0%} of the eager module's, {rate / ceiling:4.0%} of the ceiling{watch.note()}",
                   flush=True)
+
+        onnxruntime_rates(model, Path(work), paths, predictor.preprocessing, images, batches, args.workers,
+                          (raw, max(rates)))
 
         _, folder_total = run_cli(["predict", str(args.data_dir / "images"), "--model", str(model)])
         print(f"aimonk predict FOLDER ({len(paths)} images), whole process: {folder_total:6.1f} s, "

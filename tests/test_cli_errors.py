@@ -140,3 +140,27 @@ def test_the_real_command_prints_no_traceback(data):
     assert done.returncode == 2
     assert done.stderr == f"aimonk: error: {data / 'labels.txt'}:2: value 'N/A' in column 3 is not one of 1, 0, NA\n"
     assert done.stdout == ""
+
+
+def test_a_huge_labels_file_with_few_images_warns_briefly_and_lists_all_in_a_file(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2} 1" for i in range(4)], size=32)
+    names = [f"img_{i}.jpg" for i in range(200_000)]
+    (data / "labels.txt").write_text("".join(f"{name} {i % 2} 1\n" for i, name in enumerate(names)))
+    assert main(_train(data, "--val-fraction", "0")) == 0
+    full_list = tmp_path / "out" / "missing_images.txt"
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and len(warning.encode()) < 1024, warning[:2000]
+    assert warning == (f"aimonk: warning: skipping 199996 missing image(s): img_4.jpg, img_5.jpg, img_6.jpg, "
+                       f"img_7.jpg, img_8.jpg, ... (full list in {full_list})\n")
+    assert full_list.read_text().splitlines() == names[4:]
+
+
+def test_strict_with_many_missing_images_is_one_short_line_and_a_full_list(data, capsys):
+    missing = [f"gone_{i}.jpg" for i in range(50)]
+    with open(data / "labels.txt", "a") as labels:
+        labels.writelines(f"{name} 1 0\n" for name in missing)
+    assert main(_train(data, "--strict")) == 2
+    full_list = data.parent / "out" / "missing_images.txt"
+    line = _one_error_line(capsys, "50 missing image(s) (--strict): gone_0.jpg, gone_1.jpg", str(full_list))
+    assert len(line.encode()) < 1024
+    assert full_list.read_text().splitlines() == missing

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import write_dataset
 
 from aimonk.checkpoint import load_checkpoint, save_thresholds
 from aimonk.cli import main
 from aimonk.config import TrainConfig
+from aimonk.metrics import METRICS
 from aimonk.prediction import Predictor
 from aimonk.scoring import score_checkpoint
 from aimonk.training import train
@@ -48,8 +51,43 @@ def test_prints_a_row_per_attribute_with_intervals_for_the_held_out_images(model
     assert f"on {n_val} of the validation images" in out
     rows = [line for line in out.splitlines() if line.startswith("Attr")]
     assert [row.split()[0] for row in rows] == ["Attr1", "Attr2"]
-    assert all(row.count("[") >= 4 for row in rows)  # AP and ROC AUC at least carry an interval
+    assert all(row.count("[") == 3 for row in rows)  # ROC AUC, AP and F1 with their intervals
     assert "verdict" in out and err == ""
+    assert all(len(line) < 100 for line in out.splitlines() if str(model) not in line), out
+
+
+def test_details_prints_the_full_table(model, dataset, capsys):
+    code, out, _ = _evaluate(capsys, "--model", str(model), "--data-dir", str(dataset), "--bootstrap", "50",
+                             "--details")
+    rows = [line for line in out.splitlines() if line.startswith("Attr")]
+    assert code == 0 and len(rows) == 2
+    assert all(row.count("[") >= 4 for row in rows) and "F1 all-positive" in out
+
+
+def test_csv_and_json_carry_every_column(model, dataset, tmp_path, capsys):
+    out = tmp_path / "evaluation.csv"
+    argv = ("--model", str(model), "--data-dir", str(dataset), "--bootstrap", "50")
+    code, printed, _ = _evaluate(capsys, *argv, "--csv", str(out), "--json")
+    assert code == 0
+    document = json.loads(printed)
+    table = pd.read_csv(out, index_col="attribute")
+    expected = {"n", "positives", "negatives", "prevalence", "threshold", "f1_all_positive", "verdict"}
+    expected |= {f"{metric}{end}" for metric in METRICS for end in ("", "_low", "_high")}
+    assert set(table.columns) == expected
+    assert list(table.index) == ["Attr1", "Attr2"]
+    assert document["images"] == len(load_checkpoint(model)["val_files"]) and document["scope"] == "validation"
+    records = pd.DataFrame(document["attributes"]).set_index("attribute")
+    pd.testing.assert_frame_equal(records[table.columns], table, check_dtype=False)
+    assert table.loc["Attr1", "roc_auc_low"] <= table.loc["Attr1", "roc_auc"] <= table.loc["Attr1", "roc_auc_high"]
+    assert _evaluate(capsys, *argv)[1].startswith(str(model))  # the table still, without --json
+
+
+def test_unwritable_csv_is_one_error_line(model, dataset, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, out, err = _evaluate(capsys, "--model", str(model), "--data-dir", str(dataset), "--csv",
+                               str(tmp_path / "file" / "evaluation.csv"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"aimonk: error: {tmp_path / 'file' / 'evaluation.csv'}: ")
 
 
 def test_scores_are_the_predictors_on_the_recorded_validation_files(model, dataset):
@@ -76,10 +114,9 @@ def test_the_checkpoints_thresholds_are_used(model, dataset, tmp_path, capsys):
     copy = tmp_path / "model.pth"
     copy.write_bytes(model.read_bytes())
     save_thresholds(copy, [0.25, 0.75])
-    code, out, _ = _evaluate(capsys, "--model", str(copy), "--data-dir", str(dataset), "--bootstrap", "0")
+    code, out, _ = _evaluate(capsys, "--model", str(copy), "--data-dir", str(dataset), "--bootstrap", "0", "--json")
     assert code == 0
-    thresholds = [line.split()[5] for line in out.splitlines() if line.startswith("Attr")]
-    assert thresholds == ["0.25", "0.75"]
+    assert [row["threshold"] for row in json.loads(out)["attributes"]] == [0.25, 0.75]
 
 
 def test_a_missing_validation_image_is_skipped_with_a_warning(model, dataset, tmp_path, capsys):

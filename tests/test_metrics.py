@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from aimonk.labels import LabelTable
-from aimonk.metrics import baselines, evaluate, format_table
+from aimonk.metrics import MIN_PER_CLASS, VERDICTS, baselines, compact_table, evaluate, format_table, short_verdict
 
 
 def make_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:
@@ -115,3 +116,30 @@ def test_format_table_shows_intervals_and_verdicts(rng: np.random.Generator):
     shown = format_table(evaluate(make_table(truth), truth[:, None] * 0.5 + 0.25, n_bootstrap=20))
     assert shown.loc["Attr1", "roc_auc"] == "1.00 [1.00, 1.00]"
     assert list(shown.columns)[-1] == "verdict"
+
+
+def test_the_compact_table_fits_100_columns_with_long_names_and_many_images(rng: np.random.Generator):
+    n = 120_000
+    truth = rng.random((n, 3)) < [0.5, 0.1, 0.0]
+    truth[:3, 2] = True  # 3 positives: too few to judge
+    names = ["Wearing_Eyeglasses_Or_Sunglasses_In_The_Picture", "Attr2", "Tiny"]
+    table = replace(make_table(truth), attributes=names)
+    results = evaluate(table, np.clip(truth * 0.3 + rng.random((n, 3)), 0, 1), n_bootstrap=3)
+    lines = compact_table(results)
+    assert len(lines) == 4 and all(len(line) < 100 for line in lines), lines
+    assert lines[1].startswith("Wearing_E") and "120000" in lines[1] and lines[1].count("[") == 3
+    assert lines[3].endswith("too few")
+
+
+def test_each_short_verdict_stands_for_its_full_verdict(rng: np.random.Generator):
+    truth = rng.random(100) < 0.4
+    ranks_only = np.where(truth, 0.45, 0.1)  # a perfect ranking, but one image only reaches the 0.5 threshold
+    ranks_only[np.flatnonzero(truth)[0]] = 0.6
+    cases = {"above chance": (truth, np.where(truth, 0.9, 0.1), 50), "chance": (truth, np.full(100, 0.5), 50),
+             "no interval": (truth, rng.random(100), 0), "below chance": (truth, np.where(truth, 0.1, 0.9), 50),
+             "ranks only": (truth, ranks_only, 50), "too few": (np.arange(100) < 3, rng.random(100), 50)}
+    for short, (labels, scores, resamples) in cases.items():
+        row = evaluate(make_table(labels), scores[:, None], n_bootstrap=resamples).iloc[0]
+        assert short_verdict(row) == short
+        assert VERDICTS[short].format(positives=row["positives"], negatives=row["negatives"],
+                                      minimum=MIN_PER_CLASS) == row["verdict"]

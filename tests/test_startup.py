@@ -1,4 +1,4 @@
-"""The start-up budget of `aimonk predict`: nothing it imports pulls in the heavy analysis libraries."""
+"""The start-up budget of `aimonk predict`: nothing it imports pulls in the heavy analysis or ONNX libraries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from conftest import write_dataset
 
 from aimonk.cli import main
 
-HEAVY = ("matplotlib", "sklearn", "pandas", "iterstrat", "scipy", "seaborn")
+HEAVY = ("matplotlib", "sklearn", "pandas", "iterstrat", "scipy", "seaborn", "onnx", "onnxruntime", "onnxscript")
 
 
 def test_predict_imports_no_plotting_or_analysis_library(tmp_path: Path):

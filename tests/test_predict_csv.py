@@ -1,0 +1,92 @@
+"""`aimonk predict --csv`: one row per image with probabilities, decisions and errors, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from aimonk.checkpoint import save_thresholds
+from aimonk.cli import main
+from aimonk.prediction import Predictor
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Nested images, one of them unreadable (text saved as .jpg)."""
+    rng = np.random.default_rng(0)
+    for name in ["a/img_1.jpg", "a/img_2.png", "b/img_3.jpg", "img_4.jpg"]:
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / name)
+    (tmp_path / "images" / "b" / "broken.jpg").write_text("not an image")
+    return tmp_path / "images"
+
+
+@pytest.fixture
+def model(tiny_model: Path, tmp_path: Path) -> Path:
+    """The tiny model with thresholds that make some decisions 1 and some 0."""
+    copy = tmp_path / "model.pth"
+    copy.write_bytes(tiny_model.read_bytes())
+    save_thresholds(copy, [0.0, 1.01])
+    return copy
+
+
+def test_csv_round_trip_one_row_per_image_with_the_error_column(model, folder, tmp_path, capsys):
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(folder), "--model", str(model), "--csv", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    table = pd.read_csv(out)  # empty cells read as missing
+    assert list(table.columns) == ["image", "p_Attr1", "p_Attr2", "Attr1", "Attr2", "error"]
+    names = ["a/img_1.jpg", "a/img_2.png", "b/broken.jpg", "b/img_3.jpg", "img_4.jpg"]
+    assert list(table["image"]) == [str(folder / name) for name in names]
+    broken = table["image"] == str(folder / "b/broken.jpg")
+    assert table.loc[broken, "error"].item().startswith(f"{folder / 'b/broken.jpg'}: cannot read image")
+    assert table.loc[broken, ["p_Attr1", "p_Attr2", "Attr1", "Attr2"]].isna().all(axis=None)
+    good = table[~broken]
+    assert good["error"].isna().all()
+    assert good[["p_Attr1", "p_Attr2"]].apply(lambda p: p.between(0, 1)).all(axis=None)
+    assert list(good["Attr1"]) == [1] * 4 and list(good["Attr2"]) == [0] * 4  # thresholds 0 and 1.01
+    printed = [json.loads(line) for line in captured.out.splitlines()]  # stdout is as without --csv
+    assert [record["image"] for record in printed] == list(good["image"])
+    np.testing.assert_allclose(good["p_Attr1"], [r["probabilities"]["Attr1"] for r in printed],
+                               atol=1e-4)
+    assert "broken.jpg" in captured.err
+
+
+def test_csv_decisions_follow_the_predictors_decisions(model, folder, tmp_path):
+    out = tmp_path / "predictions.csv"
+    main(["predict", str(folder / "a"), "--model", str(model), "--csv", str(out)])
+    predictor = Predictor(model)
+    table = pd.read_csv(out)
+    for row in table.itertuples(index=False):
+        probabilities = [row.p_Attr1, row.p_Attr2]
+        assert [row.Attr1, row.Attr2] == [int(d) for d in predictor.decisions(probabilities)]
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-folder"])
+def test_unwritable_csv_is_one_error_line_before_any_work(model, folder, tmp_path, capsys, where):
+    (tmp_path / "file.txt").write_text("x")
+    out = tmp_path / "file.txt" / "out.csv" if where == "under-a-file" else folder
+    assert main(["predict", str(folder), "--model", str(model), "--csv", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith(f"aimonk: error: {out}: "), captured.err
+
+
+def test_an_interrupted_run_leaves_the_previous_csv_whole(model, folder, tmp_path, monkeypatch):
+    out = tmp_path / "predictions.csv"
+    out.write_text("previous\n")
+    original = Predictor.predict
+
+    def interrupted(self, *args, **kwargs):
+        yield next(original(self, *args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Predictor, "predict", interrupted)
+    assert main(["predict", str(folder), "--model", str(model), "--csv", str(out)]) == 130
+    assert out.read_text() == "previous\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["images", "model.pth", "predictions.csv"]
