@@ -180,3 +180,19 @@ def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(smal
     for workers in (0, torch.get_num_threads()):
         probabilities = [p.probabilities for p in predictor.predict(paths, batch_size=4, num_workers=workers)]
         torch.testing.assert_close(torch.tensor(probabilities), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_made(small_dataset, tmp_path, capsys):
+    from aimonk.cli import main
+
+    cache = tmp_path / "cache"
+    train(config(small_dataset, cache))
+    train(config(small_dataset, cache, trainable_stages=1, out_dir=str(tmp_path / "finetuned")))
+    (cache / "notes.txt").write_text("mine")  # not the cache's: never deleted
+    assert main(["cache", "--cache-dir", str(cache)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "24 images" in lines[0] and "24 images" in lines[1]
+    assert {"5 frozen stage(s)" in lines[0] + lines[1], "4 frozen stage(s)" in lines[0] + lines[1]} == {True}
+    assert lines[2].startswith(f"{cache}: 2 cache folder(s)")
+    assert main(["cache", "--cache-dir", str(cache), "--clear"]) == 0
+    assert sorted(path.name for path in cache.iterdir()) == ["notes.txt"]
