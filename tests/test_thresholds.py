@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import label_table
 from sklearn.metrics import f1_score
 
-from aimonk.labels import LabelTable
 from aimonk.thresholds import best_f1_threshold, tune_thresholds
 
 
@@ -38,5 +36,4 @@ def test_tuning_uses_known_labels_only():
     known = np.array([[True], [True], [True], [True], [False], [False]])
     # Unknown rows would pull the threshold up (a high-scoring "negative") or down (a low-scoring "positive").
     probabilities = np.array([[0.1], [0.2], [0.6], [0.7], [0.95], [0.05]])
-    table = LabelTable(Path("labels.txt"), [f"{i}.jpg" for i in range(6)], ["Attr1"], targets, known)
-    assert tune_thresholds(table, probabilities) == [pytest.approx(0.6)]
+    assert tune_thresholds(label_table(targets, known), probabilities) == [pytest.approx(0.6)]
