@@ -1,11 +1,19 @@
-"""Masked BCE: unknown (NA) entries change neither the loss nor any gradient."""
+"""Masked BCE: unknown (NA) entries change neither the loss nor any gradient, in the loss and in whole training runs."""
+
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
+from conftest import train_config
 
-from aimonk import masked_bce_with_logits
+import aimonk.training
+from aimonk import masked_bce_with_logits, read_labels
+from aimonk.labels import LabelTable
 from aimonk.losses import balanced_pos_weight
+from aimonk.training import train
 
 
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,3 +75,32 @@ def test_balanced_pos_weight_counts_known_labels_only():
     known = np.array([[True, True], [True, True], [True, False], [False, True]])
     # Attr1 known: 1, 0, 1 -> 1 negative / 2 positives; Attr2 known: 0, 0, 1 -> 2 negatives / 1 positive.
     assert balanced_pos_weight(targets, known).tolist() == [0.5, 2.0]
+
+
+def _flipped(table: LabelTable, where: np.ndarray) -> LabelTable:
+    return replace(table, targets=np.where(where, 1 - table.targets, table.targets).astype(np.float32))
+
+
+@pytest.mark.parametrize("overrides", [{"pos_weight": "balanced"}, {"feature_cache": False}],
+                         ids=["cached-balanced", "uncached"])
+def test_training_never_learns_from_the_value_behind_an_na(small_dataset: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch, overrides: dict):
+    """End to end through train(): the table's placeholder targets at NA entries (0) are flipped to 1 on their way
+    into training; the loss history must not move, whether training reads cached features or decodes images."""
+    def run(out: str, flip: str | None = None) -> list[float]:
+        def read_flipped(path):  # noqa: ANN001, ANN202
+            table = read_labels(path)
+            return _flipped(table, ~table.known if flip == "unknown" else table.known & (table.targets == 0))
+
+        with monkeypatch.context() as patch:
+            if flip:
+                patch.setattr(aimonk.training, "read_labels", read_flipped)
+            return train(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / out), image_size=32,
+                                      **overrides)).history
+
+    table = read_labels(small_dataset / "labels.txt")
+    assert (~table.known).sum() >= 10 and not table.targets[~table.known].any()  # the NAs whose targets get flipped
+    honest = run("honest")
+    assert run("unknown-flipped", flip="unknown") == honest
+    if overrides.get("feature_cache", True):  # the same route does reach the loss: known negatives flipped move it
+        assert run("known-flipped", flip="known") != honest
