@@ -98,6 +98,14 @@ def test_missing_labels_file_is_named(tmp_path):
         read_labels(tmp_path / "labels.txt")
 
 
+def test_values_and_positives_read_back_what_the_file_says(tmp_path):
+    table = read_labels(_write(tmp_path, b"a.jpg 1 NA 0\nb.jpg NA 0 1\n"))
+    assert [table.values(row) for row in range(2)] == [["1", "NA", "0"], ["NA", "0", "1"]]
+    assert table.positives().tolist() == [[True, False, False], [False, False, True]]
+    known, present = table.known_labels(2)
+    assert known.tolist() == [True, True] and present.tolist() == [False, True]
+
+
 def test_subset_keeps_rows_in_the_order_asked(tmp_path):
     table = read_labels(_write(tmp_path, b"a.jpg 1 0\nb.jpg NA 1\nc.jpg 0 0\n"))
     part = table.subset([2, 0])

@@ -7,7 +7,7 @@ import pytest
 from conftest import label_table
 from sklearn.metrics import f1_score, roc_auc_score
 
-from aimonk.metrics import baselines, evaluate, format_table, percentile_interval
+from aimonk.metrics import baselines, evaluate, format_table, percentile_interval, verdict_sentences
 
 
 @pytest.fixture
@@ -132,3 +132,19 @@ def test_the_auc_interval_is_as_wide_as_a_95_percent_interval_should_be():
     width = (row["roc_auc_high"] - row["roc_auc_low"]) / (2 * 1.96 * standard_error)
     assert 0.9 < width < 1.1, width
     assert row["roc_auc_low"] < row["roc_auc"] < row["roc_auc_high"]
+
+
+def test_verdict_sentences_give_each_attributes_verdict_auc_interval_ap_and_counts(rng: np.random.Generator):
+    truth = np.stack([rng.random(60) < 0.5, rng.random(60) < 0.5], 1)
+    scores = np.stack([truth[:, 0] * 0.5 + 0.25, rng.random(60)], 1)
+    results = evaluate(label_table(truth), scores, n_bootstrap=20)
+    first, second = verdict_sentences(results)
+    row = results.loc["Attr1"]
+    assert first == (f"Attr1: better than chance. ROC AUC 1.00 [1.00, 1.00]; AP 1.00 against {row.prevalence:.2f} by "
+                     f"chance; {row.positives} positives and {row.negatives} negatives known.")
+    assert second.startswith("Attr2: ") and results.loc["Attr2", "verdict"] in second
+    assert verdict_sentences(evaluate(label_table(truth[:, :1]), scores[:, :1], n_bootstrap=0))[0].startswith(
+        "Attr1: not judged: no confidence interval (bootstrap off). ROC AUC n/a; AP 1.00")
+    *_, warning = verdict_sentences(results, weights_origin="random")
+    assert "randomly initialised" in warning
+    assert len(verdict_sentences(results, weights_origin="imagenet:ResNet18_Weights.IMAGENET1K_V1")) == 2

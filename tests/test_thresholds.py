@@ -26,6 +26,12 @@ def test_separable_scores_get_a_threshold_between_the_classes():
     assert best_f1_threshold(truth, np.array([0.05, 0.1, 0.2, 0.3, 0.9])) == pytest.approx(0.3)
 
 
+def test_cut_points_with_no_true_positive_are_never_chosen():
+    """The highest scores are negatives: cutting there has precision and recall 0, so F1 0 (not undefined)."""
+    truth = np.array([0, 0, 1, 1, 0], dtype=bool)
+    assert best_f1_threshold(truth, np.array([0.95, 0.9, 0.6, 0.5, 0.1])) == pytest.approx(0.5)
+
+
 @pytest.mark.parametrize("truth", [[0, 0, 0], [1, 1, 1], []])
 def test_without_both_classes_the_default_is_kept(truth: list[int]):
     assert best_f1_threshold(np.array(truth, dtype=bool), np.linspace(0, 1, len(truth))) == 0.5

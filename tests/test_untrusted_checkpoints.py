@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import write_dataset
 
-from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic
+from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic, save_thresholds
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import CheckpointError, WeightsUnavailableError
@@ -72,6 +72,9 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image
     path, marker = _crafted(tmp_path, kind)
     with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights .*nothing in it was run"):
         load_safely(path)
+    with pytest.raises(CheckpointError, match=r"\(it holds pickled Python objects: Unsupported global: GLOBAL io\.open "
+                                              r"was not an allowed global by default\); nothing"):
+        load_safely(path)  # the reason names what the file tried to run, in one sentence
     with pytest.raises(CheckpointError, match=str(path)):
         Predictor(path)
     with pytest.raises(WeightsUnavailableError, match=r"refused"):
@@ -150,6 +153,15 @@ def test_checkpoints_that_do_not_describe_their_model_are_refused(trained, tmp_p
     assert main(["predict", str(image), "--model", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("aimonk: error: ") and error.count("\n") == 1 and words in error, error
+
+
+def test_thresholds_of_another_length_are_not_saved(trained, tmp_path):
+    copy = tmp_path / "model.pth"
+    copy.write_bytes(trained.read_bytes())
+    with pytest.raises(CheckpointError, match=rf"^{copy}: 2 thresholds for 3 attributes$"):
+        save_thresholds(copy, [0.2, 0.3])
+    save_thresholds(copy, [0.2, 0.3, 0.4])
+    assert load_checkpoint(copy)["thresholds"] == pytest.approx([0.2, 0.3, 0.4])
 
 
 def test_training_state_is_not_a_model_checkpoint(trained):
