@@ -47,9 +47,15 @@ def _resume(out: Path) -> list[str]:
     return ["train", "--resume", "--out-dir", str(out), "--no-progress"]
 
 
+def _popen(command: list[str]) -> subprocess.Popen:
+    """Started as from a terminal: its own process group, and Ctrl-C's default disposition even where this test
+    runs with SIGINT ignored (a background job of a shell without job control, whose children inherit that)."""
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def _start(arguments: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "aimonk", *arguments], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return _popen([sys.executable, "-m", "aimonk", *arguments])
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -61,9 +67,16 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> Non
 
 
 def _signal(process: subprocess.Popen, number: int) -> tuple[int, str]:
-    """Send `number` to the process and its data-loader workers, as a terminal would; (exit code, stderr)."""
+    """Send `number` to the process and its data-loader workers, as a terminal would; (exit code, stderr).
+
+    A process still there after 120 s is killed, so a failing test leaves nothing running."""
     os.killpg(process.pid, number)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
     return process.returncode, stderr
 
 
@@ -72,9 +85,12 @@ def _signal_at_save(arguments: list[str], save: int, moment: str, number: int, m
 
     The process is still running when the signal comes (a run that ended first fails here), so it cannot be missed.
     """
-    process = subprocess.Popen([sys.executable, str(HOLD), str(marker), str(save), moment, *arguments],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for(marker.exists, process)
+    process = _popen([sys.executable, str(HOLD), str(marker), str(save), moment, *arguments])
+    try:
+        _wait_for(marker.exists, process)
+    except AssertionError:
+        _signal(process, signal.SIGKILL)
+        raise
     return _signal(process, number)
 
 
