@@ -54,6 +54,14 @@ def test_changing_a_known_target_changes_the_loss():
     assert masked_bce_with_logits(logits, changed, mask) != masked_bce_with_logits(logits, targets, mask)
 
 
+def test_a_batch_with_one_known_label_is_that_labels_loss():
+    logits, targets, _ = _inputs()
+    mask = torch.zeros_like(targets, dtype=torch.bool)
+    mask[3, 1] = True
+    expected = F.binary_cross_entropy_with_logits(logits[3, 1], targets[3, 1])
+    assert torch.allclose(masked_bce_with_logits(logits, targets, mask), expected)
+
+
 def test_all_unknown_batch_gives_zero_loss_and_finite_zero_gradients():
     logits, targets, _ = _inputs()
     mask = torch.zeros_like(targets, dtype=torch.bool)

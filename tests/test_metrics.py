@@ -146,5 +146,6 @@ def test_verdict_sentences_give_each_attributes_verdict_auc_interval_ap_and_coun
     assert verdict_sentences(evaluate(label_table(truth[:, :1]), scores[:, :1], n_bootstrap=0))[0].startswith(
         "Attr1: not judged: no confidence interval (bootstrap off). ROC AUC n/a; AP 1.00")
     *_, warning = verdict_sentences(results, weights_origin="random")
-    assert "randomly initialised" in warning
+    assert warning == ("The backbone was randomly initialised (no pretrained weights): expect far better results with "
+                       "pretrained weights.")
     assert len(verdict_sentences(results, weights_origin="imagenet:ResNet18_Weights.IMAGENET1K_V1")) == 2
