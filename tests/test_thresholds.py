@@ -32,6 +32,15 @@ def test_cut_points_with_no_true_positive_are_never_chosen():
     assert best_f1_threshold(truth, np.array([0.95, 0.9, 0.6, 0.5, 0.1])) == pytest.approx(0.5)
 
 
+def test_a_weak_ranking_still_gets_its_best_cut():
+    """4 positives in 40, ranked 3rd, 5th, 39th and 40th: the best cut keeps the top 5 (precision 0.4, recall 0.5,
+    F1 0.44), although precision and recall add up to less than 1 there; predicting all positive scores 0.18."""
+    truth = np.zeros(40, dtype=bool)
+    truth[[2, 4, 38, 39]] = True
+    scores = np.linspace(1.0, 0.025, 40)
+    assert best_f1_threshold(truth, scores) == pytest.approx(scores[4])
+
+
 @pytest.mark.parametrize("truth", [[0, 0, 0], [1, 1, 1], []])
 def test_without_both_classes_the_default_is_kept(truth: list[int]):
     assert best_f1_threshold(np.array(truth, dtype=bool), np.linspace(0, 1, len(truth))) == 0.5

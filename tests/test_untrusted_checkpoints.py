@@ -87,6 +87,13 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image
     assert not marker.exists()
 
 
+def test_a_pickle_that_is_not_plain_data_for_another_reason_says_so(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"\x80\x02\xff")  # protocol 2, then an opcode that does not exist
+    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights \(Unsupported operand 255\); "):
+        load_safely(path)
+
+
 def test_a_crafted_training_state_is_refused_on_resume(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -143,6 +150,8 @@ def _altered(trained: Path, tmp_path: Path, **changes) -> Path:
     ({"thresholds": [0.5]}, "1 thresholds for 3 attributes"),
     ({"preprocessing": {"image_size": 32}}, "malformed preprocessing"),
     ({"attributes": "Attr1"}, "malformed attributes"),
+    ({"backbone": 18}, "malformed backbone"),
+    ({"thresholds": ["0.5", "0.5", "0.5"]}, "malformed thresholds"),
     ({"state_dict": {"head.weight": [1.0]}}, "malformed state_dict"),
     ({"backbone": "resnet34"}, "weights do not fit a resnet34 model"),
     ({"backbone": "vgg_unknown"}, "unknown backbone 'vgg_unknown'"),
