@@ -70,7 +70,8 @@ def test_the_crafted_payload_is_live_when_loaded_unsafely(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["torch-zip", "plain-pickle"])
 def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image):
     path, marker = _crafted(tmp_path, kind)
-    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights .*nothing in it was run"):
+    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights .*nothing in it was run\. "
+                                              r"Only load checkpoints from sources you trust\.$"):
         load_safely(path)
     with pytest.raises(CheckpointError, match=r"\(it holds pickled Python objects: Unsupported global: GLOBAL io\.open "
                                               r"was not an allowed global by default\); nothing"):
@@ -85,6 +86,11 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2 and all("refused" in line and str(path) in line for line in errors), errors
     assert not marker.exists()
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'nowhere.pth'}: checkpoint not found$"):
+        load_checkpoint(tmp_path / "nowhere.pth")
 
 
 def test_a_pickle_that_is_not_plain_data_for_another_reason_says_so(tmp_path):
@@ -152,6 +158,7 @@ def _altered(trained: Path, tmp_path: Path, **changes) -> Path:
     ({"attributes": "Attr1"}, "malformed attributes"),
     ({"backbone": 18}, "malformed backbone"),
     ({"thresholds": ["0.5", "0.5", "0.5"]}, "malformed thresholds"),
+    ({"backbone": 18, "thresholds": "0.5"}, "malformed backbone, thresholds"),
     ({"state_dict": {"head.weight": [1.0]}}, "malformed state_dict"),
     ({"backbone": "resnet34"}, "weights do not fit a resnet34 model"),
     ({"backbone": "vgg_unknown"}, "unknown backbone 'vgg_unknown'"),
