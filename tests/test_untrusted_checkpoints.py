@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,12 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image
     assert not marker.exists()
 
 
+def test_a_file_holding_something_else_than_a_dict_is_refused(tmp_path):
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'list.pth'}: not an aimonk checkpoint \(holds a list\)$"):
+        load_checkpoint(tmp_path / "list.pth")
+
+
 def test_a_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'nowhere.pth'}: checkpoint not found$"):
         load_checkpoint(tmp_path / "nowhere.pth")
@@ -135,6 +142,8 @@ def test_damaged_files_are_refused_with_one_clear_line(tmp_path, content, capsys
         load_checkpoint(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
+    if "not a readable checkpoint" in message:  # says what failed: (EOFError: ), (RuntimeError: ...)
+        assert re.search(r"not a PyTorch file \((EOF|Key|Runtime|OS)Error: ", message), message
     assert main(["predict", str(image), "--model", str(path)]) == 2
     assert capsys.readouterr().err == f"aimonk: error: {message}\n"
 
@@ -152,7 +161,8 @@ def _altered(trained: Path, tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize(("changes", "words"), [
     ({"format": None}, "not an aimonk model checkpoint"),
     ({"thresholds": None}, "missing thresholds"),
-    ({"format": "something-else"}, "not an aimonk model checkpoint"),
+    ({"format": "something-else"}, "not an aimonk model checkpoint (missing format)"),
+    ({"backbone": None, "thresholds": None}, "not an aimonk model checkpoint (missing backbone, thresholds)"),
     ({"thresholds": [0.5]}, "1 thresholds for 3 attributes"),
     ({"preprocessing": {"image_size": 32}}, "malformed preprocessing"),
     ({"attributes": "Attr1"}, "malformed attributes"),
@@ -168,7 +178,7 @@ def test_checkpoints_that_do_not_describe_their_model_are_refused(trained, tmp_p
     path = _altered(trained, tmp_path, **changes)
     assert main(["predict", str(image), "--model", str(path)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("aimonk: error: ") and error.count("\n") == 1 and words in error, error
+    assert error.startswith(f"aimonk: error: {path}: ") and error.count("\n") == 1 and words in error, error
 
 
 def test_thresholds_of_another_length_are_not_saved(trained, tmp_path):
