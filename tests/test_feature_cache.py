@@ -192,9 +192,12 @@ def test_backbone_in_workers_gives_the_features_of_the_main_process(small_datase
     torch.testing.assert_close(in_workers[0], in_main[0], rtol=1e-5, atol=1e-6)
 
 
-def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(small_dataset: Path, tmp_path: Path):
-    result = train(train_config(small_dataset, tmp_path / "cache"))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(small_dataset: Path, tmp_path: Path,
+                                                                           precision: str):
+    result = train(train_config(small_dataset, tmp_path / "cache", precision=precision))
     predictor = Predictor(result.model_path)
+    assert predictor.precision == precision  # recorded in the checkpoint
     paths = [small_dataset / "images" / name for name in result.data.table.filenames]
     expected = torch.sigmoid(predictor.model.head(result.data.features[:, 0])).detach()
     for workers in (0, torch.get_num_threads()):

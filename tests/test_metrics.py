@@ -68,7 +68,7 @@ def test_an_attribute_with_one_class_does_not_crash_and_is_not_judged(rng: np.ra
     assert all(verdict.startswith("not judged: too few") for verdict in results["verdict"])
     assert results.loc["Attr2", "recall"] >= 0  # defined: there are positives
     assert np.isnan(results.loc["Attr3", "ap"])  # undefined: there are none
-    assert "n/a" in format_table(results).loc["Attr3", "roc_auc"]
+    assert format_table(results).loc["Attr3", "roc_auc"] == "n/a"
 
 
 def test_bootstrap_is_seeded(rng: np.random.Generator):
@@ -103,9 +103,16 @@ def test_baselines_are_the_trivial_predictors():
 
 def test_format_table_shows_intervals_and_verdicts(rng: np.random.Generator):
     truth = rng.random(60) < 0.5
-    shown = format_table(evaluate(label_table(truth), truth[:, None] * 0.5 + 0.25, n_bootstrap=20))
-    assert shown.loc["Attr1", "roc_auc"] == "1.00 [1.00, 1.00]"
-    assert list(shown.columns)[-1] == "verdict"
+    results = evaluate(label_table(truth), truth[:, None] * 0.5 + 0.25, [0.6], n_bootstrap=20)
+    shown = format_table(results)
+    assert list(shown.columns) == ["n", "positives", "negatives", "prevalence", "threshold", "precision", "recall",
+                                   "f1", "ap", "roc_auc", "F1 all-positive", "verdict"]
+    row = shown.loc["Attr1"]
+    assert row["roc_auc"] == "1.00 [1.00, 1.00]"
+    assert (row["prevalence"], row["threshold"]) == (f"{truth.mean():.2f}", "0.60")
+    assert row["F1 all-positive"] == f"{2 * truth.mean() / (1 + truth.mean()):.2f}"
+    assert row["verdict"] == "better than chance"
+    assert format_table(results, digits=3).loc["Attr1", "threshold"] == "0.600"
 
 
 def test_the_interval_is_the_central_percentile_range_of_the_resampled_values():
