@@ -11,8 +11,9 @@ from conftest import train_config
 
 import aimonk.training
 from aimonk import masked_bce_with_logits, read_labels
+from aimonk.config import TrainConfig
 from aimonk.labels import LabelTable
-from aimonk.losses import balanced_pos_weight
+from aimonk.losses import balanced_pos_weight, make_criterion
 from aimonk.training import train
 
 
@@ -76,6 +77,14 @@ def test_pos_weight_weighs_positive_entries():
     weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
     expected = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight, reduction="none")[mask].mean()
     assert torch.allclose(masked_bce_with_logits(logits, targets, mask, weight), expected)
+
+
+def test_the_training_criterion_applies_the_positive_weights():
+    logits, targets, mask = _inputs()
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    criterion = make_criterion(TrainConfig(pos_weight="balanced"), weight)
+    assert torch.equal(criterion(logits, targets, mask), masked_bce_with_logits(logits, targets, mask, weight))
+    assert not torch.equal(criterion(logits, targets, mask), masked_bce_with_logits(logits, targets, mask))
 
 
 def test_balanced_pos_weight_counts_known_labels_only():
