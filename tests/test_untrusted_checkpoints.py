@@ -95,6 +95,12 @@ def test_a_file_holding_something_else_than_a_dict_is_refused(tmp_path):
         load_checkpoint(tmp_path / "list.pth")
 
 
+def test_a_checkpoint_is_saved_into_folders_that_do_not_exist_yet(tmp_path):
+    path = save_atomic({"w": torch.ones(3)}, tmp_path / "new" / "nested" / "model.pth")
+    assert torch.equal(load_safely(path)["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["model.pth"]  # no temporary left beside it
+
+
 def test_a_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'nowhere.pth'}: checkpoint not found$"):
         load_checkpoint(tmp_path / "nowhere.pth")
