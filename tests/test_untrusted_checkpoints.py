@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pickle
 import re
 from pathlib import Path
@@ -99,6 +100,16 @@ def test_a_checkpoint_is_saved_into_folders_that_do_not_exist_yet(tmp_path):
     path = save_atomic({"w": torch.ones(3)}, tmp_path / "new" / "nested" / "model.pth")
     assert torch.equal(load_safely(path)["w"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["model.pth"]  # no temporary left beside it
+
+
+def test_the_new_file_is_written_beside_the_old_then_renamed_over_it(tmp_path, monkeypatch):
+    """Beside it, so on the same filesystem: the rename is atomic, a crash leaves the old or the new file."""
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), replace(a, b)))
+    save_atomic({"w": torch.ones(1)}, tmp_path / "model.pth")
+    [(source, target)] = renames
+    assert Path(source).parent == Path(target).parent == tmp_path and Path(target).name == "model.pth"
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):
