@@ -100,6 +100,9 @@ def test_a_checkpoint_is_saved_into_folders_that_do_not_exist_yet(tmp_path):
     path = save_atomic({"w": torch.ones(3)}, tmp_path / "new" / "nested" / "model.pth")
     assert torch.equal(load_safely(path)["w"], torch.ones(3))
     assert [p.name for p in path.parent.iterdir()] == ["model.pth"]  # no temporary left beside it
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o7777 == 0o666 & ~umask  # the usual permissions, not mkstemp's private 0600
 
 
 def test_the_new_file_is_written_beside_the_old_then_renamed_over_it(tmp_path, monkeypatch):
