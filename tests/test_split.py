@@ -71,6 +71,13 @@ def test_the_split_is_a_function_of_the_seed():
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
+def test_two_images_split_one_and_one_and_a_single_image_trains():
+    train, val = stratified_split(label_table([[1], [0]]), 0.5, 0)
+    assert sorted([*train, *val]) == [0, 1] and len(train) == len(val) == 1
+    train, val = stratified_split(label_table([[1]]), 0.5, 0)
+    assert train.tolist() == [0] and val.size == 0
+
+
 def test_no_validation_split_trains_on_everything():
     table = rare_attribute_table(20)
     train, val = stratified_split(table, 0.0, 0)
