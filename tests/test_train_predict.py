@@ -147,9 +147,9 @@ def test_epoch_plan_flips_each_image_once_per_epoch_and_varies_by_epoch():
     assert epoch_plan(np.ones(50), 16, 3, 0) != epoch_plan(np.ones(50), 16, 3, 1)
     # A function of (seed, epoch) alone: the global random state (restored on resume, used by the model) plays no part.
     torch.manual_seed(1)
-    first = epoch_plan(50, 16, 3, 2)
+    first = epoch_plan(np.ones(50), 16, 3, 2)
     torch.manual_seed(2)
-    assert epoch_plan(50, 16, 3, 2) == first
+    assert epoch_plan(np.ones(50), 16, 3, 2) == first
 
 
 def test_recommended_recipe_converges_on_the_demo_and_says_what_ran(demo_model: Path, tmp_path: Path, capsys):
