@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
-from aimonk.errors import AimonkError
+from aimonk.errors import AimonkError, ImageReadError
 
 DEFAULT_MODEL = "models/aimonk_model.pth"
 
@@ -23,11 +24,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (AimonkError, OSError) as error:
-        print(f"aimonk: error: {error}", file=sys.stderr)
+        # Under torchrun every process meets the same problems with the input, and rank 0 reports them; an image
+        # that cannot be read is its own reader's to report.
+        if _main_process() or not isinstance(error, AimonkError) or isinstance(error, ImageReadError):
+            print(f"aimonk: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("aimonk: interrupted", file=sys.stderr)
+        if _main_process():
+            print("aimonk: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        from aimonk.distributed import peer_lost
+
+        if not peer_lost(error):
+            raise
+        print("aimonk: error: another process of this torchrun job stopped (torchrun's report says which)",
+              file=sys.stderr)
+        return 1
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -118,15 +136,20 @@ def run_train(args: argparse.Namespace) -> int:
     from aimonk.training import train
 
     config = config_from_arguments(args)
+    command = "torchrun ... -m aimonk" if "WORLD_SIZE" in os.environ else "aimonk"  # how it was started
     try:
         result = train(config, resume=args.resume)
     except TrainingInterrupted:
-        print(f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {config.out_dir}",
-              file=sys.stderr)
+        if _main_process():
+            print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
+                  f"{config.out_dir}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
+        if _main_process():
+            print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
         return 130
+    if not _main_process():
+        return 0
     data = result.data
     print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
           f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
