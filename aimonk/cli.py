@@ -163,20 +163,22 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import csv
 
+    from aimonk.distributed import start
     from aimonk.images import image_files
     from aimonk.outputs import atomic_file
     from aimonk.prediction import Predictor
 
-    predictor = Predictor(args.model, device=args.device)
+    dist = start(args.device)  # under torchrun each process predicts its share; rank 0 prints them all, in order
+    predictor = Predictor(args.model, device=dist.device)
     paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
     failures = 0
-    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
+    with atomic_file(args.csv if dist.is_main else None, "w", newline="", encoding="utf-8") as table:
         rows = csv.writer(table) if table else None
         if rows:
             rows.writerow(predictor.csv_header())
-        for prediction in predictor.predict(paths, args.batch_size, args.workers):
+        for prediction in predictor.predict_in_shares(paths, dist, args.batch_size, args.workers):
             if rows:
                 rows.writerow(predictor.csv_row(prediction))
             if prediction.error:
@@ -208,12 +210,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
     data_dir = Path(args.data_dir)
-    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
-        scores = score_checkpoint(
+    with atomic_file(args.csv if _main_process() else None, "w", newline="", encoding="utf-8") as table:
+        scores = score_checkpoint(  # under torchrun, each process scores its share of the images
             args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
             Path(args.image_dir) if args.image_dir else data_dir / "images",
             include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
         )
+        if not _main_process():
+            return 0
         results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
         if table:
             results.to_csv(table)
