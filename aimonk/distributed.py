@@ -79,12 +79,7 @@ class Distributed:
             return
         mine = iter(mine)
         for _ in range(-(-total // (self.world_size * chunk))):  # the rounds rank 0, with the largest share, needs
-            part = list(itertools.islice(mine, chunk))
-            if everywhere:
-                parts = self.all_gather(part)
-            else:
-                parts = [None] * self.world_size if self.is_main else None
-                torch_dist.gather_object(part, parts, dst=0)
+            parts = self.all_gather(list(itertools.islice(mine, chunk)))
             if everywhere or self.is_main:
                 # Rank r holds inputs r, r + world, r + 2 world, ...: position by position, rank by rank is input order.
                 yield from (share[i] for i in range(chunk) for share in parts if i < len(share))
