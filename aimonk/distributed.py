@@ -42,10 +42,6 @@ class Distributed:
         """This process's share: every world_size-th item from its rank. No padding: each item is in one share."""
         return list(items[self.rank :: self.world_size])
 
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch_dist.barrier()
-
     def all_gather(self, value: T) -> list[T]:
         """Every process's `value` (any picklable object), in rank order, on every process."""
         if self.world_size == 1:

@@ -133,7 +133,7 @@ def _training(data: Path, out: Path, *options: str) -> list[str]:
     """A small backbone, so that saving the state at every step (--checkpoint-every 1) stays quick."""
     return ["train", "--data-dir", str(data), "--out-dir", str(out), "--cache-dir", str(data.parent / "cache"),
             "--backbone", "mobilenet_v3_small", "--weights", "none", "--image-size", "32", "--batch-size", "4",
-            "--epochs", "8", "--workers", "0", "--no-progress", *options]
+            "--epochs", "4", "--workers", "0", "--no-progress", *options]
 
 
 def _saves(state: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
