@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
-from aimonk.errors import AimonkError
+from aimonk.errors import AimonkError, ImageReadError
 
 DEFAULT_MODEL = "models/aimonk_model.pth"
 
@@ -23,11 +24,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (AimonkError, OSError) as error:
-        print(f"aimonk: error: {error}", file=sys.stderr)
+        # Under torchrun every process meets the same problems with the input, and rank 0 reports them; an image
+        # that cannot be read is its own reader's to report.
+        if _main_process() or not isinstance(error, AimonkError) or isinstance(error, ImageReadError):
+            print(f"aimonk: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("aimonk: interrupted", file=sys.stderr)
+        if _main_process():
+            print("aimonk: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as error:
+        from aimonk.distributed import peer_lost
+
+        if not peer_lost(error):
+            raise
+        print("aimonk: error: another process of this torchrun job stopped (torchrun's report says which)",
+              file=sys.stderr)
+        return 1
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun job, or the only process."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -141,15 +159,20 @@ def run_train(args: argparse.Namespace) -> int:
     from aimonk.training import train
 
     config = config_from_arguments(args)
+    command = "torchrun ... -m aimonk" if "WORLD_SIZE" in os.environ else "aimonk"  # how it was started
     try:
         result = train(config, resume=args.resume)
     except TrainingInterrupted:
-        print(f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {config.out_dir}",
-              file=sys.stderr)
+        if _main_process():
+            print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
+                  f"{config.out_dir}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
+        if _main_process():
+            print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
         return 130
+    if not _main_process():
+        return 0
     data = result.data
     print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
           f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
@@ -163,11 +186,13 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import csv
 
+    from aimonk.distributed import start
     from aimonk.images import image_files
     from aimonk.outputs import atomic_file
     from aimonk.prediction import Predictor
 
-    predictor = Predictor(args.model, device=args.device)
+    dist = start(args.device)  # under torchrun each process predicts its share; rank 0 prints them all, in order
+    predictor = Predictor(args.model, device=dist.device)
     paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
@@ -175,11 +200,11 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"aimonk: note: this model cannot judge {', '.join(predictor.cannot_judge)} (no better than chance on "
               "its validation images): never reported present", file=sys.stderr)
     failures = 0
-    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
+    with atomic_file(args.csv if dist.is_main else None, "w", newline="", encoding="utf-8") as table:
         rows = csv.writer(table) if table else None
         if rows:
             rows.writerow(predictor.csv_header())
-        for prediction in predictor.predict(paths, args.batch_size, args.workers):
+        for prediction in predictor.predict_in_shares(paths, dist, args.batch_size, args.workers):
             if rows:
                 rows.writerow(predictor.csv_row(prediction))
             if prediction.error:
@@ -211,12 +236,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
     data_dir = Path(args.data_dir)
-    with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
-        scores = score_checkpoint(
+    with atomic_file(args.csv if _main_process() else None, "w", newline="", encoding="utf-8") as table:
+        scores = score_checkpoint(  # under torchrun, each process scores its share of the images
             args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
             Path(args.image_dir) if args.image_dir else data_dir / "images",
             include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
         )
+        if not _main_process():
+            return 0
         results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
         if table:
             results.to_csv(table)
@@ -289,6 +316,8 @@ def run_tune(args: argparse.Namespace) -> int:
     scores = score_checkpoint(args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
                               Path(args.image_dir) if args.image_dir else data_dir / "images", device=args.device,
                               calibrated=False)
+    if not _main_process():  # under torchrun every process scored its share; rank 0 alone tunes and writes
+        return 0
     tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
     print(f"{args.model}: tuned on {len(scores.table)} validation images (F1 out of fold: thresholds tuned on the "
           f"other {args.folds - 1} folds; in sample: optimistic)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from aimonk.distributed import Distributed
 from aimonk.errors import AimonkError
 from aimonk.feature_cache import FeatureCache, default_cache_dir, extract_features
 from aimonk.images import ImageDataset, Preprocessing, collate_readable, drop_missing_images, report_unusable_images
@@ -41,18 +43,20 @@ class TrainingData:
 
 def prepare_data(
     config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing,
-    keep_features: bool,
+    keep_features: bool, dist: Distributed | None = None,
 ) -> TrainingData:
     """Labelled images that exist -> that decode -> stratified split.
 
     With `keep_features` and frozen stages, each image's frozen-stage output is computed once (or read from the
-    on-disk cache, if `config.feature_cache`) and kept in memory.
+    on-disk cache, if `config.feature_cache`) and kept in memory. Under torchrun (`dist`), each process decodes and
+    embeds its share of the images (into the shared cache) and every process gets the whole; rank 0 reports.
     """
+    dist = dist or Distributed(device=torch.device(config.device))
     image_dir = config.images_path
     if not image_dir.is_dir():
         raise AimonkError(f"{image_dir}: image folder not found")
     table, missing = drop_missing_images(table, image_dir)
-    report_unusable_images("missing", missing, config.strict, Path(config.out_dir))
+    report_left_out("missing", missing, config, dist)
     paths = [image_dir / name for name in table.filenames]
     features = None
     if keep_features and len(model.frozen_part):
@@ -60,13 +64,14 @@ def prepare_data(
         if config.feature_cache:
             cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             cache = FeatureCache(cache_root, model.frozen_part, preprocessing, config.precision)
-        features, readable, errors = extract_features(
-            model.frozen_part, paths, preprocessing, cache, config.precision, num_workers=config.workers,
+        features, readable, errors = in_shares(dist, paths, lambda share: extract_features(
+            model.frozen_part, share, preprocessing, cache, config.precision, num_workers=config.workers,
             progress=config.progress,
-        )
+        ))
     else:
-        readable, errors = scan_readable(paths, preprocessing, config.workers)
-    report_unusable_images("unreadable", errors, config.strict, Path(config.out_dir))
+        _, readable, errors = in_shares(dist, paths, lambda share: (None, *scan_readable(
+            share, preprocessing, config.workers)))
+    report_left_out("unreadable", errors, config, dist)
     unreadable = sorted(set(table.filenames) - {table.filenames[i] for i in readable})
     table = table.subset(readable)
     if len(table) == 0:
@@ -76,6 +81,37 @@ def prepare_data(
     if config.hide_labels or config.keep_labels:  # training labels only: validation keeps every known label
         table = table.hide(train_rows, config.hide_labels, config.keep_labels, config.seed)
     return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable)
+
+
+def report_left_out(kind: str, names: list[str], config: TrainConfig, dist: Distributed) -> None:
+    """Images left out, reported once, by rank 0; under --strict every process stops (rank 0 says why)."""
+    if dist.is_main:
+        report_unusable_images(kind, names, config.strict, Path(config.out_dir))
+    elif names and config.strict:
+        raise AimonkError(f"{len(names)} {kind} image(s) (--strict)")
+
+
+Work = Callable[[list[Path]], tuple[torch.Tensor | None, list[int], list[str]]]
+
+
+def in_shares(dist: Distributed, paths: list[Path], work: Work) -> tuple[torch.Tensor | None, list[int], list[str]]:
+    """`work(paths)`: (outputs of the readable images or None, their indices, one error per unreadable image, in
+    order), with each process of a torchrun job doing its share; every process gets the whole, in the order of
+    `paths`, as one process doing it all would."""
+    if dist.world_size == 1:
+        return work(paths)
+    share = dist.shard(range(len(paths)))
+    outputs, readable, errors = work([paths[i] for i in share])
+    failed = sorted(set(range(len(share))) - set(readable))
+    parts = dist.all_gather((outputs, [share[i] for i in readable],
+                             list(zip([share[i] for i in failed], errors, strict=True))))
+    found = [index for _, indices, _ in parts for index in indices]
+    order = torch.as_tensor(np.argsort(found, kind="stable"), dtype=torch.long)
+    pieces = [part for part, indices, _ in parts if part is not None and len(indices)]
+    if outputs is not None:
+        outputs = torch.cat(pieces)[order] if pieces else outputs
+    errors = [message for _, message in sorted(error for _, _, failures in parts for error in failures)]
+    return outputs, sorted(found), errors
 
 
 def scan_readable(paths: list[Path], preprocessing: Preprocessing, num_workers: int) -> tuple[list[int], list[str]]:

@@ -12,6 +12,7 @@ from torch import nn
 
 from aimonk.backbones import BACKBONES, build_backbone
 from aimonk.errors import AimonkError, CheckpointError
+from aimonk.runtime import backbone_autocast
 
 
 class AttributeClassifier(nn.Module):
@@ -72,6 +73,31 @@ class AttributeClassifier(nn.Module):
             self.head.weight.div_(scale)
             self.head.bias.sub_(self.head.weight @ mean)
         self.input_scaling = None
+
+
+class TrainedPart(nn.Module):
+    """The trainable stages and the head of a model, as one module: the frozen stages' output -> logits.
+
+    What training runs on cached (or freshly computed) frozen outputs, and what DistributedDataParallel wraps: the
+    frozen stages are never part of it. It holds the model's own modules, so training it trains the model.
+    """
+
+    def __init__(self, model: AttributeClassifier, precision: str):
+        super().__init__()
+        self.stages = model.trainable_part
+        self.head = model.head
+        self.head_logits = model.head_logits  # the head with the model's input scaling (a method, not a module)
+        self.precision = precision
+
+    def features(self, frozen: torch.Tensor) -> torch.Tensor:
+        """What the head sees: the trainable stages' output (under the backbone's autocast), in float32."""
+        if not len(self.stages):
+            return frozen.float()
+        with backbone_autocast(self.precision, frozen.device):
+            return self.stages(frozen.contiguous(memory_format=torch.channels_last)).float()
+
+    def forward(self, frozen: torch.Tensor) -> torch.Tensor:
+        return self.head_logits(self.features(frozen))
 
 
 def build_model(

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from aimonk.checkpoint import load_checkpoint
+from aimonk.distributed import Distributed
 from aimonk.images import ImageDataset, Preprocessing
 from aimonk.model import model_from_checkpoint
 from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone
@@ -30,7 +31,7 @@ class Predictor:
     With `calibrated=False` the temperatures are left out (what tuning them starts from).
     """
 
-    def __init__(self, checkpoint_path: str | Path, device: str = "cpu", calibrated: bool = True):
+    def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "cpu", calibrated: bool = True):
         checkpoint = load_checkpoint(checkpoint_path)
         self.attributes: list[str] = list(checkpoint["attributes"])
         self.thresholds: list[float] = [float(value) for value in checkpoint["thresholds"]]
@@ -80,6 +81,13 @@ class Predictor:
     def _head(self, features: torch.Tensor) -> torch.Tensor:
         logits = self.model.head(features.to(self.device).float()).cpu()
         return torch.sigmoid(logits / self.temperatures)
+
+    def predict_in_shares(self, paths: Sequence[Path], dist: Distributed, batch_size: int = 32, num_workers: int = 2,
+                          everywhere: bool = False) -> Iterator[Prediction]:
+        """`predict`, each process of a torchrun job predicting its share: rank 0 (every rank with `everywhere`) gets
+        every prediction, in the order of `paths`, each once; the other ranks nothing. With one process, `predict`."""
+        mine = self.predict(dist.shard(paths), batch_size, num_workers)
+        return dist.gather_in_order(mine, len(paths), batch_size, everywhere)
 
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""

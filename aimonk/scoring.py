@@ -12,6 +12,7 @@ import pandas as pd
 
 from aimonk.calibration import calibrated, expected_calibration_error, temperature_if_it_helps
 from aimonk.checkpoint import load_checkpoint, save_tuning
+from aimonk.distributed import start
 from aimonk.errors import AimonkError
 from aimonk.images import report_unusable_images
 from aimonk.labels import LabelTable, read_labels
@@ -47,11 +48,13 @@ def score_checkpoint(
     the model). Unreadable or missing images are left out with a warning. `calibrated=False` leaves out the
     checkpoint's temperatures.
     """
+    dist = start(device)  # under torchrun each process scores its share; every one gets all, each image once
     labelled = read_labels(labels_path)
     checkpoint = load_checkpoint(model_path, attributes=labelled.attributes)
     if include_training:
-        warnings.warn("scoring every labelled image: training images are included, so metrics are optimistic",
-                      stacklevel=2)
+        if dist.is_main:
+            warnings.warn("scoring every labelled image: training images are included, so metrics are optimistic",
+                          stacklevel=2)
         files = labelled.filenames
     else:
         files = list(checkpoint.get("val_files") or [])
@@ -65,9 +68,11 @@ def score_checkpoint(
         raise AimonkError(f"{labels_path}: no label line for {len(unlabelled)} of the checkpoint's validation "
                           f"images ({listed(unlabelled)}); is this the labels file it was trained on?")
     image_dir = Path(image_dir)
-    predictor = Predictor(model_path, device=device, calibrated=calibrated)
-    predictions = list(predictor.predict([image_dir / name for name in files], batch_size, num_workers))
-    report_unusable_images("unreadable or missing", [p.error for p in predictions if p.error], strict=False)
+    predictor = Predictor(model_path, device=dist.device, calibrated=calibrated)
+    predictions = list(predictor.predict_in_shares([image_dir / name for name in files], dist, batch_size,
+                                                   num_workers, everywhere=True))
+    if dist.is_main:
+        report_unusable_images("unreadable or missing", [p.error for p in predictions if p.error], strict=False)
     kept = [(rows[name], p.probabilities) for name, p in zip(files, predictions, strict=True) if not p.error]
     if not kept:
         raise AimonkError(f"{image_dir}: none of the {len(files)} images to score could be read")

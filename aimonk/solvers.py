@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from aimonk.data import TrainingData
-from aimonk.errors import AimonkError
+from aimonk.distributed import Distributed, peer_lost
+from aimonk.errors import AimonkError, ImageReadError
 from aimonk.images import ImageDataset, Preprocessing, collate_readable
 from aimonk.labels import LabelTable
 from aimonk.linear_heads import choose_l2, fit_linear_heads, fold_of_images
 from aimonk.losses import NA_MODES, EntryLoss, masked_loss
-from aimonk.model import AttributeClassifier
+from aimonk.model import AttributeClassifier, TrainedPart
 from aimonk.registry import Registry
 from aimonk.resume import TrainingInterrupted, held_interrupts, save_train_state
-from aimonk.runtime import BackboneRunner, backbone_autocast, inference_backbone
+from aimonk.runtime import BackboneRunner, inference_backbone
 from aimonk.sampling import SAMPLERS, Plan, epoch_plan
 
 if TYPE_CHECKING:
@@ -49,10 +52,11 @@ class TrainingRun:
     resumed: dict | None = None  # the saved state of an interrupted run
     history: list[float] = field(default_factory=list)
     report: list[str] = field(default_factory=list)  # lines the run ends with (e.g. the L2 strengths chosen)
+    dist: Distributed = field(default_factory=Distributed)  # this process's place in a torchrun job
 
     @property
     def device(self) -> torch.device:
-        return torch.device(self.config.device)
+        return self.dist.device
 
     @property
     def train_table(self) -> LabelTable:
@@ -102,7 +106,7 @@ def parameter_groups(model: AttributeClassifier, config: TrainConfig) -> list[di
 
 
 def fit_adam(run: TrainingRun) -> None:
-    config, model = run.config, run.model
+    config, model, dist = run.config, run.model, run.dist
     train_table = run.train_table
     optimizer = torch.optim.Adam(parameter_groups(model, config), lr=config.lr, decoupled_weight_decay=True)
     epoch, step = 0, 0
@@ -111,6 +115,8 @@ def fit_adam(run: TrainingRun) -> None:
         epoch, step = run.resumed["epoch"], run.resumed["step"]
 
     def save_state() -> None:
+        if not dist.is_main:
+            return
         save_train_state(
             run.out_dir, config=asdict(config), model={k: v.contiguous() for k, v in model.state_dict().items()},
             optimizer=optimizer.state_dict(), history=run.history, epoch=epoch, step=step,
@@ -121,20 +127,30 @@ def fit_adam(run: TrainingRun) -> None:
     plans = [epoch_plan(visits, config.batch_size, config.seed, e) for e in range(config.epochs)]
     total = sum(map(len, plans))
     schedule = LR_SCHEDULES[config.lr_schedule]
+    counted = NA_MODES[config.na_mode](train_table.targets, train_table.known)[1]  # entries the loss averages over
+    trained = dist.wrap(TrainedPart(model, config.precision))  # DistributedDataParallel under torchrun
     bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not config.progress)
     model.train()
     try:
         while epoch < config.epochs:
-            for features, targets, known in feature_batches(run, plans[epoch][step:]):
+            # Every process follows the same plan and takes its share of each batch.
+            batches = plans[epoch][step:]
+            shares = [dist.shard(batch) for batch in batches]
+            for batch, share, (frozen, targets, known) in zip(batches, shares, feature_batches(run, shares),
+                                                             strict=True):
                 factor = schedule(len(run.history), total, config.warmup_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
-                loss = run.loss(model.head_logits(features), targets.to(run.device), known.to(run.device))
+                # The mean over this share's known entries, weighed by its part of the whole batch's: summed over
+                # the processes, the batch's mean (times the world size, as DistributedDataParallel averages).
+                part = dist.world_size * _entries(counted, share) / max(_entries(counted, batch), 1)
+                loss = run.loss(trained(frozen), targets.to(run.device), known.to(run.device)) * part
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                value = (dist.sum(loss.detach()) / dist.world_size).item()
                 with held_interrupts():  # so a saved state never has the weights and the step count disagree
                     optimizer.step()
-                    run.history.append(loss.item())
+                    run.history.append(value)
                     step += 1
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{run.history[-1]:.4f}")
@@ -143,46 +159,53 @@ def fit_adam(run: TrainingRun) -> None:
             with held_interrupts():
                 epoch, step = epoch + 1, 0
             save_state()
-    except KeyboardInterrupt:
-        save_state()
+    except (KeyboardInterrupt, RuntimeError) as stop:
+        if not isinstance(stop, KeyboardInterrupt) and not peer_lost(stop):
+            raise
+        # Ctrl-C, or under torchrun a SIGTERM or another process gone: the weights are those of the last whole step.
+        with suppress(KeyboardInterrupt), held_interrupts():  # a second signal does not cut the save short
+            save_state()
         raise TrainingInterrupted(str(run.out_dir)) from None
     finally:
         bar.close()
 
 
+def _entries(counted: np.ndarray, batch: list[tuple[int, bool]]) -> int:
+    """How many entries of the batch's rows the loss averages over."""
+    return int(counted[[row for row, _ in batch]].sum())
+
+
 def feature_batches(run: TrainingRun, plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(features for the head, targets, known) per planned batch of training rows.
+    """(output of the frozen stages on the run's device, targets, known) per planned batch of training rows.
 
     The frozen stages' outputs come from the cache, or from images run through the same BatchNorm-folded frozen
-    stages, so both paths compute the same thing; the trainable stages then run under autocast; the head in fp32.
+    stages, so both paths compute the same thing (`TrainedPart` then runs the trainable stages and the head). A
+    planned batch may be empty: a process's share of a batch smaller than the job.
     """
     device, data, model = run.device, run.data, run.model
     table = data.table
-
-    def trainable(frozen: torch.Tensor) -> torch.Tensor:
-        if not model.trainable_stages:
-            return frozen.float()
-        with backbone_autocast(run.config.precision, device):
-            return model.trainable_part(frozen.contiguous(memory_format=torch.channels_last)).float()
-
     if data.features is not None:
         for batch in plan:
             rows = data.train_rows[[row for row, _ in batch]]
-            flips = torch.tensor([int(flip) for _, flip in batch])
-            frozen = data.features[torch.as_tensor(rows), flips].to(device)
-            yield trainable(frozen), torch.from_numpy(table.targets[rows]), torch.from_numpy(table.known[rows])
+            flips = torch.tensor([int(flip) for _, flip in batch], dtype=torch.long)
+            frozen = data.features[torch.as_tensor(rows, dtype=torch.long), flips].to(device)
+            yield frozen, torch.from_numpy(table.targets[rows]), torch.from_numpy(table.known[rows])
         return
     rows = data.train_rows
     dataset = ImageDataset(data.paths(rows), table.targets[rows], table.known[rows], run.preprocessing)
     loader = DataLoader(dataset, batch_sampler=plan, num_workers=run.config.workers, collate_fn=collate_readable)
     frozen_runner = BackboneRunner(inference_backbone(model.frozen_part), run.config.precision) \
         if len(model.frozen_part) else None
+    size, attributes = run.preprocessing.image_size, len(table.attributes)
     for batch in loader:
         if batch["errors"]:
-            raise AimonkError("; ".join(message for _, message in batch["errors"]))
+            raise ImageReadError("; ".join(message for _, message in batch["errors"]))
+        if batch["image"] is None:  # an empty share
+            batch = {"image": torch.zeros(0, 3, size, size), "targets": torch.zeros(0, attributes),
+                     "known": torch.zeros(0, attributes, dtype=torch.bool)}
         images = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
         frozen = frozen_runner.features(images) if frozen_runner else images
-        yield trainable(frozen), batch["targets"], batch["known"]
+        yield frozen, batch["targets"], batch["known"]
 
 
 def fit_lbfgs(run: TrainingRun) -> None:

@@ -7,7 +7,7 @@ ImageNet normalisation, BCE over known labels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -16,11 +16,12 @@ from aimonk.backbones import BACKBONES
 from aimonk.checkpoint import save_model_checkpoint
 from aimonk.config import TrainConfig
 from aimonk.data import TrainingData, prepare_data
+from aimonk.distributed import start
 from aimonk.errors import AimonkError
 from aimonk.images import Preprocessing
 from aimonk.labels import read_labels
 from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
-from aimonk.model import AttributeClassifier, build_model
+from aimonk.model import AttributeClassifier, TrainedPart, build_model
 from aimonk.outputs import MODEL_FILE, STATE_FILE, remove_stale_temporaries, write_history
 from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, seed_everything
 from aimonk.solvers import SOLVERS, TrainingRun, feature_batches
@@ -41,15 +42,20 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
     With `resume`, continue the run whose state was saved in `out_dir`, with that run's settings.
     Ctrl-C once training has begun saves the state (resume later) and raises TrainingInterrupted.
+    Under torchrun every process runs this recipe on its share of the work, and rank 0 alone writes.
     """
     out_dir = Path(config.out_dir)
-    remove_stale_temporaries(out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
         config = resumed_config(state["config"], out_dir, config.progress)
     config.check()
+    dist = start(config.device)  # under torchrun: this process's rank and device (every process runs this recipe)
+    if dist.is_main:  # rank 0 alone reports and writes into out_dir
+        remove_stale_temporaries(out_dir)
+    else:
+        config = replace(config, progress=False)
     seed_everything(config.seed)
-    device = torch.device(config.device)
+    device = dist.device
 
     labelled = read_labels(config.labels_path)
     model, weights_origin = build_model(len(labelled.attributes), config.backbone, config.weights,
@@ -58,13 +64,13 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     spec = BACKBONES[config.backbone]
     preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
     keep_features = config.feature_cache or SOLVERS[config.solver].full_batch
-    data = prepare_data(config, labelled, model, preprocessing, keep_features)
+    data = prepare_data(config, labelled, model, preprocessing, keep_features, dist)
 
     train_table = data.table.subset(data.train_rows)
     targets, known = NA_MODES[config.na_mode](train_table.targets, train_table.known)
     pos_weight = POS_WEIGHTS[config.pos_weight](targets, known)
     run = TrainingRun(config, model, data, LOSSES[config.loss](config),
-                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir)
+                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir, dist=dist)
     if config.standardise_features:  # from the weights the run starts with, so a resumed run gets the same
         model.standardise_head_input(head_inputs(run))
     if state is not None:
@@ -76,6 +82,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
     SOLVERS[config.solver].fit(run)
     model.fold_input_scaling()
+    if not dist.is_main:
+        return TrainResult(out_dir / MODEL_FILE, run.history, data, config, run.report, model)
 
     try:
         model_path = save_model_checkpoint(
@@ -99,7 +107,8 @@ def head_inputs(run: TrainingRun) -> torch.Tensor:
     plan = [[(row, flip) for row in rows[start : start + 16] for flip in (False, True)]
             for start in range(0, len(rows), 16)]
     run.model.eval()
-    return torch.cat([features for features, _, _ in feature_batches(run, plan)])
+    trained = TrainedPart(run.model, run.config.precision)
+    return torch.cat([trained.features(frozen) for frozen, _, _ in feature_batches(run, plan)])
 
 
 def resumed_config(saved: dict, out_dir: Path, progress: bool) -> TrainConfig:
