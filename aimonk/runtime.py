@@ -9,7 +9,43 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, Dataset
 
+from aimonk.errors import AimonkError
 from aimonk.images import collate_readable
+
+ACCELERATORS = {"cuda": "CUDA GPU", "mps": "Apple MPS device", "xpu": "Intel XPU"}  # torch.<type> has is_available
+
+
+def available_devices() -> list[str]:
+    """The devices usable here: `cpu`, then `cuda:0`, `cuda:1`, ... and any other accelerator found."""
+    found = ["cpu"]
+    for kind in ACCELERATORS:
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            found += [f"{kind}:{index}" for index in range(backend.device_count())]
+    return found
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device `name` names, refused with one line if it is not a device name or not usable on this machine.
+
+    Cheap (no GPU context is created), so every command calls it before any work.
+    """
+    available = f"available: {', '.join(available_devices())}"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise AimonkError(f"--device {name}: not a device name, e.g. cpu, cuda, cuda:1 ({available})") from None
+    if device.type == "cpu":
+        return device
+    if device.type not in ACCELERATORS:
+        raise AimonkError(f"--device {name}: aimonk does not run on {device.type} devices ({available})")
+    backend = getattr(torch, device.type, None)
+    count = backend.device_count() if backend is not None and backend.is_available() else 0
+    if count == 0:
+        raise AimonkError(f"--device {name}: no {ACCELERATORS[device.type]} is available here ({available})")
+    if device.index is not None and device.index >= count:
+        raise AimonkError(f"--device {name}: there is no {device.type} device {device.index} here ({available})")
+    return device
 
 
 def inference_backbone(backbone: nn.Module) -> nn.Module:

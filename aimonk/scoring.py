@@ -14,6 +14,7 @@ from aimonk.images import report_unusable_images
 from aimonk.labels import LabelTable, read_labels
 from aimonk.outputs import listed
 from aimonk.prediction import Predictor
+from aimonk.runtime import resolve_device
 
 
 @dataclass
@@ -40,6 +41,7 @@ def score_checkpoint(
     With `include_training`, every labelled image is scored instead (with a warning: training images flatter
     the model). Unreadable or missing images are left out with a warning.
     """
+    resolve_device(device)  # before any work
     labelled = read_labels(labels_path)
     checkpoint = load_checkpoint(model_path, attributes=labelled.attributes)
     if include_training:

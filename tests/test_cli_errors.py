@@ -164,3 +164,31 @@ def test_strict_with_many_missing_images_is_one_short_line_and_a_full_list(data,
     line = _one_error_line(capsys, "50 missing image(s) (--strict): gone_0.jpg, gone_1.jpg", str(full_list))
     assert len(line.encode()) < 1024
     assert full_list.read_text().splitlines() == missing
+
+
+def _command(command: str, data: Path, device: str) -> list[str]:
+    """`command` with arguments that would fail later (missing model, data) if the device were not refused first."""
+    where = {"train": _train(data), "predict": ["predict", str(data / "images"), "--model", str(data / "none.pth")],
+             "evaluate": ["evaluate", "--model", str(data / "none.pth"), "--data-dir", str(data / "nowhere")]}
+    return [*where[command], "--device", device]
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate"])
+@pytest.mark.parametrize("device", ["cdua", "beyond", "meta"])
+def test_an_unusable_device_is_refused_first_in_one_line(data, capsys, command, device):
+    if device == "beyond":  # an index past the last GPU, on any machine
+        import torch
+
+        device = f"cuda:{torch.cuda.device_count()}"
+    assert main(_command(command, data, device)) == 2
+    _one_error_line(capsys, f"--device {device}: ", "available: cpu")
+    assert not (data.parent / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate"])
+def test_cuda_without_a_gpu_names_what_is_available(data, capsys, monkeypatch, command):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(_command(command, data, "cuda")) == 2
+    _one_error_line(capsys, "aimonk: error: --device cuda: no CUDA GPU is available here (available: cpu")
