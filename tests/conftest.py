@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,55 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     patch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch-home")))
     yield
     patch.undo()
+
+
+class _FullDisk:
+    """A file opened on a disk with `room` bytes left: a write beyond that raises ENOSPC, as the kernel's would."""
+
+    def __init__(self, file, room: int):  # noqa: ANN001
+        self._file, self._room = file, room
+
+    def write(self, data) -> int:  # noqa: ANN001
+        size = memoryview(data).nbytes if isinstance(data, (bytes, bytearray, memoryview)) else len(data)
+        if size > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= size
+        return self._file.write(data)
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._file, name)
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """`full_disk(room=0, under=None)`: files that aimonk writes (under `under`, or anywhere) fail with ENOSPC once
+    `room` bytes are written. aimonk writes every output through a temporary file from `os.fdopen`."""
+    fdopen, mkstemp = os.fdopen, tempfile.mkstemp
+    opened: dict[int, Path] = {}
+
+    def fill(room: int = 0, under: Path | None = None) -> None:
+        def recording_mkstemp(*args, **kwargs) -> tuple[int, str]:  # noqa: ANN002, ANN003
+            handle, path = mkstemp(*args, **kwargs)
+            opened[handle] = Path(path)
+            return handle, path
+
+        def full_fdopen(handle: int, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            file = fdopen(handle, *args, **kwargs)
+            where = opened.pop(handle, None)
+            if where is None or (under is not None and not where.is_relative_to(under)):
+                return file
+            return _FullDisk(file, room)
+
+        monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+        monkeypatch.setattr(os, "fdopen", full_fdopen)
+
+    return fill
 
 
 def write_dataset(folder: Path, rows: list[str], size: int = 40, seed: int = 0) -> Path:
