@@ -5,27 +5,37 @@ With a frozen backbone that is the feature vector; when the last stages are fine
 last frozen stage, so the frozen stages run once per image instead of every epoch. Each image is decoded once and
 run in both orientations (as is and flipped), so training with a random horizontal flip can pick either without
 touching the image again. Outputs are kept as computed: bf16 values as their raw bits (lossless, half the size).
+
+The cache only saves time, so it never fails a run: an entry that is not exactly what the frozen part outputs
+(empty, truncated, garbage, another shape or dtype, not finite) is recomputed and rewritten, with one warning for
+them all; a write that fails (no space left, read-only, permission) stops caching for the rest of the run, with one
+warning. Entries are not fsynced: one torn by a crash is found and recomputed the next time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
-import tempfile
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 from tqdm import tqdm
 
+from aimonk.errors import AimonkError
 from aimonk.images import ImageDataset, Preprocessing
+from aimonk.outputs import atomic_file
 from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone
 
-FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v3"  # bump when decoding, resizing or the forward pass changes
+FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v4"  # bump when decoding, resizing or the forward pass changes
 
 
 def default_cache_dir() -> Path:
@@ -43,11 +53,59 @@ def file_digest(path: Path) -> str:
 
 def module_fingerprint(module: nn.Module) -> str:
     """SHA-256 over a module's parameters and buffers (names, shapes and values)."""
+    return state_fingerprint(module.state_dict())
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors (names, shapes and values), whatever their memory layout."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def entry_format(backbone: nn.Module, image_size: int, precision: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a cache entry: `backbone`'s output for an image in both orientations, as stored.
+
+    Found on the meta device (shapes only, no arithmetic: milliseconds, and nothing of `backbone` is touched).
+    """
+    modes = {module: module.training for module in backbone.modules()}
+    meta = {name: torch.empty_like(value, device="meta") for name, value in backbone.state_dict().items()}
+    try:
+        output = functional_call(backbone.eval(), meta, (torch.empty(2, 3, image_size, image_size, device="meta"),))
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return tuple(output.shape), np.dtype(np.int16 if precision == "bf16" else np.float32)  # see to_storable
+
+
+class DamagedEntry(ValueError):
+    """A cache file that is not a complete entry of the expected shape, dtype and finite values; says why."""
+
+
+def read_entry(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The .npy array at `path`, checked against `shape` and `dtype` before its data is read; DamagedEntry if not
+    exactly that (OSError if it cannot be opened)."""
+    with open(path, "rb") as file:
+        try:
+            version = np.lib.format.read_magic(file)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            stored_shape, fortran_order, stored_dtype = read_header[version](file)
+        except (ValueError, KeyError, SyntaxError, EOFError):
+            raise DamagedEntry("empty" if file.tell() == 0 else "not an array file") from None
+        if stored_shape != shape or stored_dtype != dtype or fortran_order:
+            raise DamagedEntry("of another shape or dtype")
+        size = int(np.prod(shape)) * dtype.itemsize
+        data = file.read(size + 1)
+    if len(data) != size:
+        raise DamagedEntry("truncated" if len(data) < size else "longer than its header says")
+    array = np.frombuffer(data, dtype).reshape(shape)
+    exponent = 0x7F80 if dtype == np.int16 else None  # bf16 bits: all exponent bits set is inf or NaN
+    finite = ((array.view(np.uint16) & exponent) != exponent).all() if exponent else np.isfinite(array).all()
+    if not finite:
+        raise DamagedEntry("not finite")
+    return array
 
 
 def to_storable(outputs: torch.Tensor) -> np.ndarray:
@@ -66,6 +124,9 @@ class FeatureCache:
     """One folder per (frozen weights, preprocessing, precision); one `.npy` file per image: (2, *output shape)."""
 
     def __init__(self, root: Path, backbone: nn.Module, preprocessing: Preprocessing, precision: str):
+        self.shape, self.dtype = entry_format(backbone, preprocessing.image_size, precision)
+        self.writable = True  # until a write fails
+        self.damaged: Counter[str] = Counter()  # why entries read this run were not usable
         description = {
             "backbone_sha256": module_fingerprint(backbone),
             "frozen_stages": len(backbone) if isinstance(backbone, nn.Sequential) else None,
@@ -75,27 +136,48 @@ class FeatureCache:
         }
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
         self.folder = Path(root) / key
-        self.folder.mkdir(parents=True, exist_ok=True)
-        description_file = self.folder / "key.json"
-        if not description_file.exists():
-            description_file.write_text(json.dumps(description, indent=2))
+        if not (self.folder / "key.json").exists():
+            self._write(self.folder / "key.json", json.dumps(description, indent=2).encode())
 
     def _file(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
 
     def load(self, digest: str) -> np.ndarray | None:
+        """The entry of the image with this digest, or None if absent or damaged (then counted in `damaged`)."""
         try:
-            return np.load(self._file(digest), allow_pickle=False)
-        except (OSError, ValueError):  # absent, or a partial file from a killed run: recompute
+            return read_entry(self._file(digest), self.shape, self.dtype)
+        except FileNotFoundError:
             return None
+        except DamagedEntry as error:
+            self.damaged[str(error)] += 1
+        except OSError as error:
+            self.damaged[f"unreadable: {error.strerror or error}"] += 1
+        return None
 
     def store(self, digest: str, features: np.ndarray) -> None:
-        target = self._file(digest)
-        target.parent.mkdir(exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, features, allow_pickle=False)
-        os.replace(temporary, target)
+        buffer = io.BytesIO()
+        np.save(buffer, features, allow_pickle=False)  # in memory first: numpy's failed write names no cause
+        self._write(self._file(digest), buffer.getbuffer())
+
+    def _write(self, path: Path, data: memoryview | bytes) -> None:
+        """Write atomically, unless a write already failed; a failure is one warning, never an error."""
+        if not self.writable:
+            return
+        try:
+            with atomic_file(path, durable=False) as file:
+                file.write(data)
+        except AimonkError as error:
+            self.writable = False
+            warnings.warn(f"{error}; the feature cache is not written for the rest of this run", stacklevel=2)
+
+    def report_damaged(self) -> None:
+        """One warning for the damaged entries read so far (then forgotten)."""
+        if self.damaged:
+            count = sum(self.damaged.values())
+            reasons = ", ".join(f"{n} {reason}" for reason, n in self.damaged.most_common())
+            warnings.warn(f"{count} damaged feature-cache {'entry was' if count == 1 else 'entries were'} recomputed "
+                          f"({reasons}) in {self.folder}", stacklevel=2)
+            self.damaged.clear()
 
 
 def extract_features(
@@ -132,6 +214,8 @@ def extract_features(
                 found[original] = features_of_one
                 if cache:
                     cache.store(digests[original], features_of_one)
+    if cache:
+        cache.report_damaged()
     readable = sorted(found)
     if not readable:
         return torch.zeros(0, 2, 0), [], errors

@@ -82,11 +82,13 @@ class BackboneRunner:
         return batch
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's output on its device, in the dtype it computes (bf16 under bf16 autocast)."""
+        """The backbone's output on its device: bf16 at precision bf16, else float32."""
         device = next(self.backbone.parameters()).device
         flat = images.flatten(0, -4).to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), backbone_autocast(self.precision, device):
-            output = self.backbone(flat)
+            # bf16 for every backbone (autocast leaves some, e.g. ConvNeXt's last LayerNorm, in float32), so the
+            # feature cache knows each entry's dtype before reading it
+            output = self.backbone(flat).to(torch.bfloat16 if self.precision == "bf16" else torch.float32)
         # clone: a normal tensor, not an inference one
         return output.view(*images.shape[:-3], *output.shape[1:]).clone()
 
