@@ -19,6 +19,7 @@ from aimonk.data import TrainingData, prepare_data
 from aimonk.errors import AimonkError
 from aimonk.images import Preprocessing
 from aimonk.labels import read_labels
+from aimonk.lock import output_lock
 from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.model import build_model
 from aimonk.outputs import MODEL_FILE, STATE_FILE, remove_stale_temporaries, write_history
@@ -40,7 +41,14 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
     With `resume`, continue the run whose state was saved in `out_dir`, with that run's settings.
     Ctrl-C once training has begun saves the state (resume later) and raises TrainingInterrupted.
+    The output folder is locked for the run: another run into it fails at once (AimonkError).
     """
+    config.check()  # before anything is written (a resumed run's own settings are checked once read)
+    with output_lock(config.out_dir):
+        return _train(config, resume)
+
+
+def _train(config: TrainConfig, resume: bool) -> TrainResult:
     out_dir = Path(config.out_dir)
     remove_stale_temporaries(out_dir)
     state = load_train_state(out_dir) if resume else None
