@@ -26,7 +26,7 @@ from aimonk.labels import LabelTable
 from aimonk.losses import NA_MODES, EntryLoss, masked_loss
 from aimonk.model import AttributeClassifier
 from aimonk.registry import Registry
-from aimonk.resume import TrainingInterrupted, held_interrupts, save_train_state
+from aimonk.resume import TrainingInterrupted, frozen_fingerprint, held_interrupts, save_train_state
 from aimonk.runtime import BackboneRunner, backbone_autocast, inference_backbone
 from aimonk.sampling import SAMPLERS, Plan, epoch_plan
 
@@ -111,9 +111,11 @@ def fit_adam(run: TrainingRun) -> None:
         optimizer.load_state_dict(run.resumed["optimizer"])
         epoch, step = run.resumed["epoch"], run.resumed["step"]
 
+    frozen_sha256 = frozen_fingerprint(model)
+
     def save_state() -> None:
         save_train_state(
-            run.out_dir, config=asdict(config), model={k: v.contiguous() for k, v in model.state_dict().items()},
+            run.out_dir, config=asdict(config), model=model, frozen_sha256=frozen_sha256,
             optimizer=optimizer.state_dict(), history=run.history, epoch=epoch, step=step,
             train_files=train_table.filenames,
         )

@@ -23,7 +23,7 @@ from aimonk.lock import output_lock
 from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.model import build_model
 from aimonk.outputs import MODEL_FILE, STATE_FILE, remove_stale_temporaries, write_history
-from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, seed_everything
+from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, restore_trainable, seed_everything
 from aimonk.solvers import SOLVERS, TrainingRun, feature_batches
 
 
@@ -77,7 +77,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     if state is not None:
         if state["train_files"] != train_table.filenames:
             raise AimonkError(f"{out_dir / STATE_FILE}: the training images differ from the interrupted run's")
-        model.load_state_dict(state["model"])
+        restore_trainable(model, state, out_dir / STATE_FILE)
         run.history, run.resumed = list(state["history"]), state
         restore_rng(state["rng"])
 
