@@ -46,7 +46,7 @@ def output_lock(out_dir: str | Path) -> Iterator[None]:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AimonkError(f"{out_dir}: cannot write there ({error.strerror or error})") from None
+        raise AimonkError(f"{out_dir}: cannot write: {error.strerror or error}") from None
     handle = _acquire(path)
     _held.add(handle)
     try:
@@ -63,7 +63,7 @@ def _acquire(path: Path) -> int:
         try:
             handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:
-            raise AimonkError(f"{path.parent}: cannot write there ({error.strerror or error})") from None
+            raise AimonkError(f"{path.parent}: cannot write: {error.strerror or error}") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -43,7 +43,7 @@ def atomic_file(path: str | Path | None, mode: str = "wb", *, durable: bool = Tr
     except (FileExistsError, NotADirectoryError):
         raise AimonkError(f"{path}: cannot write there (part of the path is a file, not a folder)") from None
     except OSError as error:
-        raise AimonkError(f"{path}: cannot write there ({error.strerror or error})") from None
+        raise AimonkError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, mode, **options) as file:
             yield file
