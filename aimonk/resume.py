@@ -64,7 +64,7 @@ def save_train_state(
     history: list[float], epoch: int, step: int, train_files: list[str],
 ) -> None:
     """Everything `--resume` needs, written atomically: a kill leaves the previous or the new state."""
-    trainable = {name: tensor.contiguous() for name, tensor in model.split_state()[0].items()}
+    trainable = {name: tensor.detach().contiguous() for name, tensor in model.split_state()[0].items()}
     state = {"format": STATE_FORMAT, "config": config, "model": trainable, "frozen_sha256": frozen_sha256,
              "optimizer": optimizer, "history": list(history), "epoch": epoch, "step": step,
              "train_files": list(train_files), "rng": capture_rng()}

@@ -126,6 +126,9 @@ def fit_adam(run: TrainingRun) -> None:
     schedule = LR_SCHEDULES[config.lr_schedule]
     bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not config.progress)
     model.train()
+    threads = torch.get_num_threads()
+    if run.data.features is not None and not model.trainable_stages:
+        torch.set_num_threads(1)  # steps of the head alone are tiny: 25x slower when threads wait on a busy CPU
     try:
         while epoch < config.epochs:
             for features, targets, known in feature_batches(run, plans[epoch][step:]):
@@ -151,6 +154,7 @@ def fit_adam(run: TrainingRun) -> None:
         raise TrainingInterrupted(str(run.out_dir)) from None
     finally:
         bar.close()
+        torch.set_num_threads(threads)
 
 
 def feature_batches(run: TrainingRun, plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
