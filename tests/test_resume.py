@@ -24,7 +24,7 @@ from aimonk.cli import main
 from aimonk.outputs import HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.resume import load_train_state
 
-CACHED = ["--epochs", "3"]
+CACHED = ["--epochs", "20"]  # 100 steps: more than the random kill delay, now that a state save takes milliseconds
 # The uncached path trains the whole network, so the state also carries the backbone's optimizer moments.
 UNCACHED = ["--epochs", "2", "--no-feature-cache", "--trainable-stages", "5", "--precision", "fp32"]
 
