@@ -115,6 +115,19 @@ def write_dataset(folder: Path, rows: list[str], size: int = 40, seed: int = 0) 
     return folder
 
 
+@pytest.fixture(scope="module")
+def dataset_32px(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 random 32x32 images, two attributes with some NA; shared by a test module."""
+    rows = [f"img_{i}.jpg {i % 2} {'NA' if i % 5 == 0 else (i // 2) % 2}" for i in range(20)]
+    return write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
+
+
+def train_arguments(dataset: Path, out: Path, *options: str) -> list[str]:
+    """`aimonk train` on `dataset` into `out`: random weights, 32 px, no workers or progress, the cache beside `out`."""
+    return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
+            "--workers", "0", "--no-progress", "--cache-dir", str(out.parent / "cache"), *options]
+
+
 @pytest.fixture
 def small_dataset(tmp_path: Path) -> Path:
     """24 random images with a mix of 1/0/NA labels over 3 attributes."""

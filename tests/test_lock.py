@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_dataset
+from conftest import train_arguments
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
@@ -20,17 +20,6 @@ from aimonk.errors import AimonkError
 from aimonk.lock import LOCK_FILE, output_lock
 from aimonk.outputs import MODEL_FILE
 from aimonk.training import train
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = [f"img_{i}.jpg {i % 2} {(i // 2) % 2}" for i in range(16)]
-    return write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
-
-
-def _arguments(dataset: Path, out: Path, *options: str) -> list[str]:
-    return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
-            "--workers", "0", "--no-progress", "--cache-dir", str(out.parent / "cache"), *options]
 
 
 def _holding(arguments: list[str], out: Path, ready=lambda process: True) -> subprocess.Popen:  # noqa: ANN001
@@ -61,13 +50,13 @@ def _holder_pid(out: Path) -> int | None:
         return None
 
 
-def test_a_second_run_into_a_folder_in_use_fails_at_once_naming_the_first(dataset, tmp_path, capsys):
+def test_a_second_run_into_a_folder_in_use_fails_at_once_naming_the_first(dataset_32px, tmp_path, capsys):
     out = tmp_path / "out"
-    first = _holding(_arguments(dataset, out, "--epochs", "2"), out)
+    first = _holding(train_arguments(dataset_32px, out, "--epochs", "2"), out)
     os.killpg(first.pid, signal.SIGSTOP)  # caught in the act, however fast this machine is
     try:
         started = time.monotonic()
-        assert main(_arguments(dataset, out, "--lr", "1e-3")) == 2
+        assert main(train_arguments(dataset_32px, out, "--lr", "1e-3")) == 2
         assert time.monotonic() - started < 5
         err = capsys.readouterr().err
         assert err.startswith(f"aimonk: error: {out}: in use by process {first.pid} (aimonk train --data-dir "), err
@@ -81,15 +70,15 @@ def test_a_second_run_into_a_folder_in_use_fails_at_once_naming_the_first(datase
     assert not (out / LOCK_FILE).exists()  # released and removed
 
 
-def test_a_run_killed_with_sigkill_does_not_block_the_next(dataset, tmp_path):
+def test_a_run_killed_with_sigkill_does_not_block_the_next(dataset_32px, tmp_path):
     out = tmp_path / "out"
-    arguments = _arguments(dataset, out, "--image-size", "224", "--workers", "2")  # slow enough to be caught
+    arguments = train_arguments(dataset_32px, out, "--image-size", "224", "--workers", "2")  # slow enough to be caught
     first = _holding(arguments, out, ready=lambda process: len(_children(process.pid)) == 2)  # extracting
     try:
         os.kill(first.pid, signal.SIGKILL)  # the main process only: its data-loader workers may outlive it a moment
         first.wait(timeout=60)
         assert _holder_pid(out) == first.pid  # the lock file stays behind, its lock does not
-        assert main(_arguments(dataset, out, "--epochs", "1")) == 0
+        assert main(train_arguments(dataset_32px, out, "--epochs", "1")) == 0
     finally:
         try:
             os.killpg(first.pid, signal.SIGKILL)
@@ -98,9 +87,9 @@ def test_a_run_killed_with_sigkill_does_not_block_the_next(dataset, tmp_path):
     assert (out / MODEL_FILE).is_file() and not (out / LOCK_FILE).exists()
 
 
-def test_training_from_python_or_a_notebook_takes_the_lock_too(dataset, tmp_path):
+def test_training_from_python_or_a_notebook_takes_the_lock_too(dataset_32px, tmp_path):
     out = tmp_path / "out"
-    config = TrainConfig(data_dir=str(dataset), out_dir=str(out), weights="none", image_size=32, epochs=1,
+    config = TrainConfig(data_dir=str(dataset_32px), out_dir=str(out), weights="none", image_size=32, epochs=1,
                          workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
     with output_lock(out):  # another holder, here in this process
         with pytest.raises(AimonkError, match=f"in use by process {os.getpid()} "):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_dataset
+from conftest import train_arguments
 from torchvision import models
 
 from aimonk.checkpoint import save_atomic
@@ -15,16 +15,8 @@ from aimonk.outputs import HISTORY_FILE, STATE_FILE
 from aimonk.resume import load_train_state
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rows = [f"img_{i}.jpg {i % 2} {'NA' if i % 5 == 0 else (i // 2) % 2}" for i in range(20)]
-    return write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
-
-
 def _train(dataset: Path, out: Path, *options: str) -> list[str]:
-    return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--image-size", "32", "--batch-size", "4",
-            "--epochs", "3", "--lr", "1e-2", "--workers", "0", "--no-progress", "--cache-dir",
-            str(out.parent / "cache"), *options]
+    return train_arguments(dataset, out, "--batch-size", "4", "--epochs", "3", "--lr", "1e-2", *options)
 
 
 def _interrupted_at(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,17 +34,18 @@ def _interrupted_at(step: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("options", "interrupted_at"), [
-    (["--weights", "none"], 7),  # 3 epochs of 4 steps
-    (["--weights", "none", "--trainable-stages", "1", "--precision", "fp32", "--epochs", "2", "--batch-size", "8"], 3),
+    ([], 7),  # 3 epochs of 4 steps
+    (["--trainable-stages", "1", "--precision", "fp32", "--epochs", "2", "--batch-size", "8"], 3),
 ], ids=["frozen", "last stage trained"])
-def test_the_state_holds_the_trainable_part_only_and_resume_reproduces_the_run(dataset, tmp_path, monkeypatch,
-                                                                              options, interrupted_at):
+def test_the_state_holds_the_trainable_part_only_and_resume_reproduces_the_run(
+    dataset_32px, tmp_path, monkeypatch, options, interrupted_at
+):
     reference = tmp_path / "reference"
-    assert main(_train(dataset, reference, *options)) == 0
+    assert main(_train(dataset_32px, reference, *options)) == 0
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
         _interrupted_at(interrupted_at, patch)
-        assert main(_train(dataset, out, *options)) == 130
+        assert main(_train(dataset_32px, out, *options)) == 130
     state = load_train_state(out)
     assert len(state["history"]) == interrupted_at - 1
     trained = {"head.weight", "head.bias"}
@@ -65,14 +58,14 @@ def test_the_state_holds_the_trainable_part_only_and_resume_reproduces_the_run(d
     assert (out / HISTORY_FILE).read_text() == (reference / HISTORY_FILE).read_text()
 
 
-def test_resume_with_other_frozen_weights_is_refused_in_one_line(dataset, tmp_path, monkeypatch, capsys):
+def test_resume_with_other_frozen_weights_is_refused_in_one_line(dataset_32px, tmp_path, monkeypatch, capsys):
     weights = tmp_path / "weights.pth"
     torch.manual_seed(1)
     save_atomic(models.resnet18().state_dict(), weights)
     out = tmp_path / "out"
     with monkeypatch.context() as patch:
         _interrupted_at(3, patch)
-        assert main(_train(dataset, out, "--weights", str(weights))) == 130
+        assert main(_train(dataset_32px, out, "--weights", str(weights))) == 130
     torch.manual_seed(2)
     save_atomic(models.resnet18().state_dict(), weights)  # the file was replaced meanwhile
     capsys.readouterr()
