@@ -18,11 +18,10 @@ from aimonk.outputs import atomic_file
 JPEG_FAMILY = {"JPEG", "MPO"}
 
 
-def save_table(table: pd.DataFrame, path: str | Path, index: bool = True) -> Path:
+def save_table(table: pd.DataFrame, path: str | Path, index: bool = True) -> None:
     """`table` as a CSV file, written atomically: a full disk is one AimonkError and leaves any old file intact."""
     with atomic_file(path, "w", newline="", encoding="utf-8") as file:
         table.to_csv(file, index=index)
-    return Path(path)
 
 
 def label_counts(table: LabelTable) -> pd.DataFrame:
