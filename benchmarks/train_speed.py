@@ -97,7 +97,7 @@ def whole_processes(train_command: list[str], runs: int) -> None:
     for _ in range(runs):
         for label, command in commands.items():
             with Stopwatch() as watch:
-                subprocess.run([sys.executable, *command], check=True, capture_output=True, env=environment)
+                subprocess.run([sys.executable, *command], check=True, capture_output=True, env=environment, cwd=ROOT)
             seconds[label].append(watch.seconds)
             disturbed = disturbed or bool(watch.note())
     medians = {label: statistics.median(values) for label, values in seconds.items()}
