@@ -169,10 +169,14 @@ def build_backbone(name: str, weights: str) -> tuple[nn.Module, int, str]:
     """The feature network, its feature width, and where its weights came from (`imagenet:...`, `file:...`, `random`).
 
     `weights`: `auto` (ImageNet if obtainable, else random with a warning), `imagenet` (required),
-    `none` (random initialisation), or a path to a local state-dict file.
+    `none` (random initialisation, the same whatever the run's seed), or a path to a local state-dict file.
     """
     spec = BACKBONES[name]
-    network = spec.build()
+    with torch.random.fork_rng():
+        # Random weights stand in for fixed pretrained ones: the same for every run, so runs that differ only in
+        # their seed (head, order, flips) share one backbone and its cached features.
+        torch.manual_seed(0)
+        network = spec.build()
     width = drop_classifier(network, spec.classifier)
     state, origin = pretrained_state(spec, weights)
     if state is not None:

@@ -19,6 +19,9 @@ from aimonk.outputs import atomic_file
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
+# One value per attribute, and its type. All but thresholds are written by `aimonk tune` (notebook 03); where they
+# are absent, every attribute counts as learnable and its temperature is 1.
+PER_ATTRIBUTE = {"thresholds": float, "verdicts": str, "learnable": bool, "temperatures": float}
 
 
 def save_atomic(obj: object, path: str | Path) -> Path:
@@ -77,8 +80,9 @@ def load_checkpoint(
         )
     if backbone is not None and backbone != data["backbone"]:
         raise CheckpointError(f"{path}: the checkpoint's backbone is {data['backbone']}, not {backbone}")
-    if len(data["thresholds"]) != len(data["attributes"]):
-        raise CheckpointError(f"{path}: {len(data['thresholds'])} thresholds for {len(data['attributes'])} attributes")
+    for key in PER_ATTRIBUTE:
+        if key in data and len(data[key]) != len(data["attributes"]):
+            raise CheckpointError(f"{path}: {len(data[key])} {key} for {len(data['attributes'])} attributes")
     return data
 
 
@@ -91,10 +95,10 @@ def _check_types(path: Path | str, data: dict) -> None:
         "backbone": isinstance(data["backbone"], str),
         "preprocessing": isinstance(data["preprocessing"], dict)
         and {"image_size", "mean", "std"} <= data["preprocessing"].keys(),
-        "thresholds": isinstance(data["thresholds"], list)
-        and all(isinstance(t, (int, float)) for t in data["thresholds"]),
+        **{key: isinstance(data[key], list) and all(_is(value, kind) for value in data[key])
+           for key, kind in PER_ATTRIBUTE.items() if key in data},
     }
-    malformed = [key for key, ok in valid.items() if not ok]
+    malformed = [key for key, ok in valid.items() if not ok]  # (thresholds: required, so present here)
     if malformed:
         raise CheckpointError(f"{path}: not an aimonk model checkpoint (malformed {', '.join(malformed)})")
 
@@ -123,10 +127,17 @@ def save_model_checkpoint(
     )
 
 
-def save_thresholds(path: str | Path, thresholds: list[float]) -> None:
-    """Store per-attribute decision thresholds into an existing model checkpoint (atomically)."""
+def _is(value: object, kind: type) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, kind)
+
+
+def save_tuning(path: str | Path, **per_attribute: list) -> None:
+    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures) into a checkpoint, atomically."""
     data = load_checkpoint(path)
-    if len(thresholds) != len(data["attributes"]):
-        raise CheckpointError(f"{path}: {len(thresholds)} thresholds for {len(data['attributes'])} attributes")
-    data["thresholds"] = [float(value) for value in thresholds]
+    for key, values in per_attribute.items():
+        if key not in PER_ATTRIBUTE:
+            raise ValueError(f"{key} is not a per-attribute entry of a checkpoint")
+        if len(values) != len(data["attributes"]):
+            raise CheckpointError(f"{path}: {len(values)} {key} for {len(data['attributes'])} attributes")
+        data[key] = [PER_ATTRIBUTE[key](value) for value in values]
     save_atomic(data, path)

@@ -86,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=run_evaluate)
 
+    explain = commands.add_parser("explain", help="write where the model sees each attribute, as image overlays")
+    explain.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    explain.add_argument("--out", required=True, metavar="DIR", help="folder for one PNG per image and attribute")
+    explain.add_argument("--model", default=DEFAULT_MODEL)
+    explain.add_argument("--attributes", nargs="+", metavar="NAME", help="only these attributes (default: all)")
+    explain.set_defaults(run=run_explain)
+
+    tune = commands.add_parser("tune", help="judge each attribute on the validation images, calibrate, tune thresholds",
+                               description="On the validation images the checkpoint held out: record each "
+                               "attribute's verdict; for learnable ones a temperature (where it lowers the log loss "
+                               "out of fold) and a best-F1 threshold, with its F1 estimated out of fold. Written "
+                               "into the checkpoint; aimonk predict uses them.")
+    tune.add_argument("--model", default=DEFAULT_MODEL)
+    tune.add_argument("--data-dir", default=".", help="folder with images/ and labels.txt")
+    tune.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
+    tune.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
+    tune.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdicts' intervals")
+    tune.add_argument("--folds", type=int, default=5, help="folds of the validation images for cross-fitting")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--no-temperature", action="store_true", help="keep every temperature at 1")
+    tune.add_argument("--device", default="cpu")
+    tune.set_defaults(run=run_tune)
+
     cache = commands.add_parser("cache", help="show the feature cache's size, or clear it")
     cache.add_argument("--cache-dir", help="default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features")
     cache.add_argument("--clear", action="store_true", help="delete everything the cache holds")
@@ -151,6 +174,9 @@ def run_predict(args: argparse.Namespace) -> int:
     paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
+    if predictor.cannot_judge and not args.json:
+        print(f"aimonk: note: this model cannot judge {', '.join(predictor.cannot_judge)} (no better than chance on "
+              "its validation images): never reported present", file=sys.stderr)
     failures = 0
     with atomic_file(args.csv, "w", newline="", encoding="utf-8") as table:
         rows = csv.writer(table) if table else None
@@ -168,7 +194,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 rounded = (round(p, 4) for p in prediction.probabilities)
                 probabilities = dict(zip(predictor.attributes, rounded, strict=True))
                 print(json.dumps({"image": str(prediction.path), "attributes": present,
-                                  "probabilities": probabilities}))
+                                  "probabilities": probabilities, "cannot_judge": predictor.cannot_judge}))
             else:
                 print(f"{prediction.path}: {', '.join(present) or 'none'}")
             sys.stdout.flush()
@@ -220,6 +246,65 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"checked on {done.checked} images of {done.checked_on}: probabilities differ from PyTorch fp32 by at most "
           f"{done.difference:.1e} (limit {TOLERANCE:g}), from aimonk predict by at most {done.predict_difference:.1e}")
     print(f"wrote {done.path}")
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from aimonk.errors import ImageReadError
+    from aimonk.explain import explain, output_name, overlay, upsampled
+    from aimonk.images import image_files, open_rgb
+    from aimonk.outputs import atomic_file
+    from aimonk.prediction import Predictor
+
+    predictor = Predictor(args.model)
+    chosen = args.attributes or predictor.attributes
+    unknown = [name for name in chosen if name not in predictor.attributes]
+    if unknown:
+        raise AimonkError(f"{args.model}: no attribute {', '.join(unknown)}; it has {', '.join(predictor.attributes)}")
+    paths = image_files(args.paths)
+    if not paths:
+        raise AimonkError(f"no image files in {', '.join(args.paths)}")
+    failures = 0
+    for path in paths:
+        try:
+            explanation = next(explain(predictor, [path]))
+            image = open_rgb(path)
+        except ImageReadError as error:
+            failures += 1
+            print(f"aimonk: error: {error}", file=sys.stderr)
+            continue
+        for name in chosen:
+            j = predictor.attributes.index(name)
+            target = Path(args.out) / output_name(path, name)
+            with atomic_file(target) as file:
+                overlay(image, upsampled(explanation.maps[j], image.size)).save(file, format="PNG")
+        kind = "class-activation maps" if explanation.exact else "Grad-CAM maps"
+        print(f"{path}: {len(chosen)} {kind} in {Path(args.out) / output_name(path, '*').parent}")
+    return 1 if failures else 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from aimonk.scoring import score_checkpoint, tune_checkpoint
+
+    if args.bootstrap < 1 or args.folds < 2:
+        raise AimonkError("--bootstrap must be at least 1 and --folds at least 2")
+    data_dir = Path(args.data_dir)
+    scores = score_checkpoint(args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
+                              Path(args.image_dir) if args.image_dir else data_dir / "images", device=args.device,
+                              calibrated=False)
+    tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
+    print(f"{args.model}: tuned on {len(scores.table)} validation images (F1 out of fold: thresholds tuned on the "
+          f"other {args.folds - 1} folds; in sample: optimistic)")
+    print(f"{'attribute':14s} {'verdict':13s} {'AUC':>5s} {'T':>5s} {'threshold':>9s} {'F1 oof':>7s} "
+          f"{'F1 in':>6s} {'F1@0.5':>7s} {'ECE':>11s}")
+    for name, row in tuned.iterrows():
+        threshold = f"{row.threshold:9.3f}" if row.learnable else "        -"
+        print(f"{name[:14]:14s} {row.verdict:13s} {row.roc_auc:5.2f} {row.temperature:5.2f} {threshold} "
+              f"{row.f1_out_of_fold:7.3f} {row.f1_in_sample:6.3f} {row.f1_at_default:7.3f} "
+              f"{row.ece_before:5.3f}>{row.ece_after:5.3f}")
+    if not tuned["learnable"].all():
+        print(f"not learnable, never reported present by aimonk predict: "
+              f"{', '.join(tuned.index[~tuned['learnable']])}")
     return 0
 
 

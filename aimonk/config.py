@@ -84,8 +84,14 @@ class TrainConfig:
     repeat_threshold: float = option(0.3, "repeat_factor: attributes positive in fewer than this share of their "
                                      "known labels get their images repeated", check=positive)
     seed: int = option(0, "the split, initialisation, order and flips; the same seed repeats a run")
+    split_seed: int | None = option(None, "seed of the train/validation split alone (default: --seed), so that "
+                                    "runs with several seeds share one split")
     val_fraction: float = option(0.2, "held out for evaluation, stratified per attribute (0 trains on everything)",
                                  check=fraction)
+    hide_labels: float = option(0.0, "hide this share of the known training labels (as NA) at random, to measure "
+                                "how a method copes with missing labels", check=fraction)
+    keep_labels: int = option(0, "keep only this many known training labels per attribute, hiding the rest "
+                              "(0 keeps all)", check=at_least(0))
     precision: str = option("bf16", "backbone arithmetic: bf16 autocast (CPU and GPU) or fp32", choices=PRECISIONS)
     image_size: int = option(224, "images are resized to this square", check=at_least(1))
     feature_cache: bool = option(True, "keep what the frozen stages output for each image on disk, for every epoch "
@@ -148,7 +154,7 @@ def recipe_description(config: TrainConfig) -> str:
 # Where data and outputs live, and how the run is shown: not part of what is trained.
 PLACES = {"data_dir", "labels", "image_dir", "out_dir", "cache_dir", "workers", "progress", "device"}
 
-_TYPES = {"str": str, "str | None": str, "int": int, "float": float}
+_TYPES = {"str": str, "str | None": str, "int": int, "int | None": int, "float": float}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

@@ -71,7 +71,10 @@ def prepare_data(
     table = table.subset(readable)
     if len(table) == 0:
         raise AimonkError(f"{config.labels_path}: no usable images in {image_dir}")
-    train_rows, val_rows = stratified_split(table, config.val_fraction, config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_rows, val_rows = stratified_split(table, config.val_fraction, split_seed)
+    if config.hide_labels or config.keep_labels:  # training labels only: validation keeps every known label
+        table = table.hide(train_rows, config.hide_labels, config.keep_labels, config.seed)
     return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable)
 
 

@@ -41,6 +41,19 @@ class LabelTable:
         """Known-present entries, bool (images, attributes)."""
         return self.known & (self.targets > 0.5)
 
+    def hide(self, rows: np.ndarray, fraction: float = 0.0, keep: int = 0, seed: int = 0) -> LabelTable:
+        """A copy with known labels of `rows` hidden (made NA) at random: a `fraction` of them, and/or all but
+        `keep` per attribute (0: no limit). Other rows are untouched."""
+        known = self.known.copy()
+        rng = np.random.default_rng(seed)
+        for j in range(len(self.attributes)):
+            shown = np.asarray(rows)[known[rows, j]]
+            hidden = rng.permutation(shown)[: round(fraction * len(shown))]
+            if keep:
+                hidden = np.union1d(hidden, rng.permutation(shown)[keep:])
+            known[hidden, j] = False
+        return LabelTable(self.path, list(self.filenames), list(self.attributes), self.targets * known, known)
+
     def subset(self, rows: list[int] | np.ndarray) -> LabelTable:
         """The table restricted to `rows`, in that order."""
         rows = np.asarray(rows, dtype=np.int64)

@@ -44,10 +44,10 @@ def evaluate(
         row["prevalence"] = truth.mean() if truth.size else np.nan
         row["threshold"] = float(thresholds[j])
         point = point_metrics(truth, scores, thresholds[j])
-        samples = rng.integers(0, truth.size, size=(n_bootstrap, truth.size)) if truth.size else []
-        resampled = [point_metrics(truth[sample], scores[sample], thresholds[j]) for sample in samples]
+        samples = rng.integers(0, truth.size, size=(n_bootstrap, truth.size)) if truth.size else np.zeros((0, 0))
+        resampled = resampled_metrics(truth, scores, thresholds[j], bootstrap_weights(samples, truth.size))
         for metric in METRICS:
-            low, high = percentile_interval([values[metric] for values in resampled], confidence)
+            low, high = percentile_interval(resampled[metric], confidence)
             row.update({metric: point[metric], f"{metric}_low": low, f"{metric}_high": high})
         row["f1_all_positive"] = baselines_for(truth)["all positive"]["f1"]
         row["verdict"] = verdict(row)
@@ -115,6 +115,9 @@ VERDICTS = {  # short form (the compact table) -> the plain-language verdict
     "ranks only": "better than chance at ranking, but F1 no better than predicting all positive",
     "above chance": "better than chance",
 }
+
+
+LEARNABLE = ("ranks only", "above chance")  # verdicts of attributes the model can tell apart: decisions are made
 
 
 def short_verdict(row: dict) -> str:
@@ -202,3 +205,65 @@ def verdict_sentences(results: pd.DataFrame, weights_origin: str | None = None) 
         lines.append("The backbone was randomly initialised (no pretrained weights): expect far better results with "
                      "pretrained weights.")
     return lines
+
+
+def confident_mistakes(table: LabelTable, probabilities: np.ndarray, thresholds: Sequence[float],
+                       count: int = 3) -> pd.DataFrame:
+    """Per attribute, the `count` most confident false positives (highest probability among known absent images
+    decided present) and false negatives (lowest among known present decided absent): where to look first."""
+    rows = []
+    for j, name in enumerate(table.attributes):
+        known, truth = table.known_labels(j)
+        indices, scores = np.flatnonzero(known), probabilities[known, j]
+        decided = scores >= thresholds[j]
+        for kind, mistaken, most_confident_first in (("false positive", ~truth & decided, -scores),
+                                                     ("false negative", truth & ~decided, scores)):
+            chosen = np.flatnonzero(mistaken)
+            for position in chosen[np.argsort(most_confident_first[chosen], kind="stable")][:count]:
+                rows.append({"attribute": name, "kind": kind, "row": int(indices[position]),
+                             "image": table.filenames[indices[position]], "probability": float(scores[position])})
+    return pd.DataFrame(rows, columns=["attribute", "kind", "row", "image", "probability"])
+
+
+def bootstrap_weights(samples: np.ndarray, n: int) -> np.ndarray:
+    """How often each of `n` items is drawn in each resample (rows of `samples`, drawn indices): (resamples, n)."""
+    weights = np.zeros((len(samples), n))
+    np.add.at(weights, (np.arange(len(samples))[:, None], np.asarray(samples, dtype=np.int64)), 1.0)
+    return weights
+
+
+def resampled_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float,
+                      weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1, AP and ROC AUC on many bootstrap resamples at once, one per row of `weights`.
+
+    A resample that draws image i k times is the data with weight k on image i, so each metric is computed from
+    weighted cumulative sums over the images sorted by score, equal to scikit-learn's on the resampled data (the
+    tests check it) and about a thousand times faster than calling it per resample. NaN where undefined.
+    """
+    truth = np.asarray(truth, dtype=bool)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if truth.size == 0:
+        return dict.fromkeys(METRICS, np.full(len(weights), np.nan))
+    positive, negative = weights * truth, weights * ~truth
+    all_positive, all_negative = positive.sum(1), negative.sum(1)
+    decided = np.asarray(scores) >= threshold
+    tp, fp = (positive * decided).sum(1), (negative * decided).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / (tp + fp)
+        recall = tp / all_positive
+        f1 = 2 * tp / (2 * tp + fp + (all_positive - tp))
+        # Images grouped by distinct score, from the highest: AP sums recall steps times precision at each group.
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(np.asarray(scores)[order]) != 0])
+        group_positive = np.add.reduceat(positive[:, order], starts, axis=1)
+        group_negative = np.add.reduceat(negative[:, order], starts, axis=1)
+        cumulative_tp, cumulative_fp = group_positive.cumsum(1), group_negative.cumsum(1)
+        step_precision = np.where(group_positive > 0, cumulative_tp / (cumulative_tp + cumulative_fp), 0.0)
+        ap = (group_positive * step_precision).sum(1) / all_positive
+        # ROC AUC: each positive beats the negatives of lower score, and ties with those of its own score.
+        negatives_above = cumulative_fp - group_negative
+        beaten = all_negative[:, None] - negatives_above - group_negative
+        auc = (group_positive * (beaten + 0.5 * group_negative)).sum(1) / (all_positive * all_negative)
+    undefined = (all_positive == 0) | (all_negative == 0)
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "ap": np.where(all_positive > 0, ap, np.nan), "roc_auc": np.where(undefined, np.nan, auc)}

@@ -24,13 +24,20 @@ class Prediction:
 
 
 class Predictor:
-    """A trained model ready for inference, with the attribute names and thresholds of its checkpoint."""
+    """A trained model ready for inference, with what its checkpoint says of each attribute: name, threshold,
+    temperature, and whether the model can tell it at all.
 
-    def __init__(self, checkpoint_path: str | Path, device: str = "cpu"):
+    With `calibrated=False` the temperatures are left out (what tuning them starts from).
+    """
+
+    def __init__(self, checkpoint_path: str | Path, device: str = "cpu", calibrated: bool = True):
         self.device = resolve_device(device)
         checkpoint = load_checkpoint(checkpoint_path)
         self.attributes: list[str] = list(checkpoint["attributes"])
         self.thresholds: list[float] = [float(value) for value in checkpoint["thresholds"]]
+        self.learnable: list[bool] = list(checkpoint.get("learnable", [True] * len(self.attributes)))
+        ones = [1.0] * len(self.attributes)
+        self.temperatures = torch.tensor(checkpoint.get("temperatures", ones) if calibrated else ones)
         self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
         self.precision: str = checkpoint.get("precision", "fp32")
         self.checkpoint = checkpoint
@@ -38,9 +45,15 @@ class Predictor:
         # The backbone as training's feature cache runs it, so a training image gets the features it was trained on.
         self.runner = BackboneRunner(inference_backbone(self.model.backbone), self.precision)
 
+    @property
+    def cannot_judge(self) -> list[str]:
+        """Attributes the model was found no better than chance at (or too rarely labelled to tell): never decided."""
+        return [name for name, learnable in zip(self.attributes, self.learnable, strict=True) if not learnable]
+
     def decisions(self, probabilities: Sequence[float]) -> list[bool | None]:
         """Per attribute: present (its probability reaches its threshold), absent, or None where none is made."""
-        return [p >= t for p, t in zip(probabilities, self.thresholds, strict=True)]
+        return [p >= t if learnable else None
+                for p, t, learnable in zip(probabilities, self.thresholds, self.learnable, strict=True)]
 
     def present_attributes(self, probabilities: Sequence[float]) -> list[str]:
         """Names of the attributes decided present."""
@@ -65,7 +78,8 @@ class Predictor:
 
     @torch.inference_mode()
     def _head(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model.head(features.to(self.device).float())).cpu()
+        logits = self.model.head(features.to(self.device).float()).cpu()
+        return torch.sigmoid(logits / self.temperatures)
 
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""

@@ -1,4 +1,5 @@
-"""A checkpoint's probabilities for labelled images: by default the validation images it held out at training."""
+"""A checkpoint's probabilities for labelled images (by default the validation images it held out at training),
+and what is tuned from them: each attribute's verdict, temperature and decision threshold (`aimonk tune`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from aimonk.checkpoint import load_checkpoint
+from aimonk.calibration import calibrated, expected_calibration_error, temperature_if_it_helps
+from aimonk.checkpoint import load_checkpoint, save_tuning
 from aimonk.errors import AimonkError
 from aimonk.images import report_unusable_images
 from aimonk.labels import LabelTable, read_labels
+from aimonk.metrics import LEARNABLE, evaluate, short_verdict
 from aimonk.outputs import listed
 from aimonk.prediction import Predictor
 from aimonk.runtime import resolve_device
+from aimonk.thresholds import tune_out_of_fold
 
 
 @dataclass
@@ -35,11 +40,13 @@ def score_checkpoint(
     device: str = "cpu",
     batch_size: int = 32,
     num_workers: int = 1,
+    calibrated: bool = True,
 ) -> Scores:
     """Probabilities for the validation images the checkpoint recorded at training time.
 
     With `include_training`, every labelled image is scored instead (with a warning: training images flatter
-    the model). Unreadable or missing images are left out with a warning.
+    the model). Unreadable or missing images are left out with a warning. `calibrated=False` leaves out the
+    checkpoint's temperatures.
     """
     resolve_device(device)  # before any work
     labelled = read_labels(labels_path)
@@ -60,7 +67,7 @@ def score_checkpoint(
         raise AimonkError(f"{labels_path}: no label line for {len(unlabelled)} of the checkpoint's validation "
                           f"images ({listed(unlabelled)}); is this the labels file it was trained on?")
     image_dir = Path(image_dir)
-    predictor = Predictor(model_path, device=device)
+    predictor = Predictor(model_path, device=device, calibrated=calibrated)
     predictions = list(predictor.predict([image_dir / name for name in files], batch_size, num_workers))
     report_unusable_images("unreadable or missing", [p.error for p in predictions if p.error], strict=False)
     kept = [(rows[name], p.probabilities) for name, p in zip(files, predictions, strict=True) if not p.error]
@@ -69,3 +76,35 @@ def score_checkpoint(
     table = labelled.subset([row for row, _ in kept])
     probabilities = np.array([values for _, values in kept], dtype=np.float64)
     return Scores(table, probabilities, image_dir, list(predictor.thresholds))
+
+
+def tune_checkpoint(
+    model_path: str | Path, scores: Scores, n_bootstrap: int = 1000, folds: int = 5, seed: int = 0,
+    temperature: bool = True,
+) -> pd.DataFrame:
+    """Record in the checkpoint, per attribute: its verdict on the validation images, whether it is learnable (better
+    than chance at ranking), a temperature where it lowers the out-of-fold log loss, and a threshold tuned for F1
+    (learnable attributes only). `scores` are the checkpoint's uncalibrated probabilities on its validation images.
+    Returns one row per attribute with the numbers behind each choice.
+    """
+    table = scores.table
+    verdicts = evaluate(table, scores.probabilities, n_bootstrap=n_bootstrap, seed=seed)
+    learnable = [short_verdict(row) in LEARNABLE for _, row in verdicts.iterrows()]
+    temperatures, before, after = [], [], []
+    for j in range(len(table.attributes)):
+        known, truth = table.known_labels(j)
+        fitted = temperature_if_it_helps(truth, scores.probabilities[known, j], folds, seed) \
+            if learnable[j] and temperature else (1.0, np.nan, np.nan)
+        temperatures.append(fitted[0])
+        before.append(expected_calibration_error(truth, scores.probabilities[known, j]))
+        after.append(expected_calibration_error(truth, calibrated(scores.probabilities[known, j], fitted[0])))
+    probabilities = calibrated(scores.probabilities, np.array(temperatures))
+    thresholds = tune_out_of_fold(table, probabilities, learnable, folds, seed)
+    save_tuning(model_path, thresholds=thresholds["threshold"].tolist(), verdicts=verdicts["verdict"].tolist(),
+                learnable=learnable, temperatures=temperatures)
+    frame = thresholds.copy()
+    frame.insert(0, "verdict", [short_verdict(row) for _, row in verdicts.iterrows()])
+    frame.insert(1, "roc_auc", verdicts["roc_auc"])
+    frame.insert(3, "temperature", temperatures)
+    frame["ece_before"], frame["ece_after"] = before, after
+    return frame

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -23,6 +22,7 @@ from aimonk.data import TrainingData
 from aimonk.errors import AimonkError
 from aimonk.images import ImageDataset, Preprocessing, collate_readable
 from aimonk.labels import LabelTable
+from aimonk.linear_heads import choose_l2, fit_linear_heads, fold_of_images
 from aimonk.losses import NA_MODES, EntryLoss, masked_loss
 from aimonk.model import AttributeClassifier
 from aimonk.registry import Registry
@@ -33,7 +33,6 @@ from aimonk.sampling import SAMPLERS, Plan, epoch_plan
 if TYPE_CHECKING:
     from aimonk.config import TrainConfig
 
-L2_GRID = tuple(10.0**exponent for exponent in range(-4, 2))  # candidates per attribute, for standardised features
 
 
 @dataclass
@@ -208,12 +207,12 @@ def fit_lbfgs(run: TrainingRun) -> None:
     visits = torch.from_numpy(SAMPLERS[config.sampler](table, config)).double().repeat_interleave(2)
     pos_weight = None if run.pos_weight is None else run.pos_weight.double().cpu()
 
-    folds = _fold_of_images(table, config.cv_folds, config.seed)
+    folds = fold_of_images(table, config.cv_folds, config.seed)
     if folds is None:
         l2 = torch.full((len(table.attributes),), 1e-2, dtype=torch.float64)
         run.report.append(f"lbfgs: too few training images for {config.cv_folds} folds; L2 1e-2 for every attribute")
     else:
-        l2 = _choose_l2(run, rows, targets, known, visits, pos_weight, folds.repeat_interleave(2))
+        l2 = choose_l2(run.terms, rows, targets, known, visits, pos_weight, folds.repeat_interleave(2))
         chosen = ", ".join(f"{name} {value:.0e}" for name, value in zip(table.attributes, l2.tolist(), strict=True))
         run.report.append(f"lbfgs: L2 per attribute, chosen on {config.cv_folds} folds of the training images: "
                           f"{chosen}")
@@ -222,97 +221,10 @@ def fit_lbfgs(run: TrainingRun) -> None:
         logits = rows @ weight[0].T + bias[0]
         run.history.append(masked_loss(run.terms, logits, targets, known, pos_weight).item())
 
-    weight, bias = _fit_linear(rows, targets, known, visits[None], pos_weight, l2[None], run.terms, record)
+    weight, bias = fit_linear_heads(rows, targets, known, visits[None], pos_weight, l2[None], run.terms, record)
     with torch.no_grad():
         model.head.weight.copy_(weight[0])
         model.head.bias.copy_(bias[0])
-
-
-def _fold_of_images(table: LabelTable, folds: int, seed: int) -> torch.Tensor | None:
-    """Each training image's fold (stratified over positives and NAs per attribute), or None if too few images."""
-    if len(table) < 2 * folds:
-        return None
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold  # pulls in scikit-learn: only when fitting
-
-    strata = np.concatenate([table.positives(), ~table.known], axis=1).astype(int)
-    fold = np.zeros(len(table), dtype=np.int64)
-    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for index, (_, held_out) in enumerate(splitter.split(np.zeros((len(table), 1)), strata)):
-        fold[held_out] = index
-    return torch.from_numpy(fold)
-
-
-def _choose_l2(run: TrainingRun, rows: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
-               visits: torch.Tensor, pos_weight: torch.Tensor | None, fold: torch.Tensor) -> torch.Tensor:
-    """Per attribute, the L2 strength of L2_GRID with the lowest held-out loss summed over the folds.
-
-    The folds are independent problems solved in one L-BFGS run; strengths are tried from the strongest down, each
-    starting from the last solution, with a capped number of iterations: enough to rank them.
-    """
-    folds = int(fold.max()) + 1
-    held_out = fold[None, :] == torch.arange(folds)[:, None]  # (folds, rows)
-    scored = (visits * held_out)[:, :, None]
-    losses, solution = [], None
-    for strength in sorted(L2_GRID, reverse=True):
-        l2 = torch.full((folds, known.shape[1]), strength, dtype=torch.float64)
-        solution = _fit_linear(rows, targets, known, visits * ~held_out, pos_weight, l2, run.terms, init=solution,
-                               max_iterations=100)
-        logits = torch.einsum("nd,pad->pna", rows, solution[0]) + solution[1][:, None, :]
-        terms = run.terms(logits, targets.expand_as(logits), pos_weight) * known
-        losses.append(((terms * scored).sum(1) / (known * scored).sum(1).clamp(min=1e-12)).sum(0))
-    best = torch.stack(losses).argmin(0)
-    return torch.tensor(sorted(L2_GRID, reverse=True), dtype=torch.float64)[best]
-
-
-def _fit_linear(
-    rows: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, weights: torch.Tensor,
-    pos_weight: torch.Tensor | None, l2: torch.Tensor, terms: EntryLoss,
-    on_iteration: Callable[[torch.Tensor, torch.Tensor], None] | None = None, max_iterations: int = 1000,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Independent linear heads minimising, per problem p and attribute j, the weighted mean loss over known entries
-    plus l2[p, j] / 2 * |w_pj|^2 (the bias is not penalised); (weight (P, A, D), bias (P, A)).
-
-    `weights` (P, rows) weighs the rows of each problem (0 leaves a row out). SciPy's L-BFGS-B (as scikit-learn's
-    lbfgs solver) on the loss and gradient computed by torch in float64; `on_iteration` sees each iterate. Without
-    `init`, the weights start at zero and each bias at the log-odds of its attribute's prevalence.
-    """
-    from scipy.optimize import minimize  # only a full-batch fit needs SciPy (and threadpoolctl, with scikit-learn)
-    from threadpoolctl import threadpool_limits
-
-    problems, attributes = l2.shape
-    shape = (problems, attributes, rows.shape[1])
-    counts = (weights[:, :, None] * known).sum(1).clamp(min=1e-12)  # (P, A)
-    if init is None:
-        prior = ((weights[:, :, None] * known * targets).sum(1) / counts).clamp(1e-3, 1 - 1e-3)
-        init = torch.zeros(shape, dtype=torch.float64), torch.logit(prior)
-
-    def unpack(flat: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        parameters = torch.from_numpy(flat)
-        return parameters[: math.prod(shape)].view(shape), parameters[math.prod(shape) :].view(problems, attributes)
-
-    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        parameters = torch.from_numpy(flat).requires_grad_(True)
-        weight = parameters[: math.prod(shape)].view(shape)
-        bias = parameters[math.prod(shape) :].view(problems, attributes)
-        logits = torch.einsum("nd,pad->pna", rows, weight) + bias[:, None, :]
-        entry = terms(logits, targets.expand_as(logits), pos_weight) * known * weights[:, :, None]
-        value = (entry.sum(1) / counts).sum() + (l2 / 2 * (weight**2).sum(-1)).sum()
-        value.backward()
-        return value.item(), parameters.grad.numpy()
-
-    start = torch.cat([init[0].reshape(-1), init[1].reshape(-1)]).numpy()
-    callback = (lambda flat: on_iteration(*unpack(flat))) if on_iteration else None
-    threads = torch.get_num_threads()
-    # Problems this small run fastest on one thread; BLAS and torch threads spinning side by side ran 7x slower.
-    with threadpool_limits(1):
-        torch.set_num_threads(1)
-        try:
-            result = minimize(objective, start, jac=True, method="L-BFGS-B", callback=callback,
-                              options={"maxiter": max_iterations, "gtol": 1e-6, "ftol": 1e-7})
-        finally:
-            torch.set_num_threads(threads)
-    return unpack(result.x)
 
 
 SOLVERS.add("adam", Solver(fit_adam, full_batch=False),

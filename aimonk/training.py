@@ -21,7 +21,7 @@ from aimonk.images import Preprocessing
 from aimonk.labels import read_labels
 from aimonk.lock import output_lock
 from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
-from aimonk.model import build_model
+from aimonk.model import AttributeClassifier, build_model
 from aimonk.outputs import MODEL_FILE, STATE_FILE, remove_stale_temporaries, write_history
 from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, restore_trainable, seed_everything
 from aimonk.solvers import SOLVERS, TrainingRun, feature_batches
@@ -34,6 +34,7 @@ class TrainResult:
     data: TrainingData
     config: TrainConfig  # the settings that ran (those of the interrupted run, after --resume)
     report: list[str]  # what the solver chose, for the user
+    model: AttributeClassifier  # as saved (standardisation folded into the head)
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -94,7 +95,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         write_history(out_dir, run.history)
     except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
         raise TrainingInterrupted(str(out_dir)) from None
-    return TrainResult(model_path, run.history, data, config, run.report)
+    return TrainResult(model_path, run.history, data, config, run.report, model)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import write_dataset
 
-from aimonk.checkpoint import load_checkpoint, save_thresholds
+from aimonk.checkpoint import load_checkpoint, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.metrics import METRICS
@@ -113,7 +113,7 @@ def test_all_scores_every_labelled_image_with_a_warning(model, dataset, capsys):
 def test_the_checkpoints_thresholds_are_used(model, dataset, tmp_path, capsys):
     copy = tmp_path / "model.pth"
     copy.write_bytes(model.read_bytes())
-    save_thresholds(copy, [0.25, 0.75])
+    save_tuning(copy, thresholds=[0.25, 0.75])
     code, out, _ = _evaluate(capsys, "--model", str(copy), "--data-dir", str(dataset), "--bootstrap", "0", "--json")
     assert code == 0
     assert [row["threshold"] for row in json.loads(out)["attributes"]] == [0.25, 0.75]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,23 @@ def test_the_same_config_field_names_are_the_checkpoints_train_config(small_data
                          image_size=32, workers=0, progress=False)
     saved = torch.load(train(config).model_path, weights_only=True)["train_config"]
     assert saved.keys() == {spec.name for spec in fields(TrainConfig)}
+
+
+def test_split_seed_fixes_the_split_while_the_seed_changes_training(small_dataset: Path, tmp_path: Path):
+    settings = dict(data_dir=str(small_dataset), weights="none", epochs=1, batch_size=4, lr=1e-2, image_size=32,
+                    workers=0, progress=False, val_fraction=0.25)
+    runs = [train(TrainConfig(out_dir=str(tmp_path / str(seed)), seed=seed, split_seed=0, **settings))
+            for seed in (0, 1)]
+    assert runs[0].data.files(runs[0].data.val_rows) == runs[1].data.files(runs[1].data.val_rows)
+    assert runs[0].history != runs[1].history
+    other = train(TrainConfig(out_dir=str(tmp_path / "other"), seed=0, split_seed=5, **settings))
+    assert other.data.files(other.data.val_rows) != runs[0].data.files(runs[0].data.val_rows)
+
+
+def test_hidden_training_labels_leave_the_validation_labels_whole(small_dataset: Path, tmp_path: Path):
+    settings = dict(data_dir=str(small_dataset), weights="none", epochs=1, image_size=32, workers=0, progress=False,
+                    val_fraction=0.25)
+    whole = train(TrainConfig(out_dir=str(tmp_path / "a"), **settings)).data
+    hidden = train(TrainConfig(out_dir=str(tmp_path / "b"), hide_labels=0.5, **settings)).data
+    assert np.array_equal(hidden.table.known[hidden.val_rows], whole.table.known[whole.val_rows])
+    assert hidden.table.known[hidden.train_rows].sum() < 0.6 * whole.table.known[whole.train_rows].sum()

@@ -307,3 +307,17 @@ def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_datase
     assert warning.startswith(f"aimonk: warning: {cache}") and warning.count("\n") == 1, warning
     assert ": cannot write: No space left on device; the feature cache is not written" in warning
     assert (tmp_path / "out" / "aimonk_model.pth").is_file()
+
+
+def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_made(small_dataset, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    train(config(small_dataset, cache))
+    train(config(small_dataset, cache, trainable_stages=1, out_dir=str(tmp_path / "finetuned")))
+    (cache / "notes.txt").write_text("mine")  # not the cache's: never deleted
+    assert main(["cache", "--cache-dir", str(cache)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "24 images" in lines[0] and "24 images" in lines[1]
+    assert {"5 frozen stage(s)" in lines[0] + lines[1], "4 frozen stage(s)" in lines[0] + lines[1]} == {True}
+    assert lines[2].startswith(f"{cache}: 2 cache folder(s)")
+    assert main(["cache", "--cache-dir", str(cache), "--clear"]) == 0
+    assert sorted(path.name for path in cache.iterdir()) == ["notes.txt"]

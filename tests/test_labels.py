@@ -196,3 +196,17 @@ def test_any_single_corrupted_token_is_rejected_naming_its_line(tmp_path, data):
         read_labels(_write(tmp_path, content))
     assert caught.value.line == numbers[row], str(caught.value)
     assert str(caught.value).startswith(f"{tmp_path / 'labels.txt'}:{numbers[row]}: ")
+
+
+def test_hiding_labels_touches_only_the_given_rows_and_hides_the_share_or_all_but_k(tmp_path):
+    rows = [f"img_{i}.jpg {i % 2} {(i // 2) % 2} {'NA' if i % 7 == 0 else 1}" for i in range(40)]
+    (tmp_path / "labels.txt").write_text("\n".join(rows) + "\n")
+    table = read_labels(tmp_path / "labels.txt")
+    train = np.arange(30)
+    half = table.hide(train, fraction=0.5, seed=1)
+    assert np.array_equal(half.known[30:], table.known[30:])  # validation rows untouched
+    assert np.all(np.abs(half.known[train].sum(0) - table.known[train].sum(0) / 2) <= 0.5)
+    assert not (half.known & ~table.known).any() and np.all(half.targets[~half.known] == 0)
+    three = table.hide(train, keep=3, seed=1)
+    assert np.all(three.known[train].sum(0) == 3)
+    assert not np.array_equal(table.hide(train, 0.5, seed=1).known, table.hide(train, 0.5, seed=2).known)

@@ -10,7 +10,19 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from aimonk.labels import LabelTable
-from aimonk.metrics import MIN_PER_CLASS, VERDICTS, baselines, compact_table, evaluate, format_table, short_verdict
+from aimonk.metrics import (
+    MIN_PER_CLASS,
+    VERDICTS,
+    baselines,
+    bootstrap_weights,
+    compact_table,
+    confident_mistakes,
+    evaluate,
+    format_table,
+    point_metrics,
+    resampled_metrics,
+    short_verdict,
+)
 
 
 def make_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:
@@ -143,3 +155,25 @@ def test_each_short_verdict_stands_for_its_full_verdict(rng: np.random.Generator
         assert short_verdict(row) == short
         assert VERDICTS[short].format(positives=row["positives"], negatives=row["negatives"],
                                       minimum=MIN_PER_CLASS) == row["verdict"]
+
+
+def test_resampled_metrics_equal_scikit_learn_on_the_resampled_data(rng: np.random.Generator):
+    """Weights k on an image are the image drawn k times: every metric equals point_metrics on the redrawn data,
+    with ties, one-class resamples and empty resamples of a class included."""
+    for _ in range(100):
+        n = int(rng.integers(2, 30))
+        truth = rng.random(n) < rng.random()
+        scores = np.round(rng.random(n), int(rng.integers(1, 3)))  # rounded: many ties
+        samples = rng.integers(0, n, size=(4, n))
+        fast = resampled_metrics(truth, scores, 0.5, bootstrap_weights(samples, n))
+        for b, sample in enumerate(samples):
+            slow = point_metrics(truth[sample], scores[sample], 0.5)
+            for metric, value in slow.items():
+                np.testing.assert_allclose(fast[metric][b], value, atol=1e-12, err_msg=metric)
+
+
+def test_confident_mistakes_are_the_most_confident_wrong_decisions_per_attribute():
+    table = make_table(np.array([[1], [0], [0], [1], [0]], dtype=bool), np.array([[1], [1], [1], [1], [0]], bool))
+    mistakes = confident_mistakes(table, np.array([[0.2], [0.9], [0.6], [0.4], [0.99]]), [0.5], count=1)
+    assert mistakes[["kind", "image", "probability"]].values.tolist() == [
+        ["false positive", "image_1.jpg", 0.9], ["false negative", "image_0.jpg", 0.2]]  # image_4: label unknown

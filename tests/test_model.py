@@ -100,3 +100,13 @@ def test_in_train_mode_only_the_trainable_stages_update_their_batchnorm_statisti
     after = model.backbone.state_dict()
     changed = {key for key, value in before.items() if not torch.equal(value, after[key])}
     assert changed and all(key.startswith("layer4.") for key in changed)
+
+
+def test_a_random_backbone_is_the_same_whatever_the_seed_and_the_head_is_not():
+    torch.manual_seed(1)
+    first, _ = build_model(2, weights="none")
+    torch.manual_seed(2)
+    second, _ = build_model(2, weights="none")
+    assert all(torch.equal(a, b) for a, b in zip(first.backbone.state_dict().values(),
+                                                  second.backbone.state_dict().values(), strict=True))
+    assert not torch.equal(first.head.weight, second.head.weight)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aimonk.checkpoint import save_thresholds
+from aimonk.checkpoint import save_tuning
 from aimonk.cli import main
 from aimonk.prediction import Predictor
 
@@ -31,7 +31,7 @@ def model(tiny_model: Path, tmp_path: Path) -> Path:
     """The tiny model with thresholds that make some decisions 1 and some 0."""
     copy = tmp_path / "model.pth"
     copy.write_bytes(tiny_model.read_bytes())
-    save_thresholds(copy, [0.0, 1.01])
+    save_tuning(copy, thresholds=[0.0, 1.01])
     return copy
 
 

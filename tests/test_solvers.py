@@ -13,9 +13,10 @@ from sklearn.linear_model import LogisticRegression
 
 import aimonk.data
 from aimonk.config import TrainConfig
+from aimonk.linear_heads import L2_GRID, choose_l2, fit_linear_heads
 from aimonk.losses import bce_terms
 from aimonk.model import build_model
-from aimonk.solvers import L2_GRID, LR_SCHEDULES, _choose_l2, _fit_linear, parameter_groups
+from aimonk.solvers import LR_SCHEDULES, parameter_groups
 from aimonk.training import train
 
 
@@ -26,7 +27,7 @@ def test_lbfgs_matches_scikit_learn_logistic_regression_with_weights_and_missing
     known = rng.random((120, 2)) > 0.2
     weights = rng.choice([1.0, 2.0], size=120)
     l2 = np.array([0.05, 0.01])
-    weight, bias = _fit_linear(torch.tensor(rows), torch.tensor(truth, dtype=torch.float64), torch.tensor(known),
+    weight, bias = fit_linear_heads(torch.tensor(rows), torch.tensor(truth, dtype=torch.float64), torch.tensor(known),
                                torch.tensor(weights)[None], None, torch.tensor(l2)[None], bce_terms)
     for j in range(2):
         # ours: weighted mean loss + l2/2 |w|^2  <=>  scikit-learn: C * weighted sum + 1/2 |w|^2, C = 1 / (l2 * sum w)
@@ -99,7 +100,6 @@ def test_lbfgs_chooses_strong_l2_for_noise_and_weak_l2_for_a_clean_signal():
     clean = rows[:, 0] + 0.3 * rows[:, 1] > 0  # attribute 0: a clean linear signal
     noise = torch.tensor(rng.random(300) > 0.5)  # attribute 1: unrelated to the rows
     targets = torch.stack([clean, noise], 1).double()
-    run = type("Run", (), {"terms": staticmethod(bce_terms)})()
-    l2 = _choose_l2(run, rows, targets, torch.ones(300, 2, dtype=torch.bool), torch.ones(300, dtype=torch.float64),
+    l2 = choose_l2(bce_terms, rows, targets, torch.ones(300, 2, dtype=torch.bool), torch.ones(300, dtype=torch.float64),
                     None, torch.arange(300) % 4)
     assert l2[0] <= 1e-2 and l2[1] == max(L2_GRID)  # (seeds 0-5 tried: clean 1e-3..1e-2, noise the maximum 5 times)

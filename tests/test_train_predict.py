@@ -94,14 +94,14 @@ def test_predict_folder_as_json_with_probabilities(demo_model: Path, capsys: pyt
 
 
 def test_thresholds_in_the_checkpoint_decide_what_is_printed(demo_model: Path, tmp_path: Path, capsys):
-    from aimonk.checkpoint import save_thresholds
+    from aimonk.checkpoint import save_tuning
 
     model = tmp_path / "model.pth"
     model.write_bytes((demo_model / "aimonk_model.pth").read_bytes())
     image = str(ROOT / "images" / "image_0.jpg")
-    save_thresholds(model, [0.0, 0.0, 0.0, 0.0])
+    save_tuning(model, thresholds=[0.0, 0.0, 0.0, 0.0])
     main(["predict", image, "--model", str(model)])
-    save_thresholds(model, [1.01, 1.01, 1.01, 1.01])
+    save_tuning(model, thresholds=[1.01, 1.01, 1.01, 1.01])
     main(["predict", image, "--model", str(model)])
     assert capsys.readouterr().out.splitlines() == [f"{image}: Attr1, Attr2, Attr3, Attr4", f"{image}: none"]
 
@@ -161,3 +161,28 @@ def test_recommended_recipe_converges_on_the_demo_and_says_what_ran(demo_model: 
     probabilities = np.array([prediction.probabilities for prediction in predictions])
     aucs = [roc_auc_score(val.known_labels(j)[1], probabilities[val.known_labels(j)[0], j]) for j in range(3)]
     assert min(aucs) > 0.99, aucs  # the reference schedule above reaches 0.9
+
+
+def test_tune_records_verdicts_and_predict_never_claims_what_the_model_cannot_judge(demo_model, tmp_path, capsys):
+    """With a random backbone the demo's small square (Attr4) is at chance: tuning must not make it 'present'."""
+    model = tmp_path / "model.pth"
+    model.write_bytes((demo_model / "aimonk_model.pth").read_bytes())
+    assert main(["tune", "--model", str(model), "--data-dir", str(ROOT), "--bootstrap", "300"]) == 0
+    assert "not learnable, never reported present by aimonk predict: Attr4" in capsys.readouterr().out
+    checkpoint = load_checkpoint(model)
+    assert checkpoint["learnable"] == [True, True, True, False]
+    assert checkpoint["verdicts"][3].startswith("no better than chance")
+    assert checkpoint["thresholds"][3] == 0.5 and checkpoint["temperatures"][3] == 1.0
+
+    images = [str(ROOT / "images" / f"image_{i}.jpg") for i in range(40)]
+    assert main(["predict", *images, "--model", str(model), "--json", "--csv", str(tmp_path / "p.csv")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(record["cannot_judge"] == ["Attr4"] and "Attr4" not in record["attributes"] for record in records)
+    assert any(record["attributes"] for record in records)  # the learnable ones are still decided
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table["Attr4"].isna().all() and table["p_Attr4"].notna().all()
+    assert main(["predict", images[0], "--model", str(model)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("aimonk: note: this model cannot judge Attr4")
