@@ -19,7 +19,7 @@ import torch
 
 from aimonk.checkpoint import load_safely, save_atomic
 from aimonk.errors import AimonkError
-from aimonk.feature_cache import state_fingerprint
+from aimonk.fingerprints import state_fingerprint
 from aimonk.model import AttributeClassifier
 from aimonk.outputs import STATE_FILE
 

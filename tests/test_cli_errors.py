@@ -169,11 +169,12 @@ def test_strict_with_many_missing_images_is_one_short_line_and_a_full_list(data,
 def _command(command: str, data: Path, device: str) -> list[str]:
     """`command` with arguments that would fail later (missing model, data) if the device were not refused first."""
     where = {"train": _train(data), "predict": ["predict", str(data / "images"), "--model", str(data / "none.pth")],
-             "evaluate": ["evaluate", "--model", str(data / "none.pth"), "--data-dir", str(data / "nowhere")]}
+             "evaluate": ["evaluate", "--model", str(data / "none.pth"), "--data-dir", str(data / "nowhere")],
+             "tune": ["tune", "--model", str(data / "none.pth"), "--data-dir", str(data / "nowhere")]}
     return [*where[command], "--device", device]
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "tune"])
 @pytest.mark.parametrize("device", ["cdua", "beyond", "meta"])
 def test_an_unusable_device_is_refused_first_in_one_line(data, capsys, command, device):
     if device == "beyond":  # an index past the last GPU, on any machine
@@ -185,7 +186,7 @@ def test_an_unusable_device_is_refused_first_in_one_line(data, capsys, command, 
     assert not (data.parent / "out").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "predict", "evaluate"])
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "tune"])
 def test_cuda_without_a_gpu_names_what_is_available(data, capsys, monkeypatch, command):
     import torch
 

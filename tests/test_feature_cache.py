@@ -17,7 +17,8 @@ from torch import nn
 import aimonk.images
 from aimonk.cli import main
 from aimonk.config import TrainConfig
-from aimonk.feature_cache import FeatureCache, extract_features, file_digest, to_storable
+from aimonk.feature_cache import FeatureCache, extract_features, to_storable
+from aimonk.fingerprints import file_digest
 from aimonk.images import Preprocessing, open_rgb
 from aimonk.prediction import Predictor
 from aimonk.training import train
