@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The PyTorch build to install; override for another platform, e.g. make TORCH="torch torchvision" test
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup train test lint notebooks demo clean
+.PHONY: setup train test lint notebooks demo mutants clean
 
 setup: $(VENV)/.installed
 
@@ -29,8 +29,13 @@ test: lint  ## unit tests, then the notebooks under nbval; notebooks write to a 
 notebooks: setup  ## re-execute the notebooks in place with default parameters (their committed outputs)
 	cd notebooks && for nb in 0*.ipynb; do ../$(BIN)/papermill --cwd . $$nb $$nb || exit 1; done
 
+mutants: setup  ## mutation testing of the core modules (mutmut, configured in pyproject.toml); slow, not in test or CI
+	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+	$(BIN)/python tests/mutation_scores.py
+
 demo: setup  ## regenerate the embedded demo dataset
 	$(BIN)/aimonk demo
 
 clean:
-	rm -rf $(VENV) models/*.pth models/*.png models/*.csv
+	rm -rf $(VENV) mutants models/*.pth models/*.png models/*.csv

@@ -97,8 +97,11 @@ def build_model(
 
 def model_from_checkpoint(checkpoint: dict, path: str | Path) -> AttributeClassifier:
     """The trained model of a loaded checkpoint, in eval mode, every tensor taken from the checkpoint."""
-    with torch.device("meta"):  # no random initialisation: it would be overwritten anyway
-        model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
+    try:
+        with torch.device("meta"):  # no random initialisation: it would be overwritten anyway
+            model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
+    except AimonkError as error:  # an unknown backbone: say which file names it
+        raise CheckpointError(f"{path}: {error}") from None
     try:
         model.load_state_dict(checkpoint["state_dict"], assign=True)
     except RuntimeError as error:

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from aimonk.config import TrainConfig
+from aimonk.labels import LabelTable
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -126,6 +129,25 @@ def train_arguments(dataset: Path, out: Path, *options: str) -> list[str]:
     """`aimonk train` on `dataset` into `out`: random weights, 32 px, no workers or progress, the cache beside `out`."""
     return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
             "--workers", "0", "--no-progress", "--cache-dir", str(out.parent / "cache"), *options]
+
+
+def label_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:
+    """A LabelTable from arrays (one column per attribute; all labels known unless `known` says otherwise)."""
+    targets = np.asarray(targets, dtype=np.float32).reshape(len(targets), -1)
+    known = np.ones(targets.shape, dtype=bool) if known is None else np.asarray(known, bool).reshape(targets.shape)
+    names = [f"Attr{j + 1}" for j in range(targets.shape[1])]
+    return LabelTable(Path("labels.txt"), [f"image_{i}.jpg" for i in range(len(targets))], names,
+                      np.where(known, targets, 0).astype(np.float32), known)
+
+
+def train_config(data_dir: Path, cache_dir: Path, **overrides) -> TrainConfig:
+    """A quick training run on a small dataset: random backbone, 64 px, 2 epochs, no workers, fp32."""
+    settings = dict(
+        data_dir=str(data_dir), out_dir=str(data_dir / "out"), cache_dir=str(cache_dir), weights="none",
+        epochs=2, batch_size=4, lr=1e-3, val_fraction=0.25, image_size=64, precision="fp32", workers=0,
+        progress=False,
+    )
+    return TrainConfig(**{**settings, **overrides})
 
 
 @pytest.fixture

@@ -98,6 +98,14 @@ def test_missing_labels_file_is_named(tmp_path):
         read_labels(tmp_path / "labels.txt")
 
 
+def test_values_and_positives_read_back_what_the_file_says(tmp_path):
+    table = read_labels(_write(tmp_path, b"a.jpg 1 NA 0\nb.jpg NA 0 1\n"))
+    assert [table.values(row) for row in range(2)] == [["1", "NA", "0"], ["NA", "0", "1"]]
+    assert table.positives().tolist() == [[True, False, False], [False, False, True]]
+    known, present = table.known_labels(2)
+    assert known.tolist() == [True, True] and present.tolist() == [False, True]
+
+
 def test_subset_keeps_rows_in_the_order_asked(tmp_path):
     table = read_labels(_write(tmp_path, b"a.jpg 1 0\nb.jpg NA 1\nc.jpg 0 0\n"))
     part = table.subset([2, 0])
@@ -168,7 +176,12 @@ def test_any_valid_table_in_any_tolerated_formatting_round_trips(tmp_path, data)
     assert parsed.targets.tolist() == [[1.0 if value == "1" else 0.0 for value in row[1:]] for row in table["rows"]]
 
 
-BAD_VALUE = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=6).filter(
+# What a spreadsheet, a pandas export or a tired person writes instead of 1, 0 or NA: all must be refused.
+NEAR_MISSES = ("nan", "NaN", "na", "Na", "nA", "N/A", "n/a", "NULL", "None", "?", "-", "1.0", "0.0", "1.", "1e0",
+               "01", "00", "+1", "-1", "-0", "2", "true", "false", "True", "yes", "no", "\uff11", "\uff10",
+               "\uff2e\uff21", '"1"', "'NA'", "NA.", "1,", "0;")
+BAD_VALUE = st.one_of(st.sampled_from(NEAR_MISSES), st.text(st.characters(blacklist_categories=("Cs",)), min_size=1,
+                                                            max_size=6)).filter(
     lambda token: token not in ("0", "1", "NA") and not any(c.isspace() for c in token)
 )
 BAD_NAME = st.sampled_from(["../x.jpg", "/abs/x.jpg", "a/../../x.jpg", "C:\\x.jpg", "x\x00.jpg", "x\x07.jpg"])
@@ -196,6 +209,20 @@ def test_any_single_corrupted_token_is_rejected_naming_its_line(tmp_path, data):
         read_labels(_write(tmp_path, content))
     assert caught.value.line == numbers[row], str(caught.value)
     assert str(caught.value).startswith(f"{tmp_path / 'labels.txt'}:{numbers[row]}: ")
+
+
+@pytest.mark.parametrize("value", NEAR_MISSES)
+@settings(PROPERTY_SETTINGS, max_examples=6)
+@given(data=st.data())
+def test_a_near_miss_value_is_rejected_wherever_it_stands(tmp_path, value, data):
+    table = data.draw(tables())
+    row = data.draw(st.integers(0, len(table["rows"]) - 1))
+    table["rows"][row][data.draw(st.integers(1, len(table["rows"][row]) - 1))] = value
+    content, numbers = data.draw(formatted(table))
+    with pytest.raises(LabelFileError) as caught:
+        read_labels(_write(tmp_path, content))
+    assert str(caught.value).startswith(f"{tmp_path / 'labels.txt'}:{numbers[row]}: ")
+    assert repr(value) in str(caught.value)
 
 
 def test_hiding_labels_touches_only_the_given_rows_and_hides_the_share_or_all_but_k(tmp_path):

@@ -2,18 +2,19 @@
 
 A SIGKILL at any moment leaves an intact state (and model) file; `--resume` then reproduces the loss history of an
 uninterrupted run. Ctrl-C saves the state, or, before training has begun, exits without touching anything.
+
+Where a signal lands is chosen, not timed: `hold_at_save.py` runs the same command and holds it still at its N-th
+save of the training state (after it, or in the middle of it), and the test signals it there.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ from aimonk.cli import main
 from aimonk.outputs import HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.resume import load_train_state
 
-CACHED = ["--epochs", "20"]  # 100 steps: more than the random kill delay, now that a state save takes milliseconds
+HOLD = Path(__file__).with_name("hold_at_save.py")
+CACHED = ["--epochs", "3"]
 # The uncached path trains the whole network, so the state also carries the backbone's optimizer moments.
 UNCACHED = ["--epochs", "2", "--no-feature-cache", "--trainable-stages", "5", "--precision", "fp32"]
 
@@ -41,12 +43,22 @@ def _arguments(dataset: Path, out: Path, options: list[str]) -> list[str]:
             "--cache-dir", str(dataset.parent / "cache"), *options]
 
 
+def _resume(out: Path) -> list[str]:
+    return ["train", "--resume", "--out-dir", str(out), "--no-progress"]
+
+
+def _popen(command: list[str]) -> subprocess.Popen:
+    """Started as from a terminal: its own process group, and Ctrl-C's default disposition even where this test
+    runs with SIGINT ignored (a background job of a shell without job control, whose children inherit that)."""
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def _start(arguments: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "aimonk", *arguments], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return _popen([sys.executable, "-m", "aimonk", *arguments])
 
 
-def _wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"exited early ({process.returncode}): {process.communicate()[1]}"
@@ -54,15 +66,32 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 60) -> None
         time.sleep(0.005)
 
 
-def _changed(path: Path, since: int) -> Callable[[], bool]:
-    return lambda: path.stat().st_mtime_ns != since
-
-
 def _signal(process: subprocess.Popen, number: int) -> tuple[int, str]:
-    """Send `number` to the process and its data-loader workers, as a terminal would; (exit code, stderr)."""
+    """Send `number` to the process and its data-loader workers, as a terminal would; (exit code, stderr).
+
+    A process still there after 120 s is killed, so a failing test leaves nothing running."""
     os.killpg(process.pid, number)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
     return process.returncode, stderr
+
+
+def _signal_at_save(arguments: list[str], save: int, moment: str, number: int, marker: Path) -> tuple[int, str]:
+    """Run `aimonk ARGUMENTS`, held `before` or `after` its `save`-th save of the state, and send it `number` there.
+
+    The process is still running when the signal comes (a run that ended first fails here), so it cannot be missed.
+    """
+    process = _popen([sys.executable, str(HOLD), str(marker), str(save), moment, *arguments])
+    try:
+        _wait_for(marker.exists, process)
+    except AssertionError:
+        _signal(process, signal.SIGKILL)
+        raise
+    return _signal(process, number)
 
 
 def _history(out: Path) -> list[tuple[int, float]]:
@@ -72,15 +101,16 @@ def _history(out: Path) -> list[tuple[int, float]]:
     return [(int(number), float(loss)) for number, loss in rows[1:]]
 
 
-def _reference(dataset: Path, tmp_path_factory: pytest.TempPathFactory, options: list[str]) -> list:
-    """The loss history of the same run, uninterrupted (in this process, without the periodic saves)."""
+def _reference(dataset: Path, tmp_path_factory: pytest.TempPathFactory, options: list[str]) -> tuple[list, set]:
+    """The loss history of the same run, uninterrupted (in this process, without the periodic saves), and the names
+    of the files it leaves in its output folder."""
     out = tmp_path_factory.mktemp("reference")
     assert main(_arguments(dataset, out, options) + ["--checkpoint-every", "0"]) == 0
-    return _history(out)
+    return _history(out), {path.name for path in out.iterdir()}
 
 
 @pytest.fixture(scope="module")
-def reference_cached(dataset, tmp_path_factory) -> list:
+def reference_cached(dataset, tmp_path_factory) -> tuple[list, set]:
     return _reference(dataset, tmp_path_factory, CACHED)
 
 
@@ -89,63 +119,61 @@ def _assert_same_history(resumed: list, reference: list) -> None:
     assert max(abs(a - b) for (_, a), (_, b) in zip(resumed, reference, strict=True)) <= 1e-6
 
 
-def _assert_intact(out: Path) -> dict:
-    state = load_train_state(out)  # raises if the file is truncated or corrupt
+def _saved_history(out: Path, reference: list) -> list[float]:
+    """The loss history in the saved state, refused if the state (or model) file is damaged; it must be the start of
+    the uninterrupted run's."""
+    history = load_train_state(out)["history"]  # raises if the file is truncated or corrupt
     if (out / MODEL_FILE).exists():
         load_checkpoint(out / MODEL_FILE)
-    return state
+    assert 0 < len(history) < len(reference), "the kill landed mid-run"
+    assert max(abs(a - b) for a, (_, b) in zip(history, reference[: len(history)], strict=True)) <= 1e-6
+    return history
 
 
-def test_sigkill_at_random_moments_never_corrupts_and_resume_reproduces_history(dataset, tmp_path, reference_cached):
-    seed = int.from_bytes(os.urandom(4), "little")
-    generator = random.Random(seed)
+def test_sigkill_after_a_save_and_during_one_then_resume_reproduces_history(dataset, tmp_path, reference_cached):
+    reference, files = reference_cached
     out = tmp_path / "out"
-    process = _start(_arguments(dataset, out, CACHED))
-    _wait_for((out / STATE_FILE).exists, process)
-    time.sleep(generator.uniform(0, 0.3))
-    assert _signal(process, signal.SIGKILL)[0] == -signal.SIGKILL, f"seed {seed}"
-    state = _assert_intact(out)
-    assert len(state["history"]) < len(reference_cached), "the first kill should land mid-run"
+    code, _ = _signal_at_save(_arguments(dataset, out, CACHED), 3, "after", signal.SIGKILL, tmp_path / "held-1")
+    assert code == -signal.SIGKILL
+    assert len(_saved_history(out, reference)) == 3  # --checkpoint-every 1: one save per iteration
+    assert not (out / MODEL_FILE).exists()
 
-    for _ in range(2):  # resumed runs, killed again at random moments after their first save
-        saved = (out / STATE_FILE).stat().st_mtime_ns
-        process = _start(["train", "--resume", "--out-dir", str(out), "--no-progress"])
-        _wait_for(_changed(out / STATE_FILE, saved), process)
-        time.sleep(generator.uniform(0, 0.3))
-        code, stderr = _signal(process, signal.SIGKILL)
-        assert code in (-signal.SIGKILL, 0), f"seed {seed}: {stderr}"
-        _assert_intact(out)
+    # Resumed, then killed in the middle of its 4th save: the previous state stays in place, intact.
+    code, _ = _signal_at_save(_resume(out), 4, "before", signal.SIGKILL, tmp_path / "held-2")
+    assert code == -signal.SIGKILL
+    assert 3 < len(_saved_history(out, reference))
+    assert {path.name for path in out.iterdir()} - files, "the interrupted save left its temporary file"
 
-    assert main(["train", "--resume", "--out-dir", str(out), "--no-progress"]) == 0
-    _assert_same_history(_history(out), reference_cached)
-    assert not list(out.glob(".*.tmp")), "temporary files of killed saves are cleaned up"
+    assert main(_resume(out)) == 0
+    _assert_same_history(_history(out), reference)
+    assert {path.name for path in out.iterdir()} == files, "temporary files of killed saves are cleaned up"
 
 
 def test_sigkill_mid_run_without_feature_cache_then_resume_reproduces_history(dataset, tmp_path, tmp_path_factory):
+    reference, files = _reference(dataset, tmp_path_factory, UNCACHED)
     out = tmp_path / "out"
-    process = _start(_arguments(dataset, out, UNCACHED))
-    _wait_for((out / STATE_FILE).exists, process)
-    assert _signal(process, signal.SIGKILL)[0] == -signal.SIGKILL
-    state = _assert_intact(out)
-    reference = _reference(dataset, tmp_path_factory, UNCACHED)
-    assert 0 < len(state["history"]) < len(reference)
+    code, _ = _signal_at_save(_arguments(dataset, out, UNCACHED), 2, "after", signal.SIGKILL, tmp_path / "held")
+    assert code == -signal.SIGKILL
+    assert len(_saved_history(out, reference)) == 2
     assert not (out / MODEL_FILE).exists()
 
-    assert main(["train", "--resume", "--out-dir", str(out), "--no-progress"]) == 0
+    assert main(_resume(out)) == 0
     _assert_same_history(_history(out), reference)
+    assert {path.name for path in out.iterdir()} == files
 
 
 def test_ctrl_c_saves_the_state_exits_130_and_resume_completes(dataset, tmp_path, reference_cached):
+    reference, _ = reference_cached
     out = tmp_path / "out"
-    process = _start(_arguments(dataset, out, CACHED) + ["--workers", "2"])  # workers also get the signal
-    _wait_for((out / STATE_FILE).exists, process)
-    code, stderr = _signal(process, signal.SIGINT)
+    arguments = _arguments(dataset, out, CACHED) + ["--workers", "2"]  # workers also get the signal
+    # Interrupted in the middle of its 3rd save: the state on disk is the 2nd until Ctrl-C's own save replaces it.
+    code, stderr = _signal_at_save(arguments, 3, "before", signal.SIGINT, tmp_path / "held")
     assert code == 130
     assert stderr == f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {out}\n"
-    assert len(_assert_intact(out)["history"]) < len(reference_cached)
+    assert len(_saved_history(out, reference)) == 3
 
-    assert main(["train", "--resume", "--out-dir", str(out), "--no-progress"]) == 0
-    _assert_same_history(_history(out), reference_cached)
+    assert main(_resume(out)) == 0
+    _assert_same_history(_history(out), reference)
 
 
 def test_ctrl_c_during_feature_extraction_exits_130_and_saves_nothing(dataset, tmp_path):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import label_table
 from sklearn.metrics import f1_score
 
-from aimonk.labels import LabelTable
 from aimonk.thresholds import best_f1_threshold, tune_thresholds
 
 
@@ -28,6 +26,21 @@ def test_separable_scores_get_a_threshold_between_the_classes():
     assert best_f1_threshold(truth, np.array([0.05, 0.1, 0.2, 0.3, 0.9])) == pytest.approx(0.3)
 
 
+def test_cut_points_with_no_true_positive_are_never_chosen():
+    """The highest scores are negatives: cutting there has precision and recall 0, so F1 0 (not undefined)."""
+    truth = np.array([0, 0, 1, 1, 0], dtype=bool)
+    assert best_f1_threshold(truth, np.array([0.95, 0.9, 0.6, 0.5, 0.1])) == pytest.approx(0.5)
+
+
+def test_a_weak_ranking_still_gets_its_best_cut():
+    """4 positives in 40, ranked 3rd, 5th, 39th and 40th: the best cut keeps the top 5 (precision 0.4, recall 0.5,
+    F1 0.44), although precision and recall add up to less than 1 there; predicting all positive scores 0.18."""
+    truth = np.zeros(40, dtype=bool)
+    truth[[2, 4, 38, 39]] = True
+    scores = np.linspace(1.0, 0.025, 40)
+    assert best_f1_threshold(truth, scores) == pytest.approx(scores[4])
+
+
 @pytest.mark.parametrize("truth", [[0, 0, 0], [1, 1, 1], []])
 def test_without_both_classes_the_default_is_kept(truth: list[int]):
     assert best_f1_threshold(np.array(truth, dtype=bool), np.linspace(0, 1, len(truth))) == 0.5
@@ -38,5 +51,4 @@ def test_tuning_uses_known_labels_only():
     known = np.array([[True], [True], [True], [True], [False], [False]])
     # Unknown rows would pull the threshold up (a high-scoring "negative") or down (a low-scoring "positive").
     probabilities = np.array([[0.1], [0.2], [0.6], [0.7], [0.95], [0.05]])
-    table = LabelTable(Path("labels.txt"), [f"{i}.jpg" for i in range(6)], ["Attr1"], targets, known)
-    assert tune_thresholds(table, probabilities) == [pytest.approx(0.6)]
+    assert tune_thresholds(label_table(targets, known), probabilities) == [pytest.approx(0.6)]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import write_dataset
 
-from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic
+from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import CheckpointError, WeightsUnavailableError
@@ -70,8 +72,12 @@ def test_the_crafted_payload_is_live_when_loaded_unsafely(tmp_path, kind):
 @pytest.mark.parametrize("kind", ["torch-zip", "plain-pickle"])
 def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image):
     path, marker = _crafted(tmp_path, kind)
-    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights .*nothing in it was run"):
+    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights .*nothing in it was run\. "
+                                              r"Only load checkpoints from sources you trust\.$"):
         load_safely(path)
+    with pytest.raises(CheckpointError, match=r"\(it holds pickled Python objects: Unsupported global: GLOBAL io\.open "
+                                              r"was not an allowed global by default\); nothing"):
+        load_safely(path)  # the reason names what the file tried to run, in one sentence
     with pytest.raises(CheckpointError, match=str(path)):
         Predictor(path)
     with pytest.raises(WeightsUnavailableError, match=r"refused"):
@@ -82,6 +88,43 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path, kind, capsys, image
     errors = capsys.readouterr().err.splitlines()
     assert len(errors) == 2 and all("refused" in line and str(path) in line for line in errors), errors
     assert not marker.exists()
+
+
+def test_a_file_holding_something_else_than_a_dict_is_refused(tmp_path):
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'list.pth'}: not an aimonk checkpoint \(holds a list\)$"):
+        load_checkpoint(tmp_path / "list.pth")
+
+
+def test_a_checkpoint_is_saved_into_folders_that_do_not_exist_yet(tmp_path):
+    path = save_atomic({"w": torch.ones(3)}, tmp_path / "new" / "nested" / "model.pth")
+    assert torch.equal(load_safely(path)["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["model.pth"]  # no temporary left beside it
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o7777 == 0o666 & ~umask  # the usual permissions, not mkstemp's private 0600
+
+
+def test_the_new_file_is_written_beside_the_old_then_renamed_over_it(tmp_path, monkeypatch):
+    """Beside it, so on the same filesystem: the rename is atomic, a crash leaves the old or the new file."""
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renames.append((a, b)), replace(a, b)))
+    save_atomic({"w": torch.ones(1)}, tmp_path / "model.pth")
+    [(source, target)] = renames
+    assert Path(source).parent == Path(target).parent == tmp_path and Path(target).name == "model.pth"
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'nowhere.pth'}: checkpoint not found$"):
+        load_checkpoint(tmp_path / "nowhere.pth")
+
+
+def test_a_pickle_that_is_not_plain_data_for_another_reason_says_so(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"\x80\x02\xff")  # protocol 2, then an opcode that does not exist
+    with pytest.raises(CheckpointError, match=r"refused: not a file of plain weights \(Unsupported operand 255\); "):
+        load_safely(path)
 
 
 def test_a_crafted_training_state_is_refused_on_resume(tmp_path, capsys):
@@ -119,6 +162,8 @@ def test_damaged_files_are_refused_with_one_clear_line(tmp_path, content, capsys
         load_checkpoint(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
+    if "not a readable checkpoint" in message:  # says what failed: (EOFError: ), (RuntimeError: ...)
+        assert re.search(r"not a PyTorch file \((EOF|Key|Runtime|OS)Error: ", message), message
     assert main(["predict", str(image), "--model", str(path)]) == 2
     assert capsys.readouterr().err == f"aimonk: error: {message}\n"
 
@@ -136,10 +181,14 @@ def _altered(trained: Path, tmp_path: Path, **changes) -> Path:
 @pytest.mark.parametrize(("changes", "words"), [
     ({"format": None}, "not an aimonk model checkpoint"),
     ({"thresholds": None}, "missing thresholds"),
-    ({"format": "something-else"}, "not an aimonk model checkpoint"),
+    ({"format": "something-else"}, "not an aimonk model checkpoint (missing format)"),
+    ({"backbone": None, "thresholds": None}, "not an aimonk model checkpoint (missing backbone, thresholds)"),
     ({"thresholds": [0.5]}, "1 thresholds for 3 attributes"),
     ({"preprocessing": {"image_size": 32}}, "malformed preprocessing"),
     ({"attributes": "Attr1"}, "malformed attributes"),
+    ({"backbone": 18}, "malformed backbone"),
+    ({"thresholds": ["0.5", "0.5", "0.5"]}, "malformed thresholds"),
+    ({"backbone": 18, "thresholds": "0.5"}, "malformed backbone, thresholds"),
     ({"state_dict": {"head.weight": [1.0]}}, "malformed state_dict"),
     ({"backbone": "resnet34"}, "weights do not fit a resnet34 model"),
     ({"backbone": "vgg_unknown"}, "unknown backbone 'vgg_unknown'"),
@@ -149,7 +198,16 @@ def test_checkpoints_that_do_not_describe_their_model_are_refused(trained, tmp_p
     path = _altered(trained, tmp_path, **changes)
     assert main(["predict", str(image), "--model", str(path)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("aimonk: error: ") and error.count("\n") == 1 and words in error, error
+    assert error.startswith(f"aimonk: error: {path}: ") and error.count("\n") == 1 and words in error, error
+
+
+def test_thresholds_of_another_length_are_not_saved(trained, tmp_path):
+    copy = tmp_path / "model.pth"
+    copy.write_bytes(trained.read_bytes())
+    with pytest.raises(CheckpointError, match=rf"^{copy}: 2 thresholds for 3 attributes$"):
+        save_tuning(copy, thresholds=[0.2, 0.3])
+    save_tuning(copy, thresholds=[0.2, 0.3, 0.4])
+    assert load_checkpoint(copy)["thresholds"] == pytest.approx([0.2, 0.3, 0.4])
 
 
 def test_training_state_is_not_a_model_checkpoint(trained):
