@@ -105,7 +105,9 @@ class _BlockGroup(nn.Module):
 
     def __init__(self, blocks: list[nn.Module], rates: list[float]):
         super().__init__()
-        self.blocks, self.rates = blocks, rates  # a plain list: the blocks stay registered in the network only
+        # Registered here too (the model's state-dict keys are unchanged: stages are not registered in it), so that
+        # a stage's parameters, eval mode and fingerprint include its blocks.
+        self.blocks, self.rates = nn.ModuleList(blocks), rates
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block, rate in zip(self.blocks, self.rates, strict=True):

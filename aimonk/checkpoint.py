@@ -6,6 +6,7 @@ The model checkpoint's layout is written and checked here, in one place (`save_m
 
 from __future__ import annotations
 
+import io
 import pickle
 import warnings
 from pathlib import Path
@@ -25,8 +26,10 @@ PER_ATTRIBUTE = {"thresholds": float, "verdicts": str, "learnable": bool, "tempe
 
 def save_atomic(obj: object, path: str | Path) -> Path:
     """torch.save to `path` atomically (see `atomic_file`): a crash leaves the old file or the new, never half."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # in memory first: torch turns a failed write (no space left) into a bare RuntimeError
     with atomic_file(path) as file:
-        torch.save(obj, file)
+        file.write(buffer.getbuffer())
     return Path(path)
 
 

@@ -17,6 +17,7 @@ from aimonk.backbones import BACKBONES
 from aimonk.errors import AimonkError
 from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.registry import Registry
+from aimonk.runtime import resolve_device
 from aimonk.sampling import SAMPLERS
 from aimonk.solvers import LR_SCHEDULES, SOLVERS
 
@@ -112,7 +113,7 @@ class TrainConfig:
         return Path(self.image_dir) if self.image_dir else Path(self.data_dir) / "images"
 
     def check(self) -> None:
-        """Refuse values outside each field's choices or checks, with the option's name."""
+        """Refuse values outside each field's choices or checks, with the option's name, and an unusable device."""
         for spec in fields(self):
             value = getattr(self, spec.name)
             choices = spec.metadata.get("choices")
@@ -122,6 +123,7 @@ class TrainConfig:
             problem = spec.metadata["check"](value) if spec.metadata.get("check") else None
             if problem:
                 raise AimonkError(f"{spec.name} {problem}, got {value}")
+        resolve_device(self.device)
 
     @classmethod
     def from_recipe(cls, recipe: str = "reference", **overrides: Any) -> TrainConfig:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from aimonk.errors import AimonkError
+from aimonk.runtime import resolve_device
 
 T = TypeVar("T")
 
@@ -83,12 +84,12 @@ class Distributed:
 
 def start(device: str = "cpu") -> Distributed:
     """This process's place in a torchrun job, joining its process group on the first call; a world of one (on
-    `device`) outside torchrun.
+    `device`) outside torchrun. An unusable `device` is refused in one line before anything else.
 
     Under torchrun, `--device cuda` means this node's GPU number LOCAL_RANK, and the processes talk over NCCL;
     on CPUs they talk over gloo.
     """
-    chosen = torch.device(device)
+    chosen = resolve_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed(device=chosen)
     if chosen.type == "cuda":

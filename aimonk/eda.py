@@ -12,9 +12,16 @@ from PIL import Image, UnidentifiedImageError
 from scipy.stats import chi2_contingency
 
 from aimonk.labels import LabelTable
+from aimonk.outputs import atomic_file
 
 # Formats that are a JPEG file under another name (MPO: JPEG with extra pictures appended, from cameras).
 JPEG_FAMILY = {"JPEG", "MPO"}
+
+
+def save_table(table: pd.DataFrame, path: str | Path, index: bool = True) -> None:
+    """`table` as a CSV file, written atomically: a full disk is one AimonkError and leaves any old file intact."""
+    with atomic_file(path, "w", newline="", encoding="utf-8") as file:
+        table.to_csv(file, index=index)
 
 
 def label_counts(table: LabelTable) -> pd.DataFrame:

@@ -5,49 +5,92 @@ With a frozen backbone that is the feature vector; when the last stages are fine
 last frozen stage, so the frozen stages run once per image instead of every epoch. Each image is decoded once and
 run in both orientations (as is and flipped), so training with a random horizontal flip can pick either without
 touching the image again. Outputs are kept as computed: bf16 values as their raw bits (lossless, half the size).
+
+The cache only saves time, so it never fails a run: an entry that is not exactly what the frozen part outputs
+(empty, truncated, garbage, another shape or dtype, not finite) is recomputed and rewritten, with one warning for
+them all; a write that fails (no space left, read-only, permission) stops caching for the rest of the run, with one
+warning. Entries are not fsynced: one torn by a crash is found and recomputed the next time.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
 import shutil
-import tempfile
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 from tqdm import tqdm
 
+from aimonk.errors import AimonkError
+from aimonk.fingerprints import file_digest, module_fingerprint
 from aimonk.images import ImageDataset, Preprocessing
+from aimonk.outputs import atomic_file
 from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone
 
-FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v3"  # bump when decoding, resizing or the forward pass changes
+FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v4"  # bump when decoding, resizing or the forward pass changes
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("AIMONK_CACHE_DIR") or Path.home() / ".cache" / "aimonk" / "features")
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes: a renamed or copied image hits the cache, an edited one misses."""
-    digest = hashlib.sha256()
+def entry_format(backbone: nn.Module, image_size: int, precision: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a cache entry: `backbone`'s output for an image in both orientations, as stored.
+
+    Found on the meta device (shapes only, no arithmetic: milliseconds, and nothing of `backbone` is touched).
+    """
+    modes = {module: module.training for module in backbone.modules()}
+    meta = {name: torch.empty_like(value, device="meta") for name, value in backbone.state_dict().items()}
+    try:
+        output = functional_call(backbone.eval(), meta, (torch.empty(2, 3, image_size, image_size, device="meta"),))
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return tuple(output.shape), np.dtype(np.int16 if precision == "bf16" else np.float32)  # see to_storable
+
+
+class DamagedEntry(ValueError):
+    """A cache file that is not a complete entry of the expected shape, dtype and finite values; says why."""
+
+
+@functools.cache
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """What `np.save` writes before the values of an array of this shape and dtype."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(shape, dtype))
+    return buffer.getvalue()[: -int(np.prod(shape)) * dtype.itemsize or None]
+
+
+def read_entry(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The array at `path`, which must be exactly what `np.save` writes for `shape` and `dtype` (so only a bounded
+    read, and no parsing), with finite values; DamagedEntry saying why not (OSError if it cannot be opened)."""
+    header, size = npy_header(shape, dtype), int(np.prod(shape)) * dtype.itemsize
     with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """SHA-256 over a module's parameters and buffers (names, shapes and values)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+        data = file.read(len(header) + size + 1)
+    if not data.startswith(header):
+        if not data:
+            raise DamagedEntry("empty")
+        if header.startswith(data):
+            raise DamagedEntry("truncated")
+        raise DamagedEntry("of another shape or dtype" if data.startswith(b"\x93NUMPY") else "not an array file")
+    if len(data) != len(header) + size:
+        raise DamagedEntry("truncated" if len(data) < len(header) + size else "longer than its header says")
+    array = np.frombuffer(data, dtype, offset=len(header)).reshape(shape)
+    exponent = 0x7F80 if dtype == np.int16 else None  # bf16 bits: all exponent bits set is inf or NaN
+    finite = ((array.view(np.uint16) & exponent) != exponent).all() if exponent else np.isfinite(array).all()
+    if not finite:
+        raise DamagedEntry("not finite")
+    return array
 
 
 def to_storable(outputs: torch.Tensor) -> np.ndarray:
@@ -66,6 +109,9 @@ class FeatureCache:
     """One folder per (frozen weights, preprocessing, precision); one `.npy` file per image: (2, *output shape)."""
 
     def __init__(self, root: Path, backbone: nn.Module, preprocessing: Preprocessing, precision: str):
+        self.shape, self.dtype = entry_format(backbone, preprocessing.image_size, precision)
+        self.writable = True  # until a write fails
+        self.damaged: Counter[str] = Counter()  # why entries read this run were not usable
         description = {
             "backbone_sha256": module_fingerprint(backbone),
             "frozen_stages": len(backbone) if isinstance(backbone, nn.Sequential) else None,
@@ -75,27 +121,48 @@ class FeatureCache:
         }
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
         self.folder = Path(root) / key
-        self.folder.mkdir(parents=True, exist_ok=True)
-        description_file = self.folder / "key.json"
-        if not description_file.exists():
-            description_file.write_text(json.dumps(description, indent=2))
+        if not (self.folder / "key.json").exists():
+            self._write(self.folder / "key.json", json.dumps(description, indent=2).encode())
 
     def _file(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
 
     def load(self, digest: str) -> np.ndarray | None:
+        """The entry of the image with this digest, or None if absent or damaged (then counted in `damaged`)."""
         try:
-            return np.load(self._file(digest), allow_pickle=False)
-        except (OSError, ValueError):  # absent, or a partial file from a killed run: recompute
+            return read_entry(self._file(digest), self.shape, self.dtype)
+        except FileNotFoundError:
             return None
+        except DamagedEntry as error:
+            self.damaged[str(error)] += 1
+        except OSError as error:
+            self.damaged[f"unreadable: {error.strerror or error}"] += 1
+        return None
 
     def store(self, digest: str, features: np.ndarray) -> None:
-        target = self._file(digest)
-        target.parent.mkdir(exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, features, allow_pickle=False)
-        os.replace(temporary, target)
+        buffer = io.BytesIO()
+        np.save(buffer, features, allow_pickle=False)  # in memory first: numpy's failed write names no cause
+        self._write(self._file(digest), buffer.getbuffer())
+
+    def _write(self, path: Path, data: memoryview | bytes) -> None:
+        """Write atomically, unless a write already failed; a failure is one warning, never an error."""
+        if not self.writable:
+            return
+        try:
+            with atomic_file(path, durable=False) as file:
+                file.write(data)
+        except AimonkError as error:
+            self.writable = False
+            warnings.warn(f"{error}; the feature cache is not written for the rest of this run", stacklevel=2)
+
+    def report_damaged(self) -> None:
+        """One warning for the damaged entries read so far (then forgotten)."""
+        if self.damaged:
+            count = sum(self.damaged.values())
+            reasons = ", ".join(f"{n} {reason}" for reason, n in self.damaged.most_common())
+            warnings.warn(f"{count} damaged feature-cache {'entry was' if count == 1 else 'entries were'} recomputed "
+                          f"({reasons}) in {self.folder}", stacklevel=2)
+            self.damaged.clear()
 
 
 def extract_features(
@@ -132,6 +199,8 @@ def extract_features(
                 found[original] = features_of_one
                 if cache:
                     cache.store(digests[original], features_of_one)
+    if cache:
+        cache.report_damaged()
     readable = sorted(found)
     if not readable:
         return torch.zeros(0, 2, 0), [], errors

@@ -40,6 +40,18 @@ class AttributeClassifier(nn.Module):
     def trainable_part(self) -> nn.Sequential:
         return nn.Sequential(*self.stages[len(self.stages) - self.trainable_stages :])
 
+    def split_state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The state dict in two: what trains (the head and the trainable stages) and what stays frozen.
+
+        The tensors are the model's own (parameters included): detach them to keep them."""
+        trains = {id(tensor) for part in (self.head, self.trainable_part)
+                  for tensor in (*part.parameters(), *part.buffers())}
+        trainable: dict[str, torch.Tensor] = {}
+        frozen: dict[str, torch.Tensor] = {}
+        for name, tensor in self.state_dict(keep_vars=True).items():
+            (trainable if id(tensor) in trains else frozen)[name] = tensor
+        return trainable, frozen
+
     def train(self, mode: bool = True) -> AttributeClassifier:
         super().train(mode)
         (self.frozen_part if self.trainable_stages else self.backbone).eval()

@@ -22,12 +22,14 @@ NAME_LENGTH = 150  # longer names are shortened in a message (the full list has 
 
 
 @contextmanager
-def atomic_file(path: str | Path | None, mode: str = "wb", **options: object) -> Iterator[IO | None]:
+def atomic_file(path: str | Path | None, mode: str = "wb", *, durable: bool = True,
+                **options: object) -> Iterator[IO | None]:
     """A file to write that replaces `path` only once complete and on disk: a crash leaves the old or the new.
 
-    It is a temporary file beside `path`, flushed, fsynced and renamed over it; on any error it is removed. `mode`
-    and `options` are those of `open`. Parent folders are created; a path that cannot be written is an AimonkError
-    raised before anything is written. With `path` None (an output not asked for) it gives None.
+    It is a temporary file beside `path`, flushed, fsynced (unless not `durable`) and renamed over it; on any error
+    it is removed and `path` left as it was. `mode` and `options` are those of `open`. Parent folders are created.
+    A path that cannot be written, or a write that fails (no space left, read-only, permission), is an AimonkError
+    naming `path` and the cause. With `path` None (an output not asked for) it gives None.
     """
     if path is None:
         yield None
@@ -41,17 +43,25 @@ def atomic_file(path: str | Path | None, mode: str = "wb", **options: object) ->
     except (FileExistsError, NotADirectoryError):
         raise AimonkError(f"{path}: cannot write there (part of the path is a file, not a folder)") from None
     except OSError as error:
-        raise AimonkError(f"{path}: cannot write there ({error.strerror or error})") from None
+        raise AimonkError(f"{path}: cannot write: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, mode, **options) as file:
             yield file
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename not in (None, temporary):  # the block failed on another file: not a failed write
+            raise
+        raise AimonkError(f"{path}: cannot write: {error.strerror or error}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)  # the rename itself reaches the disk
@@ -85,18 +95,18 @@ def listed(names: Sequence[str], full_list: str | Path | None = None) -> str:
 
 def remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary files left by a run killed while saving (they never replaced a good file)."""
-    for name in (STATE_FILE, MODEL_FILE):
+    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE):
         for stale in Path(out_dir).glob(f".{name}.*.tmp"):
             stale.unlink()
 
 
 def write_history(out_dir: Path, history: list[float]) -> None:
-    """`loss_history.csv` (iteration_number,training_loss) and `loss_curve.png`."""
+    """`loss_history.csv` (iteration_number,training_loss) and `loss_curve.png`, each written atomically."""
     from aimonk.plots import loss_curve_figure  # matplotlib only here: `aimonk predict` imports this module
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / HISTORY_FILE, "w", newline="") as file:
+    with atomic_file(out_dir / HISTORY_FILE, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["iteration_number", "training_loss"])
         writer.writerows((i, f"{loss:.8g}") for i, loss in enumerate(history, start=1))
-    loss_curve_figure(history).savefig(out_dir / CURVE_FILE, dpi=100)
+    with atomic_file(out_dir / CURVE_FILE) as file:
+        loss_curve_figure(history).savefig(file, format="png", dpi=100)

@@ -12,7 +12,7 @@ from aimonk.checkpoint import load_checkpoint
 from aimonk.distributed import Distributed
 from aimonk.images import ImageDataset, Preprocessing
 from aimonk.model import model_from_checkpoint
-from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone
+from aimonk.runtime import BackboneRunner, backbone_batches, inference_backbone, resolve_device
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Predictor:
     """
 
     def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "cpu", calibrated: bool = True):
+        self.device = resolve_device(device)
         checkpoint = load_checkpoint(checkpoint_path)
         self.attributes: list[str] = list(checkpoint["attributes"])
         self.thresholds: list[float] = [float(value) for value in checkpoint["thresholds"]]
@@ -41,7 +42,6 @@ class Predictor:
         self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
         self.precision: str = checkpoint.get("precision", "fp32")
         self.checkpoint = checkpoint
-        self.device = torch.device(device)
         self.model = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
         # The backbone as training's feature cache runs it, so a training image gets the features it was trained on.
         self.runner = BackboneRunner(inference_backbone(self.model.backbone), self.precision)

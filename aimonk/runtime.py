@@ -9,7 +9,43 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torch.utils.data import DataLoader, Dataset
 
+from aimonk.errors import AimonkError
 from aimonk.images import collate_readable
+
+ACCELERATORS = {"cuda": "CUDA GPU", "mps": "Apple MPS device", "xpu": "Intel XPU"}  # torch.<type> has is_available
+
+
+def available_devices() -> list[str]:
+    """The devices usable here: `cpu`, then `cuda:0`, `cuda:1`, ... and any other accelerator found."""
+    found = ["cpu"]
+    for kind in ACCELERATORS:
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            found += [f"{kind}:{index}" for index in range(backend.device_count())]
+    return found
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The device `name` names, refused with one line if it is not a device name or not usable on this machine.
+
+    Cheap (no GPU context is created), so every command calls it before any work.
+    """
+    available = f"available: {', '.join(available_devices())}"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise AimonkError(f"--device {name}: not a device name, e.g. cpu, cuda, cuda:1 ({available})") from None
+    if device.type == "cpu":
+        return device
+    if device.type not in ACCELERATORS:
+        raise AimonkError(f"--device {name}: aimonk does not run on {device.type} devices ({available})")
+    backend = getattr(torch, device.type, None)
+    count = backend.device_count() if backend is not None and backend.is_available() else 0
+    if count == 0:
+        raise AimonkError(f"--device {name}: no {ACCELERATORS[device.type]} is available here ({available})")
+    if device.index is not None and device.index >= count:
+        raise AimonkError(f"--device {name}: there is no {device.type} device {device.index} here ({available})")
+    return device
 
 
 def inference_backbone(backbone: nn.Module) -> nn.Module:
@@ -46,11 +82,13 @@ class BackboneRunner:
         return batch
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's output on its device, in the dtype it computes (bf16 under bf16 autocast)."""
+        """The backbone's output on its device: bf16 at precision bf16, else float32."""
         device = next(self.backbone.parameters()).device
         flat = images.flatten(0, -4).to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), backbone_autocast(self.precision, device):
-            output = self.backbone(flat)
+            # bf16 for every backbone (autocast leaves some, e.g. ConvNeXt's last LayerNorm, in float32), so the
+            # feature cache knows each entry's dtype before reading it
+            output = self.backbone(flat).to(torch.bfloat16 if self.precision == "bf16" else torch.float32)
         # clone: a normal tensor, not an inference one
         return output.view(*images.shape[:-3], *output.shape[1:]).clone()
 

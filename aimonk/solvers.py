@@ -29,7 +29,7 @@ from aimonk.linear_heads import choose_l2, fit_linear_heads, fold_of_images
 from aimonk.losses import NA_MODES, EntryLoss, masked_loss
 from aimonk.model import AttributeClassifier, TrainedPart
 from aimonk.registry import Registry
-from aimonk.resume import TrainingInterrupted, held_interrupts, save_train_state
+from aimonk.resume import TrainingInterrupted, frozen_fingerprint, held_interrupts, save_train_state
 from aimonk.runtime import BackboneRunner, inference_backbone
 from aimonk.sampling import SAMPLERS, Plan, epoch_plan
 
@@ -114,11 +114,13 @@ def fit_adam(run: TrainingRun) -> None:
         optimizer.load_state_dict(run.resumed["optimizer"])
         epoch, step = run.resumed["epoch"], run.resumed["step"]
 
+    frozen_sha256 = frozen_fingerprint(model)
+
     def save_state() -> None:
         if not dist.is_main:
             return
         save_train_state(
-            run.out_dir, config=asdict(config), model={k: v.contiguous() for k, v in model.state_dict().items()},
+            run.out_dir, config=asdict(config), model=model, frozen_sha256=frozen_sha256,
             optimizer=optimizer.state_dict(), history=run.history, epoch=epoch, step=step,
             train_files=train_table.filenames,
         )
@@ -131,6 +133,9 @@ def fit_adam(run: TrainingRun) -> None:
     trained = dist.wrap(TrainedPart(model, config.precision))  # DistributedDataParallel under torchrun
     bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not config.progress)
     model.train()
+    threads = torch.get_num_threads()
+    if run.data.features is not None and not model.trainable_stages:
+        torch.set_num_threads(1)  # steps of the head alone are tiny: 25x slower when threads wait on a busy CPU
     try:
         while epoch < config.epochs:
             # Every process follows the same plan and takes its share of each batch.
@@ -168,6 +173,7 @@ def fit_adam(run: TrainingRun) -> None:
         raise TrainingInterrupted(str(run.out_dir)) from None
     finally:
         bar.close()
+        torch.set_num_threads(threads)
 
 
 def _entries(counted: np.ndarray, batch: list[tuple[int, bool]]) -> int:

@@ -7,6 +7,7 @@ ImageNet normalisation, BCE over known labels.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from aimonk.distributed import start
 from aimonk.errors import AimonkError
 from aimonk.images import Preprocessing
 from aimonk.labels import read_labels
+from aimonk.lock import output_lock
 from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.model import AttributeClassifier, TrainedPart, build_model
 from aimonk.outputs import MODEL_FILE, STATE_FILE, remove_stale_temporaries, write_history
-from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, seed_everything
+from aimonk.resume import TrainingInterrupted, load_train_state, restore_rng, restore_trainable, seed_everything
 from aimonk.solvers import SOLVERS, TrainingRun, feature_batches
 
 
@@ -43,7 +45,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     With `resume`, continue the run whose state was saved in `out_dir`, with that run's settings.
     Ctrl-C once training has begun saves the state (resume later) and raises TrainingInterrupted.
     Under torchrun every process runs this recipe on its share of the work, and rank 0 alone writes.
+    The output folder is locked for the run: another run into it fails at once (AimonkError).
     """
+    config.check()  # before anything is written (a resumed run's own settings are checked once read)
+    writer = start(config.device).is_main
+    with output_lock(config.out_dir) if writer else nullcontext():
+        return _train(config, resume)
+
+
+def _train(config: TrainConfig, resume: bool) -> TrainResult:
     out_dir = Path(config.out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
@@ -76,7 +86,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if state is not None:
         if state["train_files"] != train_table.filenames:
             raise AimonkError(f"{out_dir / STATE_FILE}: the training images differ from the interrupted run's")
-        model.load_state_dict(state["model"])
+        restore_trainable(model, state, out_dir / STATE_FILE)
         run.history, run.resumed = list(state["history"]), state
         restore_rng(state["rng"])
 

@@ -1,5 +1,7 @@
 """Training speed, side by side in one process: a plain loop of the reference recipe, then `aimonk.training.train`
-with an empty feature cache (cold), then reruns with other learning rates on the warm cache.
+with an empty feature cache (cold), then reruns with other learning rates on the warm cache. Then whole processes,
+alternated: `python -c "import torch, torchvision"` and `aimonk train` on the warm cache, whose ratio is held to a
+target (a warm frozen-backbone run within 1.5x of the bare import).
 
     python benchmarks/train_speed.py --data-dir ../shared/aimonk-dataset
 
@@ -10,7 +12,10 @@ as with ImageNet weights. Run it alone: on a small machine anything else running
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,6 +31,7 @@ from aimonk.config import TrainConfig
 from aimonk.training import train
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PROCESS_TARGET = 1.5  # a warm frozen-backbone `aimonk train`, as a whole process, against the bare import
 
 
 class PlainDataset(Dataset):
@@ -80,6 +86,30 @@ def plain_loop(data_dir: Path, epochs: int, batch_size: int, lr: float, workers:
     return history
 
 
+def whole_processes(train_command: list[str], runs: int) -> None:
+    """Wall time of `python -c "import torch, torchvision"` and of the warm `aimonk train`, alternated, and the ratio
+    of their medians against PROCESS_TARGET."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    commands = {"python -c \"import torch, torchvision\"": ["-c", "import torch, torchvision"],
+                "aimonk train, warm cache, whole process": train_command}
+    seconds: dict[str, list[float]] = {label: [] for label in commands}
+    disturbed = False
+    for _ in range(runs):
+        for label, command in commands.items():
+            with Stopwatch() as watch:
+                subprocess.run([sys.executable, *command], check=True, capture_output=True, env=environment, cwd=ROOT)
+            seconds[label].append(watch.seconds)
+            disturbed = disturbed or bool(watch.note())
+    medians = {label: statistics.median(values) for label, values in seconds.items()}
+    print(f"whole processes, median of {runs}, alternated:")
+    for label, values in seconds.items():
+        print(f"  {label:43s} {medians[label]:7.2f} s   (range {min(values):.2f} to {max(values):.2f} s)")
+    imports, warm = medians.values()
+    verdict = "met" if warm <= PROCESS_TARGET * imports else "NOT met"
+    print(f"  warm aimonk train / bare import: {warm / imports:.2f}x (target {PROCESS_TARGET}x: {verdict})"
+          f"{'  [disturbed: other processes ran meanwhile; rerun on a quiet machine]' if disturbed else ''}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT, help="folder with images/ and labels.txt")
@@ -90,6 +120,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["bf16", "fp32"], default=TrainConfig.precision)
     parser.add_argument("--warm-runs", type=int, default=3, help="reruns on the warm cache, each with another lr")
     parser.add_argument("--skip-plain", action="store_true", help="leave out the (slow) plain loop")
+    parser.add_argument("--process-runs", type=int, default=5, help="whole processes of each kind, alternated")
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)  # the real dataset lists 3 missing images; both sides skip them
     n_images = sum(1 for _ in (args.data_dir / "images").iterdir())
@@ -126,6 +157,12 @@ def main() -> None:
             lr = args.lr * 10**run
             warm.append(ours(lr))
             report(f"aimonk, warm (cached features), lr {lr:g}:", *warm[-1])
+        if args.process_runs:
+            train_command = ["-m", "aimonk", "train", "--data-dir", str(args.data_dir), "--out-dir", out_dir,
+                             "--weights", "none", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                             "--lr", str(args.lr), "--val-fraction", "0", "--precision", args.precision,
+                             "--cache-dir", cache_dir, "--workers", str(args.workers), "--no-progress"]
+            whole_processes(train_command, args.process_runs)
     if plain and warm:
         median = statistics.median(watch.seconds for watch, _ in warm)
         print(f"summary: plain {plain:.1f} s | cold {cold[0].seconds:.1f} s ({plain / cold[0].seconds:.1f}x) | "

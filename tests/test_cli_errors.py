@@ -164,3 +164,61 @@ def test_strict_with_many_missing_images_is_one_short_line_and_a_full_list(data,
     line = _one_error_line(capsys, "50 missing image(s) (--strict): gone_0.jpg, gone_1.jpg", str(full_list))
     assert len(line.encode()) < 1024
     assert full_list.read_text().splitlines() == missing
+
+
+def _command(command: str, data: Path, device: str) -> list[str]:
+    """`command` with arguments that would fail later (missing model, data) if the device were not refused first."""
+    where = {"train": _train(data), "predict": ["predict", str(data / "images"), "--model", str(data / "none.pth")],
+             "evaluate": ["evaluate", "--model", str(data / "none.pth"), "--data-dir", str(data / "nowhere")],
+             "tune": ["tune", "--model", str(data / "none.pth"), "--data-dir", str(data / "nowhere")]}
+    return [*where[command], "--device", device]
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "tune"])
+@pytest.mark.parametrize("device", ["cdua", "beyond", "meta"])
+def test_an_unusable_device_is_refused_first_in_one_line(data, capsys, command, device):
+    if device == "beyond":  # an index past the last GPU, on any machine
+        import torch
+
+        device = f"cuda:{torch.cuda.device_count()}"
+    assert main(_command(command, data, device)) == 2
+    _one_error_line(capsys, f"--device {device}: ", "available: cpu")
+    assert not (data.parent / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "tune"])
+def test_cuda_without_a_gpu_names_what_is_available(data, capsys, monkeypatch, command):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(_command(command, data, "cuda")) == 2
+    _one_error_line(capsys, "aimonk: error: --device cuda: no CUDA GPU is available here (available: cpu")
+
+
+def test_a_full_disk_in_the_output_folder_is_one_line_and_keeps_the_previous_outputs(data, capsys, full_disk):
+    out = data.parent / "out"
+    assert main(_train(data)) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    capsys.readouterr()
+    full_disk(room=0, under=out)
+    assert main(_train(data, "--lr", "1e-3")) == 2
+    _one_error_line(capsys, f"aimonk: error: {out / STATE_FILE}: cannot write: No space left on device\n")
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_a_write_the_kernel_refuses_is_one_line_and_leaves_no_temporary_file(data):
+    """A real failed write, no root needed: files may not grow beyond 1 MiB (RLIMIT_FSIZE; SIGXFSZ ignored)."""
+    import resource
+    import signal
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, resource.RLIM_INFINITY))
+
+    out = data.parent / "out"
+    done = subprocess.run([sys.executable, "-m", "aimonk", *_train(data)], capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit_file_size)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"aimonk: error: {out}/") and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.endswith(".pth: cannot write: File too large\n"), done.stderr
+    assert not [path for path in out.iterdir() if path.name.endswith(".tmp")]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,9 @@ from torch import nn
 
 import aimonk.images
 import aimonk.training
-from aimonk.feature_cache import FeatureCache, extract_features
+from aimonk.cli import main
+from aimonk.feature_cache import FeatureCache, extract_features, to_storable
+from aimonk.fingerprints import file_digest
 from aimonk.images import Preprocessing, open_rgb
 from aimonk.model import build_model
 from aimonk.prediction import Predictor
@@ -205,9 +211,129 @@ def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(smal
         torch.testing.assert_close(torch.tensor(probabilities), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_made(small_dataset, tmp_path, capsys):
-    from aimonk.cli import main
+def _entry(cache: FeatureCache, path: Path) -> Path:
+    return cache._file(file_digest(path))
 
+
+DAMAGE = {
+    "empty": lambda entry: entry.write_bytes(b""),
+    "truncated": lambda entry: entry.write_bytes(entry.read_bytes()[:-10]),
+    "garbage": lambda entry: entry.write_bytes(np.random.default_rng(0).bytes(300)),
+    "another shape": lambda entry: np.save(entry, np.zeros((2, 7), np.float32)),
+    "not finite": lambda entry: np.save(entry, np.full((2, 8), np.nan, np.float32)),
+    "pickled objects": lambda entry: np.save(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_entry_is_recomputed_rewritten_and_reported_once(small_dataset, tmp_path, decoded, damage):
+    paths = sorted((small_dataset / "images").iterdir())[:6]
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+
+    def extract() -> tuple[torch.Tensor, list[str]]:
+        cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            features, _, _ = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0,
+                                              progress=False)
+        return features, [str(warning.message) for warning in caught]
+
+    expected, _ = extract()
+    cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
+    DAMAGE[damage](_entry(cache, paths[3]))
+    decoded.clear()
+    features, messages = extract()
+    assert torch.equal(features, expected) and decoded == [paths[3].name]
+    kind = {"garbage": "not an array file", "another shape": "of another shape or dtype",
+            "pickled objects": "of another shape or dtype"}.get(damage, damage)
+    assert messages == [f"1 damaged feature-cache entry was recomputed (1 {kind}) in {cache.folder}"]
+    decoded.clear()
+    features, messages = extract()  # healed: read from the cache again
+    assert torch.equal(features, expected) and decoded == [] and messages == []
+
+
+def test_bf16_entries_are_checked_too(small_dataset, tmp_path):
+    paths = sorted((small_dataset / "images").iterdir())[:2]
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+    cache = FeatureCache(tmp_path, backbone, preprocessing, "bf16")
+    extract_features(backbone, paths, preprocessing, cache, "bf16", num_workers=0, progress=False)
+    assert cache.load(file_digest(paths[0])).dtype == np.int16
+    np.save(_entry(cache, paths[0]), to_storable(torch.full((2, 8), float("inf"), dtype=torch.bfloat16)))
+    np.save(_entry(cache, paths[1]), np.zeros((2, 8), np.float32))  # right shape, not bf16
+    assert cache.load(file_digest(paths[0])) is None and cache.load(file_digest(paths[1])) is None
+    assert cache.damaged == {"not finite": 1, "of another shape or dtype": 1}
+
+
+def test_a_full_cache_disk_continues_without_caching_with_one_warning(small_dataset, tmp_path, full_disk):
+    paths = sorted((small_dataset / "images").iterdir())
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+    expected = extract_features(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
+    for room in (0, 600):  # nothing fits; key.json and a couple of entries fit
+        full_disk(room=room, under=tmp_path / str(room))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cache = FeatureCache(tmp_path / str(room), backbone, preprocessing, "fp32")
+            features = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
+        assert torch.equal(features[0], expected[0]) and features[1:] == expected[1:]
+        messages = [str(warning.message) for warning in caught]
+        assert len(messages) == 1 and messages[0].startswith(str(cache.folder)), messages
+        assert messages[0].endswith(": cannot write: No space left on device; the feature cache is not written for "
+                                    "the rest of this run")
+        written = [path.name for path in (tmp_path / str(room)).rglob("*") if path.is_file()]
+        assert not [name for name in written if name.endswith(".tmp")]
+        assert ("key.json" in written) == bool(room) and len(written) < len(paths)
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES], ids=["EROFS", "EACCES"])
+def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, tmp_path, read_only, decoded, code):
+    paths = sorted((small_dataset / "images").iterdir())
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+    FeatureCache(tmp_path / "empty", backbone, preprocessing, "fp32")  # the folder exists, nothing else
+    warm = FeatureCache(tmp_path / "warm", backbone, preprocessing, "fp32")
+    expected = extract_features(backbone, paths, preprocessing, warm, "fp32", num_workers=0, progress=False)
+    DAMAGE["empty"](_entry(warm, paths[0]))
+    read_only(tmp_path, code)
+    shutil.rmtree(tmp_path / "empty")
+    for root in ("empty", "warm"):
+        decoded.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cache = FeatureCache(tmp_path / root, backbone, preprocessing, "fp32")
+            features = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
+        assert torch.equal(features[0], expected[0]) and features[1:] == expected[1:]
+        messages = [str(warning.message) for warning in caught]
+        assert len(messages) == 1 + (root == "warm"), messages
+        assert f"cannot write: {os.strerror(code)}; the feature cache is not written" in messages[0]
+        assert decoded == ([paths[0].name] if root == "warm" else [path.name for path in paths])
+
+
+def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_dataset, tmp_path, capsys, full_disk):
+    cache = tmp_path / "cache"
+    arguments = ["train", "--data-dir", str(small_dataset), "--out-dir", str(tmp_path / "out"), "--cache-dir",
+                 str(cache), "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0",
+                 "--no-progress"]
+    assert main(arguments) == 0
+    entries = sorted(cache.rglob("*.npy"))
+    for kind, entry in zip(["empty", "truncated", "garbage", "another shape"], entries, strict=False):
+        DAMAGE[kind](entry)
+    capsys.readouterr()
+    assert main(arguments) == 0
+    warning = capsys.readouterr().err
+    assert warning.startswith("aimonk: warning: 4 damaged feature-cache entries were recomputed (") and \
+        warning.count("\n") == 1, warning
+    assert all(f"1 {kind}" in warning for kind in ["empty", "truncated", "not an array file", "of another shape"])
+    assert main(arguments) == 0 and capsys.readouterr().err == ""
+
+    shutil.rmtree(cache)
+    full_disk(room=0, under=cache)
+    assert main(arguments) == 0
+    warning = capsys.readouterr().err
+    assert warning.startswith(f"aimonk: warning: {cache}") and warning.count("\n") == 1, warning
+    assert ": cannot write: No space left on device; the feature cache is not written" in warning
+    assert (tmp_path / "out" / "aimonk_model.pth").is_file()
+
+
+def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_made(small_dataset, tmp_path, capsys):
     cache = tmp_path / "cache"
     train(train_config(small_dataset, cache))
     train(train_config(small_dataset, cache, trainable_stages=1, out_dir=str(tmp_path / "finetuned")))

@@ -1,10 +1,17 @@
-"""Output files: short messages about long lists of names, with the full list in a file."""
+"""Output files: short messages about long lists of names, with the full list in a file; atomic writes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aimonk.outputs import listed
+import pandas as pd
+import pytest
+import torch
+
+from aimonk.checkpoint import save_atomic
+from aimonk.eda import save_table
+from aimonk.errors import AimonkError
+from aimonk.outputs import CURVE_FILE, HISTORY_FILE, atomic_file, listed, write_history
 
 
 def test_a_few_short_names_are_listed_whole_and_nothing_is_written(tmp_path):
@@ -26,3 +33,38 @@ def test_without_a_folder_the_full_list_goes_to_a_temporary_file():
     path = Path(text.removesuffix(")").rsplit("full list in ", 1)[1])
     assert path.read_text().splitlines() == names
     path.unlink()
+
+
+def _save_checkpoint(path: Path, version: int) -> None:
+    save_atomic({"version": torch.full((2000,), float(version))}, path)
+
+
+def _save_history(path: Path, version: int) -> None:
+    write_history(path.parent, [0.5, 0.4, 0.3 + version / 100])
+
+
+def _save_table(path: Path, version: int) -> None:
+    save_table(pd.DataFrame({"a": range(200), "b": version}), path)
+
+
+@pytest.mark.parametrize(("save", "name", "room"), [
+    (_save_checkpoint, "model.pth", 0), (_save_checkpoint, "model.pth", 4096), (_save_history, HISTORY_FILE, 0),
+    (_save_history, CURVE_FILE, 1000), (_save_table, "eda_labels.csv", 100),
+])
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_the_old_file_and_no_temporary(tmp_path, full_disk,
+                                                                                         save, name, room):
+    save(tmp_path / name, 1)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    full_disk(room)
+    with pytest.raises(AimonkError) as caught:
+        save(tmp_path / name, 2)
+    assert str(caught.value) == f"{tmp_path / name}: cannot write: No space left on device"
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()}[name] == before[name]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(before)
+
+
+def test_an_error_reading_another_file_inside_the_block_is_not_called_a_failed_write(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_file(tmp_path / "out.csv", "w") as file:
+        file.write("partial")
+        (tmp_path / "missing.txt").read_text()
+    assert list(tmp_path.iterdir()) == []
