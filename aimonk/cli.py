@@ -85,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=run_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on the validation images it held out")
-    evaluate.add_argument("--model", default=DEFAULT_MODEL)
-    evaluate.add_argument("--data-dir", default=".", help="folder with images/ and labels.txt")
-    evaluate.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
-    evaluate.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
+    add_labelled_data_arguments(evaluate)
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the confidence intervals")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     evaluate.add_argument("--all", action="store_true",
@@ -116,10 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "attribute's verdict; for learnable ones a temperature (where it lowers the log loss "
                                "out of fold) and a best-F1 threshold, with its F1 estimated out of fold. Written "
                                "into the checkpoint; aimonk predict uses them.")
-    tune.add_argument("--model", default=DEFAULT_MODEL)
-    tune.add_argument("--data-dir", default=".", help="folder with images/ and labels.txt")
-    tune.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
-    tune.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
+    add_labelled_data_arguments(tune)
     tune.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdicts' intervals")
     tune.add_argument("--folds", type=int, default=5, help="folds of the validation images for cross-fitting")
     tune.add_argument("--seed", type=int, default=0)
@@ -151,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=96, help="image side in pixels")
     demo.set_defaults(run=run_demo)
     return parser
+
+
+def add_labelled_data_arguments(command: argparse.ArgumentParser) -> None:
+    """A checkpoint and the labelled data it was trained on (evaluate and tune score its validation images)."""
+    command.add_argument("--model", default=DEFAULT_MODEL)
+    command.add_argument("--data-dir", default=".", help="folder with images/ and labels.txt")
+    command.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
+    command.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
 
 
 def run_train(args: argparse.Namespace) -> int:
