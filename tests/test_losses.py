@@ -188,6 +188,36 @@ def test_focal_and_asymmetric_without_focusing_are_bce():
     assert torch.allclose(asymmetric_terms(logits, targets, weight, 0.0, 0.0, 0.0), expected, atol=1e-6)
 
 
+def test_focal_and_asymmetric_defaults_are_the_papers():
+    """Called without settings: focal gamma 2 (Lin et al. 2017); asymmetric gamma+ 0, gamma- 4, clip 0.05 (Ridnik
+    et al. 2021), as the config's defaults."""
+    for loss, terms in (("focal", focal_terms), ("asymmetric", asymmetric_terms)):
+        expected = [[_hand(loss, LOGITS[i, j].item(), TARGETS[i, j].item(), WEIGHT[j].item()) for j in range(3)]
+                    for i in range(2)]
+        assert torch.allclose(terms(LOGITS, TARGETS, WEIGHT), torch.tensor(expected), atol=1e-6)
+
+
+def test_asymmetric_loss_focuses_positives_and_unclipped_negatives_by_their_own_exponents():
+    """gamma+ 1, gamma- 3, no clip: -(w t (1 - p) log p + (1 - t) p^3 log(1 - p)) entry by entry."""
+    expected = []
+    for i in range(2):
+        row = []
+        for j in range(3):
+            p, t, w = torch.sigmoid(LOGITS[i, j]).item(), TARGETS[i, j].item(), WEIGHT[j].item()
+            row.append(-(w * t * (1 - p) * math.log(p) + (1 - t) * p**3 * math.log(1 - p)))
+        expected.append(row)
+    terms = asymmetric_terms(LOGITS, TARGETS, WEIGHT, gamma_pos=1.0, gamma_neg=3.0, clip=0.0)
+    assert torch.allclose(terms, torch.tensor(expected), atol=1e-6)
+
+
+def test_asymmetric_loss_without_clip_stays_finite_on_confident_mistakes():
+    """A negative predicted at logit 20 (p rounds to 1 in float32) costs its BCE, 20, not log(0)."""
+    logits = torch.tensor([[20.0]], requires_grad=True)
+    terms = asymmetric_terms(logits, torch.zeros(1, 1), None, 0.0, 4.0, clip=0.0)
+    (gradient,) = torch.autograd.grad(terms.sum(), logits)
+    assert terms.item() == pytest.approx(20.0) and torch.isfinite(gradient).all()
+
+
 def test_asymmetric_loss_discards_easy_negatives_below_the_margin():
     logits = torch.tensor([[-4.0, -2.0]])  # probabilities 0.018 and 0.119
     terms = asymmetric_terms(logits, torch.zeros(1, 2), None, 0.0, 4.0, clip=0.05)

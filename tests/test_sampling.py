@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_dataset
 
 import aimonk.solvers
 from aimonk.config import TrainConfig
 from aimonk.labels import LabelTable
 from aimonk.resume import TrainingInterrupted
-from aimonk.sampling import SAMPLERS, epoch_plan
+from aimonk.sampling import SAMPLERS, epoch_generator, epoch_plan
 from aimonk.training import train
 
 
@@ -41,6 +42,15 @@ def test_epoch_plans_round_fractional_visits_at_random_and_repeat_exactly():
     assert set(counts[:, 1]) == {2, 3} and 0.4 < counts[:, 1].mean() - 2 < 0.6
     assert np.all(counts[:, [0, 2, 3]] == [1, 1, 3])
     assert epoch_plan(visits, 3, 7, 5) == epoch_plan(visits, 3, 7, 5) != epoch_plan(visits, 3, 7, 6)
+
+
+def test_whole_visits_draw_nothing_for_rounding_so_a_uniform_epoch_keeps_the_reference_plan():
+    """Whole visits leave the epoch's stream to the shuffle and the flips: the plan of training before samplers
+    existed, so runs of the uniform sampler repeat earlier runs of the same seed."""
+    generator = epoch_generator(4, 2)
+    order = torch.randperm(10, generator=generator).tolist()
+    flips = (torch.rand(10, generator=generator) < 0.5).tolist()
+    assert epoch_plan(np.ones(10), 10, seed=4, epoch=2) == [[(row, flips[row]) for row in order]]
 
 
 @pytest.fixture(scope="module")
