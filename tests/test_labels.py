@@ -30,6 +30,7 @@ ACCEPTED = [
      ["a.jpg"], ["Red", "Big", "Old"], [[1, N, 0]]),
     ("subfolder-and-non-ascii-name", "sub/a.jpg 1\ncafé.jpg 0\n".encode(), ["sub/a.jpg", "café.jpg"], None, [[1], [0]]),
     ("png-and-no-extension-names", b"a.png 1 1\nb 0 0\n", ["a.png", "b"], None, [[1, 1], [0, 0]]),
+    ("no-extension-first-and-one-value", b"a 1\nb.jpg 0\n", ["a", "b.jpg"], None, [[1], [0]]),  # not a header
 ]
 
 # (id, file bytes, line named in the error (None: the whole file), words the message must contain)
@@ -57,6 +58,8 @@ REJECTED = [
     ("nested-parent-dir", b"a.jpg 1\nsub/../../x.jpg 0\n", 2, "outside the image folder"),
     ("absolute-path", b"/etc/x.jpg 1\n", 1, "outside the image folder"),
     ("windows-drive", b"a.jpg 1\nC:\\x.jpg 1\n", 2, "outside the image folder"),
+    ("drive-relative", b"a.jpg 1\nC:x.jpg 0\n", 2, "outside the image folder"),
+    ("bare-drive", b"a.jpg 1\nC: 0\n", 2, "outside the image folder"),
     ("backslash-parent", b"..\\x.jpg 1\n", 1, "outside the image folder"),
     ("nul-in-name", b"a.jpg 1\nb\x00.jpg 0\n", 2, "control character"),
     ("latin-1-bytes", b"a.jpg 1\ncaf\xe9.jpg 0\n", 2, "not valid UTF-8"),
@@ -237,3 +240,40 @@ def test_hiding_labels_touches_only_the_given_rows_and_hides_the_share_or_all_bu
     three = table.hide(train, keep=3, seed=1)
     assert np.all(three.known[train].sum(0) == 3)
     assert not np.array_equal(table.hide(train, 0.5, seed=1).known, table.hide(train, 0.5, seed=2).known)
+
+
+# (file bytes, the whole message after "path:line: " or "path: ")
+MESSAGES = [
+    (b"a.jpg 1 0\nb.jpg 1\n", "expected 3 columns (a filename and 2 values), found 2"),
+    (b"a.jpg 1 0 1\nb.jpg 1 0 NA\nc.jpg 0 2 1\n", "value '2' in column 3 is not one of 1, 0, NA"),
+    (b"a.jpg\nb.jpg\n", "expected a filename followed by at least one value"),
+    (b" \n", "no label lines (the file is empty or blank)"),
+    (b"filename A B\n", "a header but no label lines"),
+    (b"a.jpg 1\ncaf\xe9.jpg 0\n", "not valid UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), MESSAGES)
+def test_each_error_message_says_exactly_what_is_wrong(tmp_path, content, message):
+    path = _write(tmp_path, content)
+    with pytest.raises(LabelFileError) as caught:
+        read_labels(path)
+    assert str(caught.value).split(": ", 1)[1] == message  # after "path:line" or "path"
+
+
+def test_an_unreadable_labels_file_is_named_with_the_reason(tmp_path):
+    folder = tmp_path / "labels.txt"
+    folder.mkdir()
+    with pytest.raises(LabelFileError) as caught:
+        read_labels(folder)
+    assert str(caught.value) == f"{folder}: cannot read labels file: Is a directory"
+    assert caught.value.path == folder and caught.value.line is None
+
+
+def test_the_table_remembers_its_file_and_hiding_keeps_it_names_and_seed_zero(tmp_path):
+    path = _write(tmp_path, "".join(f"img_{i}.jpg {i % 2} 1\n" for i in range(20)).encode())
+    table = read_labels(path)
+    assert table.path == path
+    hidden = table.hide(np.arange(20), fraction=0.5)
+    assert (hidden.path, hidden.filenames, hidden.attributes) == (path, table.filenames, table.attributes)
+    assert np.array_equal(hidden.known, table.hide(np.arange(20), fraction=0.5, seed=0).known)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import label_table
 from sklearn.metrics import f1_score, roc_auc_score
@@ -221,3 +223,117 @@ def test_confident_mistakes_are_the_most_confident_wrong_decisions_per_attribute
     mistakes = confident_mistakes(table, np.array([[0.2], [0.9], [0.6], [0.4], [0.99]]), [0.5], count=1)
     assert mistakes[["kind", "image", "probability"]].values.tolist() == [
         ["false positive", "image_1.jpg", 0.9], ["false negative", "image_0.jpg", 0.2]]  # image_4: label unknown
+
+
+def test_resampled_metrics_of_no_images_are_nan_per_resample_and_accept_zero_one_labels():
+    """No known images: a float NaN per resample (row of weights); labels given as 0/1 integers are read as
+    booleans (`~` of an integer array is not negation)."""
+    empty = resampled_metrics(np.zeros(0, bool), np.zeros(0), 0.5, np.zeros((3, 0)))
+    for metric in ("precision", "recall", "f1", "ap", "roc_auc"):
+        assert empty[metric].shape == (3,) and empty[metric].dtype == np.float64 and np.isnan(empty[metric]).all()
+    assert all(np.isnan(value) and isinstance(value, float) for value in point_metrics(np.zeros(0, bool),
+                                                                                      np.zeros(0), 0.5).values())
+    truth, scores = np.array([1, 0, 1, 0, 0]), np.array([0.9, 0.8, 0.4, 0.3, 0.1])
+    weights = bootstrap_weights(np.array([[0, 1, 2, 3, 4], [0, 0, 1, 2, 4]]), 5)
+    as_integers = resampled_metrics(truth, scores, 0.5, weights)
+    as_booleans = resampled_metrics(truth.astype(bool), scores, 0.5, weights)
+    for metric in as_booleans:
+        np.testing.assert_array_equal(as_integers[metric], as_booleans[metric])
+    assert as_booleans["roc_auc"][0] == pytest.approx(5 / 6)
+
+
+def test_bootstrap_weights_count_the_draws_of_each_item():
+    np.testing.assert_array_equal(bootstrap_weights(np.array([[0, 0, 2], [1, 2, 2]]), 4),
+                                  [[2, 0, 1, 0], [0, 1, 2, 0]])
+
+
+def test_attributes_with_one_class_or_no_known_labels_are_evaluated_without_warnings(rng: np.random.Generator):
+    """NaN metrics and intervals, and not a RuntimeWarning or UndefinedMetricWarning printed per attribute."""
+    truth = np.stack([np.ones(20, bool), np.zeros(20, bool), rng.random(20) < 0.5, rng.random(20) < 0.5], 1)
+    known = np.ones((20, 4), bool)
+    known[:, 3] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = evaluate(label_table(truth, known), rng.random((20, 4)), n_bootstrap=50)
+        for labels in truth.T[:2]:
+            assert np.isnan(point_metrics(labels, rng.random(20), 0.5)["roc_auc"])
+    assert np.isnan(results.loc[["Attr1", "Attr2", "Attr4"], ["roc_auc", "roc_auc_low", "roc_auc_high"]]).all().all()
+    assert np.isnan(results.loc["Attr4", "prevalence"]) and results.loc["Attr4", "n"] == 0
+
+
+def test_the_intervals_are_drawn_from_every_known_image_with_the_seed_and_confidence(rng: np.random.Generator):
+    """By default 1000 resamples of the known images, drawn with seed 0 per attribute in turn, and the 95 %
+    percentile interval; `confidence` sets the interval."""
+    truth = rng.random((30, 2)) < 0.5
+    scores = np.clip(truth * 0.2 + rng.random((30, 2)), 0, 1)
+    table = label_table(truth)
+    for confidence, results in ((0.95, evaluate(table, scores)), (0.5, evaluate(table, scores, confidence=0.5))):
+        draws = np.random.default_rng(0)
+        for j, name in enumerate(table.attributes):
+            samples = draws.integers(0, 30, size=(1000, 30))
+            resampled = resampled_metrics(truth[:, j], scores[:, j], 0.5, bootstrap_weights(samples, 30))
+            for metric in ("f1", "roc_auc"):
+                low, high = percentile_interval(resampled[metric], confidence)
+                assert (results.loc[name, f"{metric}_low"], results.loc[name, f"{metric}_high"]) == (low, high)
+
+
+def test_format_table_shows_every_metric_with_the_digits_asked(rng: np.random.Generator):
+    truth = rng.random(60) < 0.5
+    results = evaluate(label_table(truth), truth[:, None] * 0.5 + 0.25, [0.6], n_bootstrap=20)
+    assert format_table(results, digits=3).loc["Attr1", "roc_auc"] == "1.000 [1.000, 1.000]"
+
+
+def test_five_positives_are_enough_to_judge_and_an_f1_equal_to_all_positive_is_no_better():
+    row = {"positives": 5, "negatives": 5, "roc_auc_low": 0.6, "roc_auc_high": 0.9, "f1": 0.5,
+           "f1_all_positive": 0.5}
+    assert short_verdict(row) == "ranks only"
+    assert short_verdict({**row, "f1": 0.51}) == "above chance"
+    assert short_verdict({**row, "positives": 4}) == "too few"
+
+
+def test_confident_mistakes_show_count_per_kind_most_confident_first_ties_in_row_order():
+    """Three of each kind by default; at the threshold is decided present; equal probabilities in row order; the
+    rows are rows of the label table (unknown labels skipped), with exactly these columns."""
+    probabilities = np.array([0.5, 0.9, 0.9, 0.9, 0.9, 0.7, 0.1, 0.3, 0.3, 0.3, 0.3, 0.49, 0.8, 0.2])
+    truth = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0], bool)
+    known = np.ones(14, bool)
+    known[1] = False
+    table = label_table(truth, known)
+    mistakes = confident_mistakes(table, probabilities[:, None], [0.5])
+    assert list(mistakes.columns) == ["attribute", "kind", "row", "image", "probability"]
+    assert mistakes[["attribute", "kind", "row"]].values.tolist() == [
+        ["Attr1", "false positive", 2], ["Attr1", "false positive", 3], ["Attr1", "false positive", 4],
+        ["Attr1", "false negative", 6], ["Attr1", "false negative", 7], ["Attr1", "false negative", 8]]
+    assert mistakes["image"].tolist() == [f"image_{i}.jpg" for i in (2, 3, 4, 6, 7, 8)]
+    assert len(confident_mistakes(table, probabilities[:, None], [0.5], count=10)) == 5 + 6  # row 0, at 0.5, too
+    many = np.round(np.random.default_rng(0).uniform(0.5, 1, 40), 1)  # 40 false positives, 6 values: a
+    tied = confident_mistakes(label_table(np.zeros(40)), many[:, None], [0.5], count=40)  # non-stable sort reorders
+    assert tied["row"].tolist() == sorted(range(40), key=lambda row: (-many[row], row))
+    nothing_wrong = confident_mistakes(label_table(np.array([1, 0])), np.array([[0.9], [0.1]]), [0.5])
+    assert nothing_wrong.empty and list(nothing_wrong.columns) == ["attribute", "kind", "row", "image", "probability"]
+
+
+def test_the_compact_table_aligns_its_columns_under_their_headings():
+    """Counts and the threshold right-aligned, metrics left-aligned, each column as wide as its heading or widest
+    cell, two spaces apart; a name that fits exactly is whole, a longer one is cut to the 99 columns."""
+    results = pd.DataFrame({
+        "n": [100, 8], "positives": [40, 3], "negatives": [60, 5], "threshold": [0.5, 0.25],
+        "roc_auc": [0.9, np.nan], "roc_auc_low": [0.8, np.nan], "roc_auc_high": [0.95, np.nan],
+        "ap": [0.7, 0.5], "ap_low": [np.nan, np.nan], "ap_high": [np.nan, np.nan],
+        "f1": [0.6, 0.4], "f1_low": [0.5, 0.3], "f1_high": [0.7, 0.5], "f1_all_positive": [0.57, 0.5],
+    }, index=pd.Index(["Attr1", "Tiny"], name="attribute"))
+    assert compact_table(results) == [
+        "attribute    n  pos  ROC AUC           AP    F1 at thr          thr  verdict",
+        "Attr1      100   40  0.90 [0.80,0.95]  0.70  0.60 [0.50,0.70]  0.50  above chance",
+        "Tiny         8    3  n/a               0.50  0.40 [0.30,0.50]  0.25  too few",
+    ]
+    results.index = pd.Index(["x" * 200, "Tiny"], name="attribute")
+    header, long, _ = compact_table(results)
+    assert len(header) < len(long) == 99 and long.startswith("x" * 20) and long.split()[0].endswith("x~")
+    fits = len(long.split()[0])
+    results.index = pd.Index(["y" * fits, "Tiny"], name="attribute")
+    assert compact_table(results)[1].split()[0] == "y" * fits
+    results[["positives", "roc_auc", "roc_auc_low", "roc_auc_high"]] = [[40, 0.6, 0.4, 0.7]] * 2
+    results.index = pd.Index(["x" * 200, "Tiny"], name="attribute")
+    header, long, _ = compact_table(results)  # both "chance", shorter than the heading "verdict"
+    assert len(header) == 99 and long.endswith("chance") and long.split()[0].endswith("x~")

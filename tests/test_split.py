@@ -6,6 +6,7 @@ attribute's positives (a rare attribute's few included) and of its unknown label
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,13 @@ def test_no_validation_split_trains_on_everything():
     assert np.array_equal(train, np.arange(20)) and val.size == 0
     with pytest.raises(ValueError, match="val_fraction"):
         stratified_split(table, 1.0, 0)
+
+
+def test_labels_with_unknowns_are_split_without_numpy_warnings():
+    """Strata come from the known positives without dividing by the known mask (0/0 warns at every NA)."""
+    rng = np.random.default_rng(0)
+    table = label_table(rng.random((40, 2)) < 0.5, rng.random((40, 2)) < 0.7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, val = stratified_split(table, 0.25, 0)
+    assert len(val) == 10 and len(train) == 30

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import write_dataset
 
-from aimonk.checkpoint import FORMAT, load_checkpoint, load_safely, save_atomic, save_tuning
+from aimonk.checkpoint import FORMAT, _is, load_checkpoint, load_safely, save_atomic, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import CheckpointError, WeightsUnavailableError
@@ -206,8 +206,18 @@ def test_thresholds_of_another_length_are_not_saved(trained, tmp_path):
     copy.write_bytes(trained.read_bytes())
     with pytest.raises(CheckpointError, match=rf"^{copy}: 2 thresholds for 3 attributes$"):
         save_tuning(copy, thresholds=[0.2, 0.3])
+    with pytest.raises(ValueError, match="^threshold is not a per-attribute entry of a checkpoint$"):
+        save_tuning(copy, threshold=[0.2, 0.3, 0.4])
     save_tuning(copy, thresholds=[0.2, 0.3, 0.4])
     assert load_checkpoint(copy)["thresholds"] == pytest.approx([0.2, 0.3, 0.4])
+
+
+def test_per_attribute_entries_must_hold_their_kind_and_numbers_are_not_booleans():
+    """The check behind "malformed thresholds" (and verdicts, learnable, temperatures), one value at a time: a
+    threshold or temperature is an int or a float but not a bool; a verdict a str; learnable a bool."""
+    assert _is(0.5, float) and _is(1, float) and not _is(True, float) and not _is("0.5", float)
+    assert _is("above chance", str) and not _is(1.0, str)
+    assert _is(False, bool) and not _is(0, bool)
 
 
 def test_training_state_is_not_a_model_checkpoint(trained):
