@@ -155,6 +155,13 @@ def add_labelled_data_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
 
 
+def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The labels file and image folder that `add_labelled_data_arguments`' options name."""
+    data_dir = Path(args.data_dir)
+    return (Path(args.labels) if args.labels else data_dir / "labels.txt",
+            Path(args.image_dir) if args.image_dir else data_dir / "images")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from aimonk.config import config_from_arguments, recipe_description
     from aimonk.resume import TrainingInterrupted
@@ -240,11 +247,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
-    data_dir = Path(args.data_dir)
     with atomic_file(args.csv if _main_process() else None, "w", newline="", encoding="utf-8") as table:
         scores = score_checkpoint(  # under torchrun, each process scores its share of the images
-            args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
-            Path(args.image_dir) if args.image_dir else data_dir / "images",
+            args.model, *labelled_data_paths(args),
             include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
         )
         if not _main_process():
@@ -279,7 +284,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from aimonk.errors import ImageReadError
     from aimonk.explain import explain, output_name, overlay, upsampled
     from aimonk.images import image_files, open_rgb
     from aimonk.outputs import atomic_file
@@ -317,10 +321,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 1 or args.folds < 2:
         raise AimonkError("--bootstrap must be at least 1 and --folds at least 2")
-    data_dir = Path(args.data_dir)
-    scores = score_checkpoint(args.model, Path(args.labels) if args.labels else data_dir / "labels.txt",
-                              Path(args.image_dir) if args.image_dir else data_dir / "images", device=args.device,
-                              calibrated=False)
+    scores = score_checkpoint(args.model, *labelled_data_paths(args), device=args.device, calibrated=False)
     if not _main_process():  # under torchrun every process scored its share; rank 0 alone tunes and writes
         return 0
     tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
