@@ -92,7 +92,8 @@ def tune_checkpoint(
     """
     table = scores.table
     verdicts = evaluate(table, scores.probabilities, n_bootstrap=n_bootstrap, seed=seed)
-    learnable = [short_verdict(row) in LEARNABLE for _, row in verdicts.iterrows()]
+    short = [short_verdict(row) for _, row in verdicts.iterrows()]
+    learnable = [verdict in LEARNABLE for verdict in short]
     temperatures, before, after = [], [], []
     for j in range(len(table.attributes)):
         known, truth = table.known_labels(j)
@@ -106,7 +107,7 @@ def tune_checkpoint(
     save_tuning(model_path, thresholds=thresholds["threshold"].tolist(), verdicts=verdicts["verdict"].tolist(),
                 learnable=learnable, temperatures=temperatures)
     frame = thresholds.copy()
-    frame.insert(0, "verdict", [short_verdict(row) for _, row in verdicts.iterrows()])
+    frame.insert(0, "verdict", short)
     frame.insert(1, "roc_auc", verdicts["roc_auc"])
     frame.insert(3, "temperature", temperatures)
     frame["ece_before"], frame["ece_after"] = before, after

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from aimonk.config import TrainConfig
 
 
-
 @dataclass
 class TrainingRun:
     """What a solver works with: settings, model, data, loss, where to save, and the state to continue from."""

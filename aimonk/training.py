@@ -58,7 +58,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     state = load_train_state(out_dir) if resume else None
     if state is not None:
         config = resumed_config(state["config"], out_dir, config.progress)
-    config.check()
+        config.check()
     dist = start(config.device)  # under torchrun: this process's rank and device (every process runs this recipe)
     if dist.is_main:  # rank 0 alone reports and writes into out_dir
         remove_stale_temporaries(out_dir)
