@@ -44,11 +44,15 @@ def to_logits(probabilities: np.ndarray) -> np.ndarray:
     return np.log(clipped) - np.log1p(-clipped)
 
 
+def log_losses(truth: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Each label's negative log-likelihood under sigmoid(logits / temperature)."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    return np.logaddexp(0.0, np.where(np.asarray(truth, dtype=bool), -scaled, scaled))
+
+
 def log_loss(truth: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of the labels under sigmoid(logits / temperature)."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    truth = np.asarray(truth, dtype=bool)
-    return float(np.mean(np.logaddexp(0.0, np.where(truth, -scaled, scaled))))
+    return float(np.mean(log_losses(truth, logits, temperature)))
 
 
 def fit_temperature(truth: np.ndarray, logits: np.ndarray) -> float:
@@ -79,9 +83,8 @@ def temperature_if_it_helps(
     before, after = np.zeros(len(truth)), np.zeros(len(truth))
     for fit, held_out in splitter.split(logits.reshape(-1, 1), truth):
         temperature = fit_temperature(truth[fit], logits[fit])
-        for losses, t in ((before, 1.0), (after, temperature)):
-            scaled = logits[held_out] / t
-            losses[held_out] = np.logaddexp(0.0, np.where(truth[held_out], -scaled, scaled))
+        before[held_out] = log_losses(truth[held_out], logits[held_out])
+        after[held_out] = log_losses(truth[held_out], logits[held_out], temperature)
     helps = after.mean() < before.mean()
     return (fit_temperature(truth, logits) if helps else 1.0), float(before.mean()), float(after.mean())
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from aimonk.labels import LabelTable
-from aimonk.metrics import bootstrap_weights, percentile_interval, resampled_metrics
+from aimonk.metrics import bootstrap_weights, percentile_interval, resampled_metrics, with_interval
 
 METRICS = ("ap", "roc_auc", "f1")
 OVERALL = "all attributes"
@@ -100,14 +100,9 @@ class Comparison:
         """For one attribute (or all), a row per run: each metric `value [low, high]`, the paired difference of AP
         from `reference` with its interval, and the share of resamples where the run beats it; best AP first."""
         table = self.table_against(reference).xs(attribute, level="attribute")
-
-        def cell(row: pd.Series, name: str) -> str:
-            if np.isnan(row[name]):
-                return "n/a"
-            return f"{row[name]:.{digits}f} [{row[f'{name}_low']:.{digits}f}, {row[f'{name}_high']:.{digits}f}]"
-
         names = OVERALL_NAMES if attribute == OVERALL else {"ap": "AP", "roc_auc": "ROC AUC", "f1": "F1"}
-        shown = pd.DataFrame({names[metric]: table.apply(cell, axis=1, name=metric) for metric in METRICS})
+        shown = pd.DataFrame({names[metric]: table.apply(with_interval, axis=1, metric=metric, digits=digits)
+                              for metric in METRICS})
         shown[f"{names['ap']} - {reference}"] = table.apply(
             lambda row: f"{row.ap_diff:+.{digits}f} [{row.ap_diff_low:+.{digits}f}, {row.ap_diff_high:+.{digits}f}]",
             axis=1)

@@ -37,6 +37,14 @@ def _focus(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
     return base**gamma if gamma else 1.0  # 0 ** 0 would be 1 but its gradient NaN
 
 
+def _combined(positive: torch.Tensor, negative: torch.Tensor, targets: torch.Tensor,
+              pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """Each entry's loss: its positive term (weighted by `pos_weight`) where present, its negative term where not."""
+    if pos_weight is not None:
+        positive = positive * pos_weight
+    return targets * positive + (1 - targets) * negative
+
+
 def focal_terms(
     logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, gamma: float = 2.0
 ) -> torch.Tensor:
@@ -44,9 +52,7 @@ def focal_terms(
     p = torch.sigmoid(logits)
     positive = -F.logsigmoid(logits) * _focus(1 - p, gamma)
     negative = -F.logsigmoid(-logits) * _focus(p, gamma)
-    if pos_weight is not None:
-        positive = positive * pos_weight
-    return targets * positive + (1 - targets) * negative
+    return _combined(positive, negative, targets, pos_weight)
 
 
 def asymmetric_terms(
@@ -62,9 +68,7 @@ def asymmetric_terms(
         negative = -torch.log1p(-shifted) * _focus(shifted, gamma_neg)
     else:
         negative = -F.logsigmoid(-logits) * _focus(p, gamma_neg)
-    if pos_weight is not None:
-        positive = positive * pos_weight
-    return targets * positive + (1 - targets) * negative
+    return _combined(positive, negative, targets, pos_weight)
 
 
 @LOSSES.register("bce")
