@@ -36,7 +36,7 @@ def _busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_seconds() -> float:
+def cpu_seconds() -> float:
     """CPU seconds used by this process and its finished children (DataLoader workers, subprocesses)."""
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return sum(u.ru_utime + u.ru_stime for u in usage)
@@ -46,13 +46,13 @@ class Stopwatch:
     """`with Stopwatch() as watch:` -> watch.seconds, and watch.others: CPU seconds other processes used meanwhile."""
 
     def __enter__(self) -> Stopwatch:
-        self._busy, self._own, self._start = _busy_seconds(), _own_seconds(), time.perf_counter()
+        self._busy, self._own, self._start = _busy_seconds(), cpu_seconds(), time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.seconds = time.perf_counter() - self._start
         busy = _busy_seconds()
-        self.others = None if busy is None else max(0.0, (busy - self._busy) - (_own_seconds() - self._own))
+        self.others = None if busy is None else max(0.0, (busy - self._busy) - (cpu_seconds() - self._own))
 
     def note(self) -> str:
         """Empty, or a warning when other processes took more than 5 % of the machine during the measurement."""

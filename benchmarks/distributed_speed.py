@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import ROOT, machine
+from common import ROOT, cpu_seconds, machine
 
 WORKER = "--worker"  # the script itself runs in each process, timing the phases of aimonk.training.train
 
@@ -51,12 +50,6 @@ def worker(arguments: list[str]) -> None:
     training.SOLVERS = {name: Solver(timed("fit", SOLVERS[name].fit), SOLVERS[name].full_batch) for name in SOLVERS}
     result = training.train(config_from_arguments(build_parser().parse_args(["train", *arguments])))
     print(json.dumps({**timings, "images": len(result.data.table), "steps": len(result.history)}), flush=True)
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its children that have ended (DataLoader workers end with each pass)."""
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 def launch(processes: int, arguments: list[str]) -> dict:
@@ -99,6 +92,7 @@ def main() -> None:
               f"{cold['data_cpu'] / cold['images'] * 1000:7.1f}ms {cold['wall']:6.1f}s | {warm['fit']:7.2f}s "
               f"{warm['fit_cpu']:5.1f}s {warm['fit_cpu'] / warm['steps'] * 1000:6.1f}ms {warm['wall']:6.1f}s | "
               f"{os.getloadavg()[0]:.1f}", flush=True)
+
 
 if __name__ == "__main__":
     if sys.argv[1:2] == [WORKER]:
