@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 train: setup  ## train on the embedded demo data (images/ + labels.txt) into models/
 	$(BIN)/aimonk train
 
-lint: setup
+lint: setup  ## ruff, and the layers of the house (import-linter: no import runs back up, no circles)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: lint  ## unit tests, then the notebooks under nbval; notebooks write to a temporary folder, not models/
 	$(BIN)/python -m pytest tests

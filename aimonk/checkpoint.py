@@ -1,7 +1,7 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True.
 
 The model checkpoint's layout is written and checked here, in one place (`save_model_checkpoint`,
-`load_checkpoint`); the resumable training state has its own format in `aimonk.resume`.
+`load_checkpoint`); the resumable training state has its own format in `aimonk.train.resume`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from aimonk.errors import CheckpointError
-from aimonk.outputs import atomic_file
+from aimonk.io import atomic_file
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")

@@ -1,28 +1,26 @@
 """TrainConfig: every setting of a training run, one field each, with its help text and valid values beside it.
 
-`aimonk train` has one option per field (`--batch-size` sets `batch_size`), generated from this class, so a new
-setting is one field here. Choices that name a method come from its registry (LOSSES, SAMPLERS, SOLVERS, ...).
+`aimonk train` has one option per setting (`--batch-size` sets `batch_size`), generated from this class, so a new
+setting is one field here. Choices that name a method come from its registry (LOSSES, SAMPLERS, SOLVERS, ...), and
+a method's own settings (`focal_gamma` of the focal loss) are declared by its registry entry (`EntryOption`), not
+here: they are settings like the others (`config.focal_gamma`, `--focal-gamma`, stored in the checkpoint).
 RECIPES are named sets of settings; any option given explicitly overrides the recipe.
+
+This module imports only the registry: checking `--loss focal` loads the losses, never the training code.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from aimonk.backbones import BACKBONES
 from aimonk.errors import AimonkError
-from aimonk.losses import LOSSES, NA_MODES, POS_WEIGHTS
-from aimonk.registry import Registry
-from aimonk.runtime import resolve_device
-from aimonk.sampling import SAMPLERS
-from aimonk.solvers import LR_SCHEDULES, SOLVERS
+from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, RECIPES, SAMPLERS, SOLVERS, Registry
 
 PRECISIONS = ("bf16", "fp32")
-RECIPES: Registry[dict[str, Any]] = Registry("recipe")  # entries below the class
 Check = Callable[[Any], "str | None"]
 
 
@@ -30,6 +28,16 @@ def option(default: Any, help: str, *, choices: Registry | tuple[str, ...] | Non
            check: Check | None = None) -> Any:
     """A config field with its command-line help, its valid choices (a registry or a tuple) and a value check."""
     return field(default=default, metadata={"help": help, "choices": choices, "check": check})
+
+
+@dataclass(frozen=True)
+class EntryOption:
+    """A setting that belongs to one registry entry (`focal_gamma` of the focal loss), declared beside it."""
+
+    name: str
+    default: float | int | str
+    help: str
+    check: Check | None = None
 
 
 def at_least(low: float) -> Check:
@@ -44,9 +52,9 @@ def fraction(value: float) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
-@dataclass
+@dataclass(init=False, eq=False)
 class TrainConfig:
-    """Everything that defines a run; stored in the checkpoint and in the resumable state."""
+    """Everything that defines a run; stored in the checkpoint and in the resumable state (as `to_dict()`)."""
 
     data_dir: str = option(".", "folder with images/ and labels.txt")
     labels: str | None = option(None, "labels file (default: DATA_DIR/labels.txt)")
@@ -70,19 +78,10 @@ class TrainConfig:
                                  check=at_least(0))
     lr_schedule: str = option("constant", "learning rate over the iterations (adam)", choices=LR_SCHEDULES)
     warmup_steps: int = option(0, "iterations of linear learning-rate warm-up (adam)", check=at_least(0))
-    cv_folds: int = option(5, "folds of the training images on which lbfgs chooses each attribute's L2 strength",
-                           check=at_least(2))
     loss: str = option("bce", "loss per label", choices=LOSSES)
-    focal_gamma: float = option(2.0, "focusing exponent of the focal loss", check=at_least(0))
-    asl_gamma_pos: float = option(0.0, "focusing exponent of positives in the asymmetric loss", check=at_least(0))
-    asl_gamma_neg: float = option(4.0, "focusing exponent of negatives in the asymmetric loss", check=at_least(0))
-    asl_clip: float = option(0.05, "probability margin below which negatives count nothing (asymmetric loss)",
-                             check=fraction)
     na_mode: str = option("ignore", "what an NA label means to the loss", choices=NA_MODES)
     pos_weight: str = option("none", "weight of positive labels per attribute", choices=POS_WEIGHTS)
     sampler: str = option("uniform", "how often each training image is visited", choices=SAMPLERS)
-    repeat_threshold: float = option(0.3, "repeat_factor: attributes positive in fewer than this share of their "
-                                     "known labels get their images repeated", check=positive)
     seed: int = option(0, "the split, initialisation, order and flips; the same seed repeats a run")
     split_seed: int | None = option(None, "seed of the train/validation split alone (default: --seed), so that "
                                     "runs with several seeds share one split")
@@ -104,31 +103,100 @@ class TrainConfig:
     progress: bool = option(True, "show progress bars")
     device: str = option("cpu", "cpu, cuda, cuda:1, ...")
 
+    def __init__(self, **settings: Any) -> None:
+        """Settings by name (`TrainConfig(lr=1e-3, focal_gamma=1.0)`); the others keep their defaults."""
+        for spec in fields(self):
+            setattr(self, spec.name, settings.pop(spec.name) if spec.name in settings else spec.default)
+        self.options = settings  # the registry entries' own settings given (checked by `check`)
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not fields: the entries' options
+        if not name.startswith("_") and name != "options":
+            declared = entry_options()
+            if name in declared:
+                return self.options.get(name, declared[name].default)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{name}={value!r}' for name, value in self.to_dict().items())})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting by name, the entries' options included (what checkpoints store)."""
+        return {name: getattr(self, name) for name in setting_names()}
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig(**{**self.to_dict(), **changes})
+
     @property
     def labels_path(self) -> Path:
-        return Path(self.labels) if self.labels else Path(self.data_dir) / "labels.txt"
+        return data_paths(self.data_dir, self.labels, self.image_dir)[0]
 
     @property
     def images_path(self) -> Path:
-        return Path(self.image_dir) if self.image_dir else Path(self.data_dir) / "images"
+        return data_paths(self.data_dir, self.labels, self.image_dir)[1]
 
     def check(self) -> None:
-        """Refuse values outside each field's choices or checks, with the option's name, and an unusable device."""
+        """Refuse unknown settings and values outside each one's choices or checks, with the option's name."""
+        declared = entry_options()
+        unknown = sorted(set(self.options) - set(declared))
+        if unknown:
+            raise AimonkError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(setting_names())}")
         for spec in fields(self):
             value = getattr(self, spec.name)
             choices = spec.metadata.get("choices")
             if choices is not None and value not in choices:
                 kind = choices.kind if isinstance(choices, Registry) else spec.name
                 raise AimonkError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
-            problem = spec.metadata["check"](value) if spec.metadata.get("check") else None
-            if problem:
-                raise AimonkError(f"{spec.name} {problem}, got {value}")
-        resolve_device(self.device)
+            _check(spec.name, value, spec.metadata.get("check"))
+        for name, value in self.options.items():
+            _check(name, value, declared[name].check)
 
     @classmethod
     def from_recipe(cls, recipe: str = "reference", **overrides: Any) -> TrainConfig:
         """The recipe's settings with `overrides` on top."""
         return cls(**{**RECIPES[recipe], "recipe": recipe, **overrides})
+
+
+def data_paths(data_dir: str | Path, labels: str | Path | None, image_dir: str | Path | None) -> tuple[Path, Path]:
+    """The labels file and the image folder: as given, else DATA_DIR/labels.txt and DATA_DIR/images."""
+    return (Path(labels) if labels else Path(data_dir) / "labels.txt",
+            Path(image_dir) if image_dir else Path(data_dir) / "images")
+
+
+def _check(name: str, value: Any, check: Check | None) -> None:
+    problem = check(value) if check else None
+    if problem:
+        raise AimonkError(f"{name} {problem}, got {value}")
+
+
+def method_fields() -> Iterator[tuple[Field, Registry]]:
+    """The fields whose value names a registry entry, with that registry."""
+    for spec in fields(TrainConfig):
+        if isinstance(spec.metadata.get("choices"), Registry):
+            yield spec, spec.metadata["choices"]
+
+
+def entry_options() -> dict[str, EntryOption]:
+    """The options declared by the entries of every registry a setting chooses from, by name."""
+    declared: dict[str, EntryOption] = {}
+    for _, registry in method_fields():
+        for entry_option in registry.options():
+            if declared.setdefault(entry_option.name, entry_option) != entry_option:
+                raise ValueError(f"option {entry_option.name!r} is declared twice, differently")
+    return declared
+
+
+def setting_names() -> list[str]:
+    """Every setting, in the order of the fields, each entry's options after the field that chooses it."""
+    names = []
+    for spec in fields(TrainConfig):
+        names.append(spec.name)
+        choices = spec.metadata.get("choices")
+        if isinstance(choices, Registry):
+            names += [entry_option.name for entry_option in choices.options()]
+    return names
 
 
 RECIPES.add("reference", {}, "the reference system: frozen ResNet18, Adam lr 1e-5, batch 16, 5 epochs, masked BCE")
@@ -138,15 +206,16 @@ RECIPES.add("recommended", {"solver": "lbfgs", "standardise_features": True},
 
 
 def choices_of(name: str) -> list[str] | None:
-    """The valid values of a field, or None if any value of its type goes."""
-    choices = {spec.name: spec for spec in fields(TrainConfig)}[name].metadata.get("choices")
+    """The valid values of a setting, or None if any value of its type goes."""
+    spec = {spec.name: spec for spec in fields(TrainConfig)}.get(name)
+    choices = None if spec is None else spec.metadata.get("choices")
     return None if choices is None else list(choices)
 
 
 def recipe_description(config: TrainConfig) -> str:
     """`recommended`, or `reference with lr=0.001, epochs=20`: the recipe and the settings that differ from it."""
-    base = asdict(TrainConfig.from_recipe(config.recipe))
-    changed = [f"{name}={value}" for name, value in asdict(config).items() if base[name] != value
+    base = TrainConfig.from_recipe(config.recipe).to_dict()
+    changed = [f"{name}={value}" for name, value in config.to_dict().items() if base[name] != value
                and name not in PLACES]
     return config.recipe + (f" with {', '.join(changed)}" if changed else "")
 
@@ -158,26 +227,33 @@ _TYPES = {"str": str, "str | None": str, "int": int, "int | None": int, "float":
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field. Options not given stay absent, so the recipe's values apply."""
-    for spec in fields(TrainConfig):
-        flag = "--" + spec.name.replace("_", "-")
-        default = spec.default if spec.default is not MISSING else None
-        choices = choices_of(spec.name)
+    """One option per setting. Options not given stay absent, so the recipe's values apply."""
+    declared = entry_options()
+    for name in setting_names():
+        spec = {spec.name: spec for spec in fields(TrainConfig)}.get(name)
+        if spec is None:  # an entry's own option
+            entry_option = declared[name]
+            _add_option(parser, name, type(entry_option.default).__name__, entry_option.help, entry_option.default)
+            continue
         help_text = spec.metadata["help"]
         if isinstance(spec.metadata.get("choices"), Registry):
             help_text += f" ({spec.metadata['choices'].describe()})"
-        if default is not None:
-            help_text += f" [default: {default}]"
-        if spec.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
-        else:  # choices are checked by TrainConfig.check, whose one-line error lists them
-            metavar = "{" + ",".join(choices) + "}" if choices else spec.name.upper()
-            parser.add_argument(flag, type=_TYPES[spec.type], default=argparse.SUPPRESS, help=help_text,
-                                metavar=metavar)
+        _add_option(parser, name, spec.type, help_text, spec.default, choices_of(name))
+
+
+def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, help_text: str, default: Any,
+                choices: list[str] | None = None) -> None:
+    flag = "--" + name.replace("_", "-")
+    if default is not None:
+        help_text += f" [default: {default}]"
+    if kind == "bool":
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+    else:  # choices are checked by TrainConfig.check, whose one-line error lists them
+        metavar = "{" + ",".join(choices) + "}" if choices else name.upper()
+        parser.add_argument(flag, type=_TYPES[kind], default=argparse.SUPPRESS, help=help_text, metavar=metavar)
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> TrainConfig:
     """The recipe named on the command line (or `reference`), with the options given on top."""
-    given = {spec.name: getattr(arguments, spec.name) for spec in fields(TrainConfig) if hasattr(arguments, spec.name)}
+    given = {name: getattr(arguments, name) for name in setting_names() if hasattr(arguments, name)}
     return TrainConfig.from_recipe(given.pop("recipe", "reference"), **given)

@@ -21,9 +21,44 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from aimonk.errors import AimonkError
-from aimonk.runtime import resolve_device
 
 T = TypeVar("T")
+
+
+ACCELERATORS = {"cuda": "CUDA GPU", "mps": "Apple MPS device", "xpu": "Intel XPU"}  # torch.<type> has is_available
+
+
+def available_devices() -> list[str]:
+    """The devices usable here: `cpu`, then `cuda:0`, `cuda:1`, ... and any other accelerator found."""
+    found = ["cpu"]
+    for kind in ACCELERATORS:
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            found += [f"{kind}:{index}" for index in range(backend.device_count())]
+    return found
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The device `name` names, refused with one line if it is not a device name or not usable on this machine.
+
+    Cheap (no GPU context is created), so every command calls it before any work.
+    """
+    available = f"available: {', '.join(available_devices())}"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise AimonkError(f"--device {name}: not a device name, e.g. cpu, cuda, cuda:1 ({available})") from None
+    if device.type == "cpu":
+        return device
+    if device.type not in ACCELERATORS:
+        raise AimonkError(f"--device {name}: aimonk does not run on {device.type} devices ({available})")
+    backend = getattr(torch, device.type, None)
+    count = backend.device_count() if backend is not None and backend.is_available() else 0
+    if count == 0:
+        raise AimonkError(f"--device {name}: no {ACCELERATORS[device.type]} is available here ({available})")
+    if device.index is not None and device.index >= count:
+        raise AimonkError(f"--device {name}: there is no {device.type} device {device.index} here ({available})")
+    return device
 
 
 @dataclass(frozen=True)
@@ -82,6 +117,19 @@ class Distributed:
                 yield from (share[i] for i in range(chunk) for share in parts if i < len(share))
 
 
+_world = Distributed()  # this process's place, once `start` has found it
+
+
+def world() -> Distributed:
+    """This process's place in the job, as `start` found it; a world of one on the CPU before."""
+    return _world
+
+
+def is_main() -> bool:
+    """Whether this process reports and writes: rank 0 of a torchrun job, or the only process."""
+    return _world.is_main
+
+
 def start(device: str = "cpu") -> Distributed:
     """This process's place in a torchrun job, joining its process group on the first call; a world of one (on
     `device`) outside torchrun. An unusable `device` is refused in one line before anything else.
@@ -89,9 +137,11 @@ def start(device: str = "cpu") -> Distributed:
     Under torchrun, `--device cuda` means this node's GPU number LOCAL_RANK, and the processes talk over NCCL;
     on CPUs they talk over gloo.
     """
+    global _world
     chosen = resolve_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Distributed(device=chosen)
+        _world = Distributed(device=chosen)
+        return _world
     if chosen.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if local_rank >= torch.cuda.device_count():
@@ -109,7 +159,8 @@ def start(device: str = "cpu") -> Distributed:
         # when another worker failed: make both an interrupt, so training saves its state; as SIGINT, so that
         # `held_interrupts` holds it too.
         signal.signal(signal.SIGTERM, lambda number, frame: signal.raise_signal(signal.SIGINT))
-    return Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), chosen)
+    _world = Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), chosen)
+    return _world
 
 
 def peer_lost(error: BaseException) -> bool:

@@ -39,9 +39,9 @@ def write_images(folder: Path, n_images: int, seed: int = 0) -> None:
 
 def fill_cache(image_dir: Path, cache_dir: Path) -> None:
     """Child process: extract features of every image into an empty cache, then print peak memory."""
-    from aimonk.feature_cache import FeatureCache, extract_features
-    from aimonk.images import Preprocessing
-    from aimonk.model import build_model
+    from aimonk.data.images import Preprocessing
+    from aimonk.model.classifier import build_model
+    from aimonk.model.features import FeatureCache, extract_features
 
     model, _ = build_model(4, "resnet18", weights="none")
     preprocessing = Preprocessing(224)

@@ -25,16 +25,17 @@ from pathlib import Path
 
 from common import ROOT, cpu_seconds, machine
 
-WORKER = "--worker"  # the script itself runs in each process, timing the phases of aimonk.training.train
+WORKER = "--worker"  # the script itself runs in each process, timing the phases of aimonk.train.training.train
 
 
 def worker(arguments: list[str]) -> None:
     """Train with `aimonk train` options, timing data preparation and the solver: wall time, and CPU time of this
     process and its finished data-loading workers. Every rank prints its timings as one JSON line."""
-    import aimonk.training as training
+    import aimonk.train.training as training
     from aimonk.cli import build_parser
     from aimonk.config import config_from_arguments
-    from aimonk.solvers import SOLVERS, Solver
+    from aimonk.registry import SOLVERS
+    from aimonk.train.training import Solver
 
     timings: dict[str, float] = {}
 

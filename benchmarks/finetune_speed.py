@@ -20,9 +20,9 @@ import torch
 from common import ROOT, Stopwatch, machine
 
 from aimonk.config import TrainConfig
-from aimonk.model import TrainedPart, build_model
-from aimonk.sampling import epoch_plan
-from aimonk.training import train
+from aimonk.data.sampling import epoch_plan
+from aimonk.model.classifier import TrainedPart, build_model
+from aimonk.train.training import train
 
 
 def timed(settings: dict, epochs: int) -> tuple[float, str, int]:

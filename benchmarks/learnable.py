@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from aimonk.demo import format_label_line
-from aimonk.images import image_files, open_rgb
+from aimonk.data.demo import format_label_line
+from aimonk.data.images import image_files, open_rgb
 
 ATTRIBUTES = ("frame", "warm", "grey", "soft", "stamp")
 PREVALENCE = (0.50, 0.45, 0.35, 0.30, 0.08)

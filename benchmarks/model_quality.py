@@ -23,14 +23,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from aimonk.comparison import OVERALL, Comparison, Scored
-from aimonk.experiments import Trained, run_experiments
-from aimonk.metrics import evaluate
+from aimonk.evaluate.comparison import OVERALL, Comparison
+from aimonk.evaluate.experiments import Trained, run_experiments
+from aimonk.evaluate.metrics import Scores, evaluate
 
 C_GRID = [10.0**exponent for exponent in range(-4, 3)]
 
 
-def probe(trained: Trained) -> Scored:
+def probe(trained: Trained) -> Scores:
     """scikit-learn's logistic regression per attribute on the run's cached features (both orientations of each
     training image, as aimonk's solvers see them), C chosen by 5-fold cross-validation grouped by image."""
     data = trained.result.data
@@ -46,7 +46,7 @@ def probe(trained: Trained) -> Scored:
         with threadpool_limits(1):  # as aimonk's lbfgs: BLAS threads on 2 cores only slow small fits down
             search.fit(rows[known], truth, groups=groups[known])
         probabilities[:, j] = search.predict_proba(val)[:, 1]
-    return Scored(probabilities, [0.5] * probabilities.shape[1])
+    return Scores(trained.validation, probabilities, [0.5] * probabilities.shape[1])
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
                 "cache_dir": args.cache_dir or temporary_cache}
         trained = run_experiments(base, {"reference": {}, "recommended": {"recipe": "recommended"}}, [0], Path(work))
         reference, recommended = trained
-        runs = {"reference": reference.scored, "recommended": recommended.scored, "sklearn probe": probe(reference)}
+        runs = {"reference": reference.scores, "recommended": recommended.scores, "sklearn probe": probe(reference)}
         table = reference.validation
         comparison = Comparison(table, runs, n_bootstrap=args.bootstrap)
     print(f"{args.data_dir}: {len(reference.result.data.train_rows)} training and {len(table)} validation images; "
@@ -79,7 +79,7 @@ def main() -> None:
         print()
     for run, other in (("recommended", "sklearn probe"), ("recommended", "reference"), ("sklearn probe", "reference")):
         print(comparison.sentence(run, other))
-    verdicts = evaluate(table, recommended.scored.probabilities, n_bootstrap=args.bootstrap)["verdict"]
+    verdicts = evaluate(table, recommended.scores.probabilities, n_bootstrap=args.bootstrap)["verdict"]
     print("\nrecommended, verdict per attribute: " + "; ".join(f"{a}: {v}" for a, v in verdicts.items()))
     print(f"\ntraining time (train(), the feature cache warm for recommended): reference {reference.seconds:.1f} s, "
           f"recommended {recommended.seconds:.1f} s")

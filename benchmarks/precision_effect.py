@@ -26,9 +26,9 @@ from common import ROOT, Stopwatch, machine
 from sklearn.metrics import roc_auc_score
 
 from aimonk.config import TrainConfig
-from aimonk.metrics import evaluate
-from aimonk.scoring import score_checkpoint
-from aimonk.training import TrainResult, train
+from aimonk.evaluate.metrics import evaluate
+from aimonk.evaluate.tuning import score_checkpoint
+from aimonk.train.training import TrainResult, train
 
 CASES = {
     "frozen": {"lr": 1e-3, "epochs": 20},

@@ -25,9 +25,9 @@ from common import ROOT, Stopwatch, machine
 from torch.utils.data import DataLoader
 
 from aimonk.config import TrainConfig
-from aimonk.images import ImageDataset, Preprocessing, collate_readable, image_files
-from aimonk.prediction import Predictor
-from aimonk.training import train
+from aimonk.data.images import ImageDataset, Preprocessing, collate_readable, image_files
+from aimonk.evaluate.prediction import Predictor
+from aimonk.train.training import train
 
 
 def quick_checkpoint(data_dir: Path, work: Path) -> Path:
@@ -75,7 +75,7 @@ def onnxruntime_rates(model: Path, work: Path, paths: list[Path], preprocessing:
     except ImportError:
         print("onnxruntime: not installed (pip install 'aimonk[onnx]'); skipped", flush=True)
         return
-    from aimonk.export import export_model
+    from aimonk.evaluate.export import export_model
 
     exported = export_model(model, work / "model.onnx", check_paths=paths[:8])
     session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])

@@ -1,4 +1,4 @@
-"""Training speed, side by side in one process: a plain loop of the reference recipe, then `aimonk.training.train`
+"""Training speed, side by side in one process: a plain loop of the reference recipe, then `aimonk.train.training.train`
 with an empty feature cache (cold), then reruns with other learning rates on the warm cache. Then whole processes,
 alternated: `python -c "import torch, torchvision"` and `aimonk train` on the warm cache, whose ratio is held to a
 target (a warm frozen-backbone run within 1.5x of the bare import).
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
 
 from aimonk.config import TrainConfig
-from aimonk.training import train
+from aimonk.train.training import train
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PROCESS_TARGET = 1.5  # a warm frozen-backbone `aimonk train`, as a whole process, against the bare import

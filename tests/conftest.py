@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from aimonk.config import TrainConfig
-from aimonk.labels import LabelTable
+from aimonk.data.labels import LabelTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ def small_dataset(tmp_path: Path) -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of two attributes trained one epoch on 16 generated 32x32 images (random backbone), 4 held out."""
     from aimonk.config import TrainConfig
-    from aimonk.training import train
+    from aimonk.train.training import train
 
     values = ["1", "0", "NA", "1"]
     rows = [f"img_{i}.jpg {values[i % 4]} {values[(i // 2) % 4]}" for i in range(16)]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from aimonk.cli import main
-from aimonk.outputs import STATE_FILE
+from aimonk.io import STATE_FILE
 
 
 def hold_at_save(marker: Path, count: int, moment: str) -> None:

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 from torchvision import models
 
-from aimonk.backbones import BACKBONES, build_backbone, drop_classifier
+from aimonk.model.backbones import build_backbone, drop_classifier
+from aimonk.registry import BACKBONES
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", list(BACKBONES))
 def test_every_registered_backbone_outputs_features_of_its_width(name: str):
     network, width, origin = build_backbone(name, "none")
     assert origin == "random"
@@ -48,7 +49,7 @@ def test_pretrained_weights_keep_the_layers_of_the_head_before_the_last_linear(t
     assert torch.equal(network.classifier[0].weight, reference.classifier[0].weight)
 
 
-@pytest.mark.parametrize("name", BACKBONES.names())
+@pytest.mark.parametrize("name", list(BACKBONES))
 def test_the_stages_applied_in_sequence_are_the_network(name: str):
     torch.manual_seed(0)
     network, width, _ = build_backbone(name, "none")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aimonk.calibration import (
+from aimonk.evaluate.calibration import (
     calibrated,
     expected_calibration_error,
     fit_temperature,

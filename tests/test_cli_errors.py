@@ -10,7 +10,7 @@ import pytest
 from conftest import write_dataset
 
 from aimonk.cli import main
-from aimonk.outputs import STATE_FILE
+from aimonk.io import STATE_FILE
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from conftest import write_dataset
 from aimonk.checkpoint import load_checkpoint, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
-from aimonk.metrics import METRICS
-from aimonk.prediction import Predictor
-from aimonk.scoring import score_checkpoint
-from aimonk.training import train
+from aimonk.evaluate.metrics import METRICS
+from aimonk.evaluate.prediction import Predictor
+from aimonk.evaluate.tuning import score_checkpoint
+from aimonk.train.training import train
 
 
 def _train(data: Path, out_dir: Path, val_fraction: float) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -10,18 +12,30 @@ import pytest
 import torch
 
 from aimonk.cli import build_parser, main
-from aimonk.config import RECIPES, TrainConfig, choices_of, config_from_arguments, recipe_description
-from aimonk.losses import LOSSES, bce_terms
-from aimonk.training import train
+from aimonk.config import (
+    EntryOption,
+    TrainConfig,
+    at_least,
+    choices_of,
+    config_from_arguments,
+    entry_options,
+    recipe_description,
+    setting_names,
+)
+from aimonk.errors import AimonkError
+from aimonk.model.losses import bce_terms
+from aimonk.registry import LOSSES, RECIPES
+from aimonk.train.training import train
 
 
 def test_help_lists_every_config_field_with_its_choices(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for spec in fields(TrainConfig):
-        assert "--" + spec.name.replace("_", "-") in text, spec.name
-        for choice in choices_of(spec.name) or []:
-            assert choice in text, (spec.name, choice)
+    for name in setting_names():  # the fields and the registry entries' own options
+        assert "--" + name.replace("_", "-") in text, name
+        for choice in choices_of(name) or []:
+            assert choice in text, (name, choice)
+    assert {"focal_gamma", "asl_clip", "repeat_threshold", "cv_folds"} <= set(setting_names())
 
 
 def test_options_not_given_keep_the_recipe_values_and_given_ones_override_them():
@@ -85,11 +99,39 @@ def test_a_new_loss_is_one_registry_entry_valid_in_config_cli_and_training(small
     assert "doubled" not in choices_of("loss")
 
 
+def test_a_loss_with_a_setting_of_its_own_is_one_entry_its_option_valid_in_config_and_cli(tmp_path, capsys):
+    @LOSSES.register("scaled", options=[EntryOption("scaled_factor", 2.0, "how much the BCE is scaled", at_least(0))])
+    def scaled(config):
+        """the BCE times --scaled-factor (a test entry)"""
+        return lambda logits, targets, pos_weight: config.scaled_factor * bce_terms(logits, targets, pos_weight)
+
+    try:
+        assert TrainConfig().scaled_factor == 2.0  # its default, nothing in config.py
+        config = config_from_arguments(build_parser().parse_args(["train", "--loss", "scaled", "--scaled-factor", "3"]))
+        assert (config.loss, config.scaled_factor) == ("scaled", 3.0)
+        assert config.to_dict()["scaled_factor"] == 3.0
+        assert recipe_description(config) == "reference with loss=scaled, scaled_factor=3.0"
+        assert main(["train", "--data-dir", str(tmp_path), "--scaled-factor", "-1"]) == 2
+        assert "scaled_factor must be at least 0, got -1.0" in capsys.readouterr().err
+    finally:
+        LOSSES.remove("scaled")
+    with pytest.raises(AimonkError, match="unknown setting 'scaled_factor'"):
+        TrainConfig(scaled_factor=3.0).check()
+
+
+def test_importing_the_config_imports_no_method_and_no_torch():
+    code = "import sys, aimonk.config; print(sorted(m for m in sys.modules if m.startswith(('aimonk', 'torch'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == str(["aimonk", "aimonk.config", "aimonk.data", "aimonk.data.labels", "aimonk.errors",
+                                  "aimonk.registry"])
+
+
 def test_the_same_config_field_names_are_the_checkpoints_train_config(small_dataset: Path, tmp_path: Path):
     config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path), weights="none", epochs=1,
                          image_size=32, workers=0, progress=False)
     saved = torch.load(train(config).model_path, weights_only=True)["train_config"]
-    assert saved.keys() == {spec.name for spec in fields(TrainConfig)}
+    assert saved.keys() == {spec.name for spec in fields(TrainConfig)} | set(entry_options())
+    assert TrainConfig(**saved) == config
 
 
 def test_split_seed_fixes_the_split_while_the_seed_changes_training(small_dataset: Path, tmp_path: Path):

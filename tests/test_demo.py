@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from aimonk.cli import main as aimonk_main
-from aimonk.demo import ATTRIBUTE_PREVALENCE, NA_RATE, draw_image, make_demo_dataset
+from aimonk.data.demo import ATTRIBUTE_PREVALENCE, NA_RATE, draw_image, make_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

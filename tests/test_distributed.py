@@ -23,17 +23,18 @@ import pytest
 import torch
 from conftest import ROOT, write_dataset
 
-import aimonk.training
+import aimonk.distributed
+import aimonk.train.training
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.config import TrainConfig
-from aimonk.data import report_left_out
+from aimonk.data.images import image_files
 from aimonk.distributed import Distributed
 from aimonk.errors import AimonkError, ImageReadError
-from aimonk.images import image_files
-from aimonk.model import build_model
-from aimonk.outputs import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
-from aimonk.resume import load_train_state
+from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.model.classifier import build_model
+from aimonk.train.prepare import report_left_out
+from aimonk.train.resume import load_train_state
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available())
                                 or not Path("/proc/self/environ").exists(), reason="needs gloo and Linux's /proc")
@@ -219,16 +220,18 @@ def test_under_strict_every_process_stops_and_rank_0_alone_says_why(tmp_path, mo
     config = TrainConfig(out_dir=str(tmp_path / "out"), strict=True)
     names = [f"image_{i}.jpg" for i in range(7)]
     with pytest.raises(AimonkError, match=r"^7 unreadable image\(s\) \(--strict\)$"):
-        report_left_out("unreadable", names, config, Distributed(rank=1, world_size=2))
+        monkeypatch.setattr(aimonk.distributed, "_world", Distributed(rank=1, world_size=2))
+        report_left_out("unreadable", names, config)
     assert not (tmp_path / "out").exists()  # the full list is rank 0's to write
     with pytest.raises(AimonkError, match=r"\(full list in .*unreadable_images.txt\)$"):
-        report_left_out("unreadable", names, config, Distributed(rank=0, world_size=2))
+        monkeypatch.setattr(aimonk.distributed, "_world", Distributed(rank=0, world_size=2))
+        report_left_out("unreadable", names, config)
     assert (tmp_path / "out" / "unreadable_images.txt").read_text().split() == names
 
     monkeypatch.setenv("RANK", "1")  # what every process meets alike, rank 0 reports; an unreadable image, its reader
     assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(aimonk.training, "train", Mock(side_effect=ImageReadError("x.jpg: cannot read image")))
+    monkeypatch.setattr(aimonk.train.training, "train", Mock(side_effect=ImageReadError("x.jpg: cannot read image")))
     assert main(["train"]) == 2
     assert capsys.readouterr().err == "aimonk: error: x.jpg: cannot read image\n"
 
@@ -241,7 +244,7 @@ def test_under_torchrun_sigterm_is_an_interrupt_held_like_ctrl_c(tmp_path):
     script = (
         "import os, signal\n"
         "from aimonk.distributed import start\n"
-        "from aimonk.resume import held_interrupts\n"
+        "from aimonk.train.resume import held_interrupts\n"
         "assert start().world_size == 1\n"
         "try:\n"
         "    with held_interrupts():\n"

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from scipy.stats import chi2_contingency
 
-from aimonk.eda import cooccurrence, describe_images, independence_tests, label_counts, na_patterns, na_per_image
-from aimonk.labels import read_labels
+from aimonk.data.eda import cooccurrence, describe_images, independence_tests, label_counts, na_patterns, na_per_image
+from aimonk.data.labels import read_labels
 
 LINES = [
     "a.jpg 1 1 NA",

@@ -13,9 +13,9 @@ from PIL import Image
 from torch import nn
 
 from aimonk.cli import main
-from aimonk.explain import activation_maps, upsampled
-from aimonk.images import Preprocessing
-from aimonk.model import AttributeClassifier, build_model
+from aimonk.data.images import Preprocessing
+from aimonk.evaluate.explain import activation_maps, upsampled
+from aimonk.model.classifier import AttributeClassifier, build_model
 
 
 def yellow_detector(stride: int) -> AttributeClassifier:

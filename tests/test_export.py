@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from aimonk.cli import main
-from aimonk.export import Probabilities, check_images
-from aimonk.prediction import Predictor
+from aimonk.evaluate.export import Probabilities, check_images
+from aimonk.evaluate.prediction import Predictor
 
 onnx = pytest.importorskip("onnx")  # the optional extra aimonk[onnx], part of aimonk[dev]
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -75,8 +75,8 @@ def test_the_metadata_says_what_inference_needs(exported):
 
 def test_a_failed_check_is_an_error_and_leaves_no_file(exported, tmp_path, monkeypatch, capsys):
     model, path, _ = exported
-    monkeypatch.setattr("aimonk.export._onnx_model", lambda *args: onnx.load(str(path)))  # no second export
-    monkeypatch.setattr("aimonk.export.TOLERANCE", -1.0)
+    monkeypatch.setattr("aimonk.evaluate.export._onnx_model", lambda *args: onnx.load(str(path)))  # no second export
+    monkeypatch.setattr("aimonk.evaluate.export.TOLERANCE", -1.0)
     out = tmp_path / "model.onnx"
     assert main(["export", "--model", str(model), "--out", str(out), "--check-images", *DEMO_IMAGES[:3]]) == 2
     _one_error_line(capsys.readouterr().err, f"{out}: not written", "differ from PyTorch's", "on 3 images")
@@ -101,7 +101,7 @@ def test_bad_input_is_one_error_line(exported, tmp_path, monkeypatch, capsys, ca
         argv += ["--check-images", str(tmp_path / "empty")]
     else:
         monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.setattr("aimonk.export._onnx_model", lambda *args: pytest.fail("exported despite bad input"))
+    monkeypatch.setattr("aimonk.evaluate.export._onnx_model", lambda *args: pytest.fail("exported despite bad input"))
     assert main(argv) == 2
     _one_error_line(capsys.readouterr().err, *words)
     assert not (tmp_path / "out.onnx").exists()

@@ -15,16 +15,15 @@ from conftest import train_config
 from PIL import Image
 from torch import nn
 
-import aimonk.images
-import aimonk.training
+import aimonk.data.images
+import aimonk.train.training
 from aimonk.cli import main
-from aimonk.feature_cache import FeatureCache, extract_features, to_storable
-from aimonk.fingerprints import file_digest
-from aimonk.images import Preprocessing, open_rgb
-from aimonk.model import build_model
-from aimonk.prediction import Predictor
-from aimonk.runtime import inference_backbone
-from aimonk.training import train
+from aimonk.data.images import Preprocessing, open_rgb
+from aimonk.evaluate.prediction import Predictor
+from aimonk.model.classifier import build_model
+from aimonk.model.features import FeatureCache, extract_features, file_digest, to_storable
+from aimonk.model.runtime import inference_backbone
+from aimonk.train.training import train
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         names.append(Path(path).name)
         return open_rgb(path, min_size)
 
-    monkeypatch.setattr(aimonk.images, "open_rgb", counting_open_rgb)
+    monkeypatch.setattr(aimonk.data.images, "open_rgb", counting_open_rgb)
     return names
 
 
@@ -74,7 +73,7 @@ def test_cached_and_uncached_training_agree_in_bf16(small_dataset: Path, tmp_pat
         model.backbone = inference_backbone(model.backbone)
         return model, origin
 
-    monkeypatch.setattr(aimonk.training, "build_model", with_folded_backbone)
+    monkeypatch.setattr(aimonk.train.training, "build_model", with_folded_backbone)
     folded = bf16_run("folded", feature_cache=False)
     np.testing.assert_allclose(folded, cached, rtol=1e-6)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import aimonk.images
+import aimonk.data.images
 from aimonk.config import TrainConfig
+from aimonk.data.images import open_rgb
 from aimonk.errors import AimonkError
-from aimonk.images import open_rgb
-from aimonk.model import build_model
-from aimonk.training import train
+from aimonk.model.classifier import build_model
+from aimonk.train.training import train
 
 
 def _config(data: Path, out: Path, **overrides) -> TrainConfig:
@@ -48,7 +48,7 @@ def test_cached_last_frozen_stage_gives_the_uncached_loss_history_and_is_reused(
         decoded.append(Path(path).name)
         return open_rgb(path, min_size)
 
-    monkeypatch.setattr(aimonk.images, "open_rgb", counting_open_rgb)
+    monkeypatch.setattr(aimonk.data.images, "open_rgb", counting_open_rgb)
     cached = train(_config(small_dataset, tmp_path / "cached"))
     assert cached.data.features.shape[1:] == (2, 256, 4, 4)  # layer3's map of a 64-px image, both orientations
     decoded.clear()

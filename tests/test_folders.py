@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from aimonk.cli import main
-from aimonk.images import image_files
+from aimonk.data.images import image_files
 
 
 def _image(path: Path, kind: str = "JPEG") -> Path:

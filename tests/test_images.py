@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.config import TrainConfig
+from aimonk.data.images import ImageDataset, Preprocessing, collate_readable, open_rgb
 from aimonk.errors import AimonkError, ImageReadError
-from aimonk.images import ImageDataset, Preprocessing, collate_readable, open_rgb
-from aimonk.training import train
+from aimonk.train.training import train
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 EXIF_ORIENTATION = 0x0112

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aimonk.data.labels import read_labels
 from aimonk.errors import LabelFileError
-from aimonk.labels import read_labels
 
 N = None  # an unknown (NA) label in the expected tables below
 

@@ -17,9 +17,8 @@ from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import AimonkError
-from aimonk.lock import LOCK_FILE, output_lock
-from aimonk.outputs import MODEL_FILE
-from aimonk.training import train
+from aimonk.io import LOCK_FILE, MODEL_FILE, output_lock
+from aimonk.train.training import train
 
 
 def _holding(arguments: list[str], out: Path, ready=lambda process: True) -> subprocess.Popen:  # noqa: ANN001

@@ -11,22 +11,20 @@ import torch
 import torch.nn.functional as F
 from conftest import train_config
 
-import aimonk.training
-from aimonk import masked_bce_with_logits, read_labels
+import aimonk.train.training
+from aimonk import read_labels
 from aimonk.config import TrainConfig
-from aimonk.labels import LabelTable
-from aimonk.losses import (
-    LOSSES,
-    NA_MODES,
-    POS_WEIGHTS,
+from aimonk.data.labels import LabelTable
+from aimonk.model.losses import (
     asymmetric_terms,
     balanced_pos_weight,
     bce_terms,
     focal_terms,
+    masked_bce_with_logits,
     masked_loss,
 )
-from aimonk.solvers import TrainingRun
-from aimonk.training import train
+from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS
+from aimonk.train.training import TrainingRun, train
 
 
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,7 +92,7 @@ def test_pos_weight_weighs_positive_entries():
 def test_the_training_criterion_applies_the_positive_weights():
     logits, targets, mask = _inputs()
     weight = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    run = TrainingRun(TrainConfig(pos_weight="balanced"), None, None, bce_terms, weight, None, Path("."))
+    run = TrainingRun(TrainConfig(pos_weight="balanced"), None, None, None, bce_terms, weight, None, Path("."))
     assert torch.equal(run.loss(logits, targets, mask), masked_bce_with_logits(logits, targets, mask, weight))
     assert not torch.equal(run.loss(logits, targets, mask), masked_bce_with_logits(logits, targets, mask))
 
@@ -123,7 +121,7 @@ def test_training_never_learns_from_the_value_behind_an_na(small_dataset: Path, 
 
         with monkeypatch.context() as patch:
             if flip:
-                patch.setattr(aimonk.training, "read_labels", read_flipped)
+                patch.setattr(aimonk.train.training, "read_labels", read_flipped)
             return train(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / out), image_size=32,
                                       **overrides)).history
 

@@ -11,21 +11,19 @@ import pytest
 from conftest import label_table
 from sklearn.metrics import f1_score, roc_auc_score
 
-from aimonk.metrics import (
+from aimonk.evaluate.metrics import (
     MIN_PER_CLASS,
     VERDICTS,
     baselines,
     bootstrap_weights,
-    compact_table,
     confident_mistakes,
     evaluate,
-    format_table,
     percentile_interval,
     point_metrics,
     resampled_metrics,
     short_verdict,
-    verdict_sentences,
 )
+from aimonk.evaluate.report import compact_table, format_table, verdict_sentences
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torchvision.models._api as torchvision_api
 from torchvision import models
 
 from aimonk.errors import AimonkError, WeightsUnavailableError
-from aimonk.model import build_model
+from aimonk.model.classifier import build_model
 
 
 @pytest.fixture

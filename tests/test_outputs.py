@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from aimonk.checkpoint import save_atomic
-from aimonk.eda import save_table
+from aimonk.data.eda import save_table
 from aimonk.errors import AimonkError
-from aimonk.outputs import CURVE_FILE, HISTORY_FILE, atomic_file, listed, write_history
+from aimonk.io import CURVE_FILE, HISTORY_FILE, atomic_file, listed
+from aimonk.train.outputs import write_history
 
 
 def test_a_few_short_names_are_listed_whole_and_nothing_is_written(tmp_path):

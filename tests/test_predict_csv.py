@@ -12,7 +12,7 @@ from PIL import Image
 
 from aimonk.checkpoint import save_tuning
 from aimonk.cli import main
-from aimonk.prediction import Predictor
+from aimonk.evaluate.prediction import Predictor
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from conftest import write_dataset
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
-from aimonk.outputs import HISTORY_FILE, MODEL_FILE, STATE_FILE
-from aimonk.resume import load_train_state
+from aimonk.io import HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.train.resume import load_train_state
 
 HOLD = Path(__file__).with_name("hold_at_save.py")
 CACHED = ["--epochs", "3"]

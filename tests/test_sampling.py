@@ -1,5 +1,5 @@
 """Samplers: rare positives are visited more often, and every sampler keeps cached, uncached and resumed runs
-on the same batches (the rule of aimonk.sampling)."""
+on the same batches (the rule of aimonk.data.sampling)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 import torch
 from conftest import write_dataset
 
-import aimonk.solvers
+import aimonk.train.training
 from aimonk.config import TrainConfig
-from aimonk.labels import LabelTable
-from aimonk.resume import TrainingInterrupted
-from aimonk.sampling import SAMPLERS, epoch_generator, epoch_plan
-from aimonk.training import train
+from aimonk.data.labels import LabelTable
+from aimonk.data.sampling import epoch_generator, epoch_plan
+from aimonk.registry import SAMPLERS
+from aimonk.train.resume import TrainingInterrupted
+from aimonk.train.training import train
 
 
 def _table(targets: list[list[float]], known: list[list[bool]]) -> LabelTable:
@@ -78,7 +79,7 @@ def test_repeat_factor_training_interrupted_and_resumed_follows_the_same_batches
     rare_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     reference = train(_config(rare_dataset, tmp_path / "reference")).history
-    real_save, saves = aimonk.solvers.save_train_state, []
+    real_save, saves = aimonk.train.training.save_train_state, []
 
     def interrupting_save(*args, **kwargs):  # Ctrl-C just after the 5th periodic save
         real_save(*args, **kwargs)
@@ -86,9 +87,9 @@ def test_repeat_factor_training_interrupted_and_resumed_follows_the_same_batches
         if len(saves) == 5:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(aimonk.solvers, "save_train_state", interrupting_save)
+    monkeypatch.setattr(aimonk.train.training, "save_train_state", interrupting_save)
     with pytest.raises(TrainingInterrupted):
         train(_config(rare_dataset, tmp_path / "out", checkpoint_every=1))
-    monkeypatch.setattr(aimonk.solvers, "save_train_state", real_save)
+    monkeypatch.setattr(aimonk.train.training, "save_train_state", real_save)
     resumed = train(TrainConfig(out_dir=str(tmp_path / "out"), progress=False), resume=True).history
     assert resumed == pytest.approx(reference, rel=1e-6)

@@ -12,14 +12,15 @@ import torch
 from conftest import write_dataset
 from sklearn.linear_model import LogisticRegression
 
-import aimonk.data
+import aimonk.train.prepare
 from aimonk.config import TrainConfig
-from aimonk.labels import LabelTable
-from aimonk.linear_heads import L2_GRID, choose_l2, fit_linear_heads, fold_of_images
-from aimonk.losses import bce_terms
-from aimonk.model import build_model
-from aimonk.solvers import LR_SCHEDULES, parameter_groups
-from aimonk.training import train
+from aimonk.data.labels import LabelTable, stratified_folds
+from aimonk.model.classifier import build_model
+from aimonk.model.linear_heads import L2_GRID, choose_l2, fit_linear_heads
+from aimonk.model.losses import bce_terms
+from aimonk.registry import LR_SCHEDULES
+from aimonk.train.optim import parameter_groups
+from aimonk.train.training import train
 
 
 def test_lbfgs_matches_scikit_learn_logistic_regression_with_weights_and_missing_labels():
@@ -118,7 +119,7 @@ def test_the_fit_runs_on_one_thread_and_gives_the_callers_threads_back():
 def test_lbfgs_never_looks_at_the_validation_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Two label files that differ only on the validation images train the same head (a fixed split)."""
     names = [f"img_{i}.jpg" for i in range(30)]
-    monkeypatch.setattr(aimonk.data, "stratified_split", lambda table, fraction, seed: (np.arange(20),
+    monkeypatch.setattr(aimonk.train.prepare, "stratified_split", lambda table, fraction, seed: (np.arange(20),
                                                                                         np.arange(20, 30)))
     heads = []
     for flip in (False, True):
@@ -227,13 +228,13 @@ def test_folds_of_images_share_out_each_attributes_positives_and_nas_and_repeat_
     targets = np.array([[i % 5 == 0, i % 2 == 0 and i % 5 != 1] for i in range(40)], dtype=np.float32)
     known = np.array([[True, i % 5 != 1] for i in range(40)])
     table = LabelTable(Path("labels.txt"), [f"{i}.jpg" for i in range(40)], ["A", "B"], targets, known)
-    fold = fold_of_images(table, 4, seed=0)
-    assert fold.dtype == torch.int64
-    assert np.bincount(fold.numpy()).tolist() == [10, 10, 10, 10]
-    assert np.bincount(fold.numpy()[table.positives()[:, 0]]).tolist() == [2, 2, 2, 2]
-    assert np.bincount(fold.numpy()[~table.known[:, 1]]).tolist() == [2, 2, 2, 2]
-    assert torch.equal(fold_of_images(table, 4, seed=0), fold)
-    assert not torch.equal(fold_of_images(table, 4, seed=1), fold)
+    fold = stratified_folds(table, 4, seed=0)
+    assert fold.dtype == np.int64
+    assert np.bincount(fold).tolist() == [10, 10, 10, 10]
+    assert np.bincount(fold[table.positives()[:, 0]]).tolist() == [2, 2, 2, 2]
+    assert np.bincount(fold[~table.known[:, 1]]).tolist() == [2, 2, 2, 2]
+    assert np.array_equal(stratified_folds(table, 4, seed=0), fold)
+    assert not np.array_equal(stratified_folds(table, 4, seed=1), fold)
     # Two images per fold at least, or no folds (lbfgs then uses one L2 for every attribute).
-    assert fold_of_images(table.subset(np.arange(8)), 4, seed=0) is not None
-    assert fold_of_images(table.subset(np.arange(7)), 4, seed=0) is None
+    assert stratified_folds(table.subset(np.arange(8)), 4, seed=0) is not None
+    assert stratified_folds(table.subset(np.arange(7)), 4, seed=0) is None

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from conftest import label_table
 
-from aimonk.labels import LabelTable, read_labels
-from aimonk.split import stratified_split
+from aimonk.data.labels import LabelTable, read_labels, stratified_split
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = range(4)

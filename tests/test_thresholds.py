@@ -7,7 +7,7 @@ import pytest
 from conftest import label_table
 from sklearn.metrics import f1_score
 
-from aimonk.thresholds import best_f1_threshold, tune_thresholds
+from aimonk.evaluate.thresholds import best_f1_threshold, tune_out_of_fold
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -51,4 +51,5 @@ def test_tuning_uses_known_labels_only():
     known = np.array([[True], [True], [True], [True], [False], [False]])
     # Unknown rows would pull the threshold up (a high-scoring "negative") or down (a low-scoring "positive").
     probabilities = np.array([[0.1], [0.2], [0.6], [0.7], [0.95], [0.05]])
-    assert tune_thresholds(label_table(targets, known), probabilities) == [pytest.approx(0.6)]
+    tuned = tune_out_of_fold(label_table(targets, known), probabilities, learnable=[True])
+    assert tuned["threshold"].tolist() == [pytest.approx(0.6)]

@@ -10,8 +10,8 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
-from aimonk.labels import LabelTable
-from aimonk.thresholds import DEFAULT_THRESHOLD, best_f1_threshold, out_of_fold_decisions, tune_out_of_fold
+from aimonk.data.labels import LabelTable
+from aimonk.evaluate.thresholds import DEFAULT_THRESHOLD, best_f1_threshold, out_of_fold_decisions, tune_out_of_fold
 
 
 def test_each_image_is_decided_by_a_threshold_tuned_without_it():

@@ -16,11 +16,11 @@ from sklearn.metrics import roc_auc_score
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.config import TrainConfig
-from aimonk.labels import read_labels
-from aimonk.plots import loss_curve_figure
-from aimonk.prediction import Predictor
-from aimonk.sampling import epoch_plan
-from aimonk.training import train
+from aimonk.data.labels import read_labels
+from aimonk.data.sampling import epoch_plan
+from aimonk.evaluate.prediction import Predictor
+from aimonk.train.outputs import loss_curve_figure
+from aimonk.train.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

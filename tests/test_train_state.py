@@ -11,8 +11,8 @@ from torchvision import models
 
 from aimonk.checkpoint import save_atomic
 from aimonk.cli import main
-from aimonk.outputs import HISTORY_FILE, STATE_FILE
-from aimonk.resume import load_train_state
+from aimonk.io import HISTORY_FILE, STATE_FILE
+from aimonk.train.resume import load_train_state
 
 
 def _train(dataset: Path, out: Path, *options: str) -> list[str]:

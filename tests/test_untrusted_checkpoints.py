@@ -17,10 +17,10 @@ from aimonk.checkpoint import FORMAT, _is, load_checkpoint, load_safely, save_at
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import CheckpointError, WeightsUnavailableError
-from aimonk.model import build_model
-from aimonk.outputs import STATE_FILE
-from aimonk.prediction import Predictor
-from aimonk.training import train
+from aimonk.evaluate.prediction import Predictor
+from aimonk.io import STATE_FILE
+from aimonk.model.classifier import build_model
+from aimonk.train.training import train
 
 
 class _Payload:

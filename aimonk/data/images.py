@@ -1,0 +1,225 @@
+"""Images on disk to tensors: finding image files, robust decoding, preprocessing, and the dataset."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+from torch.utils.data import DataLoader, Dataset
+
+from aimonk.data.labels import LabelTable
+from aimonk.errors import AimonkError, ImageReadError
+from aimonk.io import listed
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb limit, enforced as an error
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize to a square, optional horizontal flip, to tensor, normalise. Recorded in checkpoints."""
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def as_dict(self) -> dict:
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]))
+
+    def __call__(self, image: Image.Image, flip: bool = False) -> torch.Tensor:
+        """A normalised float tensor (3, size, size) from an RGB image."""
+        image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        tensor = (pixels.float().div_(255) - mean) / std
+        return tensor.flip(-1) if flip else tensor
+
+
+def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Decode any image PIL can read, whatever its extension, into an upright RGB picture.
+
+    `min_size` lets large JPEGs decode at a reduced scale that still covers `min_size` pixels a side.
+    EXIF orientation is applied; transparency is composited onto white; 16-bit and CMYK are converted.
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise ImageReadError(
+                        f"{path}: image of {image.width}x{image.height} pixels is larger than the "
+                        f"{MAX_IMAGE_PIXELS} pixel limit (possible decompression bomb)"
+                    )
+                if min_size:
+                    image.draft("RGB", (min_size, min_size))
+                rgb = _to_rgb(ImageOps.exif_transpose(image))
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except Exception as error:  # noqa: BLE001 - damaged files make PIL raise many types; all mean "unreadable"
+        raise ImageReadError(f"{path}: cannot read image ({error or type(error).__name__})") from None
+    for warning in caught:  # PIL's own warnings (e.g. corrupt EXIF) do not say which file
+        warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=2)
+    return rgb
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels / scale * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def drop_missing_images(table: LabelTable, image_dir: Path) -> tuple[LabelTable, list[str]]:
+    """The rows of `table` whose image file exists, and the names of those that do not."""
+    folder = str(image_dir)  # os.path, not pathlib: a labels file may list hundreds of thousands of names
+    exists = [os.path.isfile(os.path.join(folder, name)) for name in table.filenames]
+    missing = [name for name, found in zip(table.filenames, exists, strict=True) if not found]
+    return table.subset(np.flatnonzero(exists)), missing
+
+
+def report_unusable_images(kind: str, names: Sequence[str], strict: bool, list_dir: Path | None = None) -> None:
+    """Warn once about images left out, or fail under `strict`, in one line of bounded length.
+
+    A long list is shortened to a few names; all of them go to `list_dir/<kind>_images.txt` (default: a temporary
+    file), which the message names.
+    """
+    if not names:
+        return
+    full_list = None if list_dir is None else Path(list_dir) / f"{kind.replace(' ', '_')}_images.txt"
+    listing = listed(names, full_list)
+    if strict:
+        raise AimonkError(f"{len(names)} {kind} image(s) (--strict): {listing}")
+    warnings.warn(f"skipping {len(names)} {kind} image(s): {listing}", stacklevel=2)
+
+
+class ImageDataset(Dataset):
+    """Item `(index, flip)` -> {"image", "targets", "known", "index"}, or {"error", "index"} if unreadable.
+
+    Flip is chosen by the caller so cached and uncached training can follow the same plan.
+    With `both_orientations`, "image" is (2, 3, H, W): as is and flipped, from a single decode.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        targets: np.ndarray,
+        known: np.ndarray,
+        preprocessing: Preprocessing,
+        both_orientations: bool = False,
+    ):
+        self.paths = list(paths)
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)
+        self.known = torch.as_tensor(known, dtype=torch.bool)
+        self.preprocessing = preprocessing
+        self.both_orientations = both_orientations
+
+    @classmethod
+    def unlabelled(cls, paths: Sequence[Path], preprocessing: Preprocessing,
+                   both_orientations: bool = False) -> ImageDataset:
+        """Images only, for feature extraction and prediction: targets and known labels are placeholders."""
+        placeholder = np.zeros((len(paths), 1), dtype=np.float32)
+        return cls(paths, placeholder, placeholder > 0, preprocessing, both_orientations)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict:
+        index, flip = key if isinstance(key, tuple) else (key, False)
+        try:
+            image = self.preprocessing(open_rgb(self.paths[index], self.preprocessing.image_size), flip)
+        except ImageReadError as error:
+            return {"error": str(error), "index": index}
+        if self.both_orientations:
+            image = torch.stack([image, image.flip(-1)])
+        return {"image": image, "targets": self.targets[index], "known": self.known[index], "index": index}
+
+
+def collate_readable(items: list[dict]) -> dict:
+    """Stack the readable items of a batch (tensors None if there are none); (index, message) for the rest."""
+    good = [item for item in items if "error" not in item]
+    batch = {key: torch.stack([item[key] for item in good]) if good else None for key in ("image", "targets", "known")}
+    batch["index"] = torch.tensor([item["index"] for item in good], dtype=torch.long)
+    batch["errors"] = [(item["index"], item["error"]) for item in items if "error" in item]
+    return batch
+
+
+def image_batches(dataset: ImageDataset, plan: list[list[tuple[int, bool]]], num_workers: int
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images, targets, known) per planned batch of (index, flip), decoded in `num_workers` processes. An image
+    that cannot be read is an ImageReadError; an empty planned batch (a process's share of a batch smaller than the
+    job) gives empty tensors."""
+    size, attributes = dataset.preprocessing.image_size, dataset.targets.shape[1]
+    loader = DataLoader(dataset, batch_sampler=plan, num_workers=num_workers, collate_fn=collate_readable)
+    for batch in loader:
+        if batch["errors"]:
+            raise ImageReadError("; ".join(message for _, message in batch["errors"]))
+        if batch["image"] is None:
+            yield (torch.zeros(0, 3, size, size), torch.zeros(0, attributes),
+                   torch.zeros(0, attributes, dtype=torch.bool))
+        else:
+            yield batch["image"], batch["targets"], batch["known"]
+
+
+def image_files(arguments: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for image files, each as `folder / relative path`.
+
+    Hidden files and folders (names starting with ".") are skipped, symbolic links followed with each real folder
+    visited once (a link loop ends), and each folder's images come in natural order of their relative path
+    (image_2 before image_10, part_2/ before part_10/). A folder that cannot be listed is warned about.
+    """
+    paths: list[Path] = []
+    for argument in map(Path, arguments):
+        paths.extend(sorted(_images_under(argument), key=_natural_key) if argument.is_dir() else [argument])
+    return paths
+
+
+def _images_under(folder: Path) -> list[Path]:
+    extensions = {extension.lower() for extension in Image.registered_extensions()}
+    found, visited = [], {_identity(folder)}
+    for directory, subfolders, files in os.walk(folder, followlinks=True, onerror=_unlistable):
+        kept = []
+        for name in sorted(subfolders, key=lambda name: _natural_key(Path(name))):  # the first of two links wins
+            identity = _identity(os.path.join(directory, name))
+            if not name.startswith(".") and identity not in visited:
+                visited.add(identity)
+                kept.append(name)
+        subfolders[:] = kept
+        relative = Path(directory).relative_to(folder)
+        found.extend(folder / relative / name for name in files if not name.startswith(".")
+                     and Path(name).suffix.lower() in extensions and os.path.isfile(os.path.join(directory, name)))
+    return found
+
+
+def _identity(directory: str | Path) -> tuple[int, int]:
+    status = os.stat(directory)
+    return status.st_dev, status.st_ino
+
+
+def _unlistable(error: OSError) -> None:
+    warnings.warn(f"{error.filename}: cannot list folder ({error.strerror}); its images are skipped", stacklevel=2)
+
+
+def _natural_key(path: Path) -> list[list]:
+    return [[int(piece) if piece.isdecimal() else piece for piece in re.split(r"(\d+)", part)] for part in path.parts]

@@ -1,0 +1,223 @@
+"""Files aimonk writes and where things are: the output folder's file names, atomic writes, full lists behind short
+messages, one writer per output folder, the repository root.
+
+- Atomic: every output is written to a temporary file and renamed over the old one once complete, so a crash,
+  `kill -9` or a full disk leaves the previous file or the new one, never half of one.
+- One writer per output folder: `output_lock` holds `OUT_DIR/.aimonk.lock` (the kernel's flock) for the whole
+  run. It goes when its process ends, however it ends, so a run killed with SIGKILL never blocks the next; the file
+  says who holds it (process, host, command, start time) and is removed when the lock is released.
+- Notebooks find data and outputs from the repository root, whatever their working directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from aimonk.errors import AimonkError
+
+MODEL_FILE = "aimonk_model.pth"
+STATE_FILE = "train_state.pth"
+HISTORY_FILE = "loss_history.csv"
+CURVE_FILE = "loss_curve.png"
+NAMES_SHOWN = 5  # names a message lists before pointing to the full list
+NAME_LENGTH = 150  # longer names are shortened in a message (the full list has them whole)
+
+
+@contextmanager
+def atomic_file(path: str | Path | None, mode: str = "wb", *, durable: bool = True,
+                **options: object) -> Iterator[IO | None]:
+    """A file to write that replaces `path` only once complete and on disk: a crash leaves the old or the new.
+
+    It is a temporary file beside `path`, flushed, fsynced (unless not `durable`) and renamed over it; on any error
+    it is removed and `path` left as it was. `mode` and `options` are those of `open`. Parent folders are created.
+    A path that cannot be written, or a write that fails (no space left, read-only, permission), is an AimonkError
+    naming `path` and the cause. With `path` None (an output not asked for) it gives None.
+    """
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise AimonkError(f"{path}: is a folder, not a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        raise AimonkError(f"{path}: cannot write there (part of the path is a file, not a folder)") from None
+    except OSError as error:
+        raise AimonkError(f"{path}: cannot write: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, mode, **options) as file:
+            yield file
+            file.flush()
+            if durable:
+                os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename not in (None, temporary):  # the block failed on another file: not a failed write
+            raise
+        raise AimonkError(f"{path}: cannot write: {error.strerror or error}") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    if not durable:
+        return
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself reaches the disk
+    finally:
+        os.close(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def listed(names: Sequence[str], full_list: str | Path | None = None) -> str:
+    """`a, b, c, d, e, ... (full list in PATH)` for a message of bounded length, whatever the number of names.
+
+    When names are left out or shortened, all of them are written one per line to `full_list` (default: a new
+    temporary file), which the text names; otherwise nothing is written.
+    """
+    shown = [name if len(name) <= NAME_LENGTH else f"{name[:NAME_LENGTH // 2]}...{name[-NAME_LENGTH // 2:]}"
+             for name in names[:NAMES_SHOWN]]
+    if len(names) <= NAMES_SHOWN and shown == list(names):
+        return ", ".join(shown)
+    if full_list is None:
+        handle, full_list = tempfile.mkstemp(prefix="aimonk-list-", suffix=".txt")
+        os.close(handle)
+    with atomic_file(full_list, "w", encoding="utf-8") as file:
+        file.writelines(f"{name}\n" for name in names)
+    return f"{', '.join(shown)}{', ...' if len(names) > NAMES_SHOWN else ''} (full list in {full_list})"
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete temporary files left by a run killed while saving (they never replaced a good file)."""
+    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE):
+        for stale in Path(out_dir).glob(f".{name}.*.tmp"):
+            stale.unlink()
+
+
+# One writer per output folder.
+LOCK_FILE = ".aimonk.lock"
+SHOWN_COMMAND = 100  # characters of the holder's command line in a message
+
+_held: set[int] = set()  # this process's lock descriptors
+
+
+def _close_held_in_child() -> None:
+    # A forked child (a DataLoader worker) shares the lock; closing its copy leaves the parent the only holder, so
+    # the lock goes with the parent even if a worker outlives it for a moment.
+    for handle in _held:
+        os.close(handle)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+@contextmanager
+def output_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold `out_dir` (created if needed) for this process; an AimonkError at once, naming the holder, if another
+    process or run holds it. Under torchrun, rank 0 alone, the one that writes, takes it."""
+    out_dir = Path(out_dir)
+    path = out_dir / LOCK_FILE
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AimonkError(f"{out_dir}: cannot write: {error.strerror or error}") from None
+    handle = _acquire(path)
+    _held.add(handle)
+    try:
+        _describe(handle)
+        yield
+    finally:
+        _held.discard(handle)
+        path.unlink(missing_ok=True)  # while still held: a run that opened this file meanwhile retries on a new one
+        os.close(handle)
+
+
+def _acquire(path: Path) -> int:
+    while True:
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise AimonkError(f"{path.parent}: cannot write: {error.strerror or error}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(handle)
+            os.close(handle)
+            raise AimonkError(f"{path.parent}: in use by {holder}; wait for it or use another --out-dir") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        os.close(handle)  # the file was released and removed between open and flock: take the new one
+
+
+def _describe(handle: int) -> None:
+    """Who holds the lock, in the lock file; best effort (the lock holds without it, e.g. on a full disk)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if name == "__main__.py":  # python -m aimonk
+        name = Path(sys.argv[0]).parent.name
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join([name, *sys.argv[1:]]),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, json.dumps(holder).encode(), 0)
+    except OSError:
+        pass
+
+
+def _holder(handle: int) -> str:
+    """`process 12345 (aimonk train ..., started 2026-11-29 06:01:02)`, from the lock file, or `another process`."""
+    try:
+        holder = json.loads(os.pread(handle, 65536, 0))
+        command = holder["command"]
+        if len(command) > SHOWN_COMMAND:
+            command = command[: SHOWN_COMMAND - 3] + "..."
+        where = "" if holder["host"] == socket.gethostname() else f" on {holder['host']}"
+        return f"process {holder['pid']}{where} ({command}, started {holder['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+# Where things are.
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The aimonk repository holding `start` (default: the working directory), from the root or any folder in it."""
+    start = Path.cwd() if start is None else Path(start)
+    for folder in [start, *start.parents]:
+        if (folder / "pyproject.toml").is_file() and (folder / "aimonk").is_dir():
+            return folder
+    raise AimonkError(f"run this inside the aimonk repository (none found above {start})")
+
+
+def from_root(*paths: str | Path, start: Path | None = None) -> list[Path]:
+    """Each path resolved against the repository root (absolute paths stay as they are)."""
+    root = repository_root(start)
+    return [(root / path).resolve() for path in paths]
+
+
+def shown(path: Path, start: Path | None = None) -> str:
+    """`path` relative to the repository root where it lies inside it, else absolute."""
+    root = repository_root(start)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)

@@ -1,0 +1,257 @@
+"""On-disk cache of what the frozen part of a model outputs for each image, keyed by image content, the frozen
+weights, preprocessing and precision.
+
+With a frozen backbone that is the feature vector; when the last stages are fine-tuned it is the feature map of the
+last frozen stage, so the frozen stages run once per image instead of every epoch. Each image is decoded once and
+run in both orientations (as is and flipped), so training with a random horizontal flip can pick either without
+touching the image again. Outputs are kept as computed: bf16 values as their raw bits (lossless, half the size).
+
+The cache only saves time, so it never fails a run: an entry that is not exactly what the frozen part outputs
+(empty, truncated, garbage, another shape or dtype, not finite) is recomputed and rewritten, with one warning for
+them all; a write that fails (no space left, read-only, permission) stops caching for the rest of the run, with one
+warning. Entries are not fsynced: one torn by a crash is found and recomputed the next time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import shutil
+import warnings
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from aimonk.data.images import ImageDataset, Preprocessing
+from aimonk.errors import AimonkError
+from aimonk.io import atomic_file
+from aimonk.model.runtime import BackboneRunner, backbone_batches, inference_backbone, output_shape
+
+FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v4"  # bump when decoding, resizing or the forward pass changes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("AIMONK_CACHE_DIR") or Path.home() / ".cache" / "aimonk" / "features")
+
+
+class DamagedEntry(ValueError):
+    """A cache file that is not a complete entry of the expected shape, dtype and finite values; says why."""
+
+
+@functools.cache
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    """What `np.save` writes before the values of an array of this shape and dtype."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(shape, dtype))
+    return buffer.getvalue()[: -int(np.prod(shape)) * dtype.itemsize or None]
+
+
+def read_entry(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The array at `path`, which must be exactly what `np.save` writes for `shape` and `dtype` (so only a bounded
+    read, and no parsing), with finite values; DamagedEntry saying why not (OSError if it cannot be opened)."""
+    header, size = npy_header(shape, dtype), int(np.prod(shape)) * dtype.itemsize
+    with open(path, "rb") as file:
+        data = file.read(len(header) + size + 1)
+    if not data.startswith(header):
+        if not data:
+            raise DamagedEntry("empty")
+        if header.startswith(data):
+            raise DamagedEntry("truncated")
+        raise DamagedEntry("of another shape or dtype" if data.startswith(b"\x93NUMPY") else "not an array file")
+    if len(data) != len(header) + size:
+        raise DamagedEntry("truncated" if len(data) < len(header) + size else "longer than its header says")
+    array = np.frombuffer(data, dtype, offset=len(header)).reshape(shape)
+    exponent = 0x7F80 if dtype == np.int16 else None  # bf16 bits: all exponent bits set is inf or NaN
+    finite = ((array.view(np.uint16) & exponent) != exponent).all() if exponent else np.isfinite(array).all()
+    if not finite:
+        raise DamagedEntry("not finite")
+    return array
+
+
+def to_storable(outputs: torch.Tensor) -> np.ndarray:
+    """A numpy array that keeps the values exactly: bf16 as its raw 16 bits (numpy has no bf16)."""
+    if outputs.dtype == torch.bfloat16:
+        return outputs.contiguous().view(torch.int16).numpy()
+    return outputs.float().contiguous().numpy()
+
+
+def from_storable(array: np.ndarray) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    return tensor.view(torch.bfloat16) if tensor.dtype == torch.int16 else tensor
+
+
+class FeatureCache:
+    """One folder per (frozen weights, preprocessing, precision); one `.npy` file per image: (2, *output shape)."""
+
+    def __init__(self, root: Path, backbone: nn.Module, preprocessing: Preprocessing, precision: str):
+        # an entry: the output for an image in both orientations; bf16 kept as its raw bits (see to_storable)
+        self.shape = output_shape(backbone, (2, 3, preprocessing.image_size, preprocessing.image_size))
+        self.dtype = np.dtype(np.int16 if precision == "bf16" else np.float32)
+        self.writable = True  # until a write fails
+        self.damaged: Counter[str] = Counter()  # why entries read this run were not usable
+        description = {
+            "backbone_sha256": module_fingerprint(backbone),
+            "frozen_stages": len(backbone) if isinstance(backbone, nn.Sequential) else None,
+            "preprocessing": preprocessing.as_dict(),
+            "precision": precision,
+            "features_version": FEATURES_VERSION,
+        }
+        key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+        self.folder = Path(root) / key
+        if not (self.folder / "key.json").exists():
+            self._write(self.folder / "key.json", json.dumps(description, indent=2).encode())
+
+    def _file(self, digest: str) -> Path:
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def load(self, digest: str) -> np.ndarray | None:
+        """The entry of the image with this digest, or None if absent or damaged (then counted in `damaged`)."""
+        try:
+            return read_entry(self._file(digest), self.shape, self.dtype)
+        except FileNotFoundError:
+            return None
+        except DamagedEntry as error:
+            self.damaged[str(error)] += 1
+        except OSError as error:
+            self.damaged[f"unreadable: {error.strerror or error}"] += 1
+        return None
+
+    def store(self, digest: str, features: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, features, allow_pickle=False)  # in memory first: numpy's failed write names no cause
+        self._write(self._file(digest), buffer.getbuffer())
+
+    def _write(self, path: Path, data: memoryview | bytes) -> None:
+        """Write atomically, unless a write already failed; a failure is one warning, never an error."""
+        if not self.writable:
+            return
+        try:
+            with atomic_file(path, durable=False) as file:
+                file.write(data)
+        except AimonkError as error:
+            self.writable = False
+            warnings.warn(f"{error}; the feature cache is not written for the rest of this run", stacklevel=2)
+
+    def report_damaged(self) -> None:
+        """One warning for the damaged entries read so far (then forgotten)."""
+        if self.damaged:
+            count = sum(self.damaged.values())
+            reasons = ", ".join(f"{n} {reason}" for reason, n in self.damaged.most_common())
+            warnings.warn(f"{count} damaged feature-cache {'entry was' if count == 1 else 'entries were'} recomputed "
+                          f"({reasons}) in {self.folder}", stacklevel=2)
+            self.damaged.clear()
+
+
+def extract_features(
+    backbone: nn.Module,
+    paths: Sequence[Path],
+    preprocessing: Preprocessing,
+    cache: FeatureCache | None,
+    precision: str = "bf16",
+    batch_size: int = 8,  # images, so 16 forward passes: the fastest size on a 2-core CPU (measured)
+    num_workers: int = 2,
+    progress: bool = True,
+) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Outputs of `backbone` (n_readable, 2, ...) for the readable images, their indices into `paths`, read errors.
+
+    Returns an empty (0, 2, 0) tensor if no image is readable. The dtype is bf16 or float32, as computed.
+    Cached images are not decoded; the rest stream through a DataLoader so memory stays bounded.
+    """
+    digests = [file_digest(path) for path in paths]
+    found = {i: cache.load(digest) for i, digest in enumerate(digests)} if cache else {}
+    found = {i: features for i, features in found.items() if features is not None}
+    todo = [i for i in range(len(paths)) if i not in found]
+    errors: list[str] = []
+    if todo:
+        dataset = ImageDataset.unlabelled([paths[i] for i in todo], preprocessing, both_orientations=True)
+        runner = BackboneRunner(inference_backbone(backbone), precision)
+        batches = backbone_batches(runner, dataset, batch_size, num_workers)
+        for batch in tqdm(batches, total=-(-len(todo) // batch_size), desc="backbone features", unit="batch",
+                          disable=not progress):
+            errors.extend(message for _, message in batch["errors"])
+            if batch["features"] is None:
+                continue
+            for position, features_of_one in zip(batch["index"].tolist(), to_storable(batch["features"]), strict=True):
+                original = todo[position]
+                found[original] = features_of_one
+                if cache:
+                    cache.store(digests[original], features_of_one)
+    if cache:
+        cache.report_damaged()
+    readable = sorted(found)
+    if not readable:
+        return torch.zeros(0, 2, 0), [], errors
+    return from_storable(np.stack([found[i] for i in readable])), readable, errors
+
+
+def cache_contents(root: Path) -> list[dict]:
+    """One entry per cache folder under `root`: its key (what was run) and how many files and bytes it holds."""
+    entries = []
+    for folder in sorted(Path(root).glob("*/key.json")):
+        files = list(folder.parent.rglob("*.npy"))
+        try:
+            key = json.loads(folder.read_text())
+        except (OSError, ValueError):
+            key = {}
+        entries.append({"folder": folder.parent, "key": key, "files": len(files),
+                        "bytes": sum(path.stat().st_size for path in files)})
+    return entries
+
+
+def clear_cache(root: Path) -> int:
+    """Delete every cache folder under `root` (only folders the cache made: those with a key.json); bytes freed."""
+    freed = 0
+    for entry in cache_contents(root):
+        freed += entry["bytes"]
+        shutil.rmtree(entry["folder"])
+    return freed
+
+
+# What identifies an input, the cache's keys: SHA-256 of a file's bytes, and of a module's weights (names, shapes,
+# values). The resumable state names the frozen weights by theirs too.
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes: a renamed or copied image hits the cache, an edited one misses."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """SHA-256 over a module's parameters and buffers (names, shapes and values)."""
+    return state_fingerprint(module.state_dict(keep_vars=True))
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over named tensors (names, shapes and values), whatever their memory layout."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor_digest(tensor))
+    return digest.hexdigest()
+
+
+_digests: dict[int, tuple[tuple[int, int], bytes, weakref.ref]] = {}  # id(tensor) -> (version and data, digest, tensor)
+
+
+def tensor_digest(tensor: torch.Tensor) -> bytes:
+    """SHA-256 of a tensor's values; remembered for the tensor object until it changes (in place, or its data is
+    replaced), so the cache key and the resumable state fingerprint the same 45 MB of frozen weights once."""
+    key, mark = id(tensor), (tensor._version, tensor.data_ptr())
+    known = _digests.get(key)
+    if known is not None and known[0] == mark and known[2]() is tensor:
+        return known[1]
+    digest = hashlib.sha256(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()).digest()
+    _digests[key] = (mark, digest, weakref.ref(tensor, lambda _: _digests.pop(key, None)))
+    return digest

@@ -1,0 +1,146 @@
+"""LOSSES, NA_MODES and POS_WEIGHTS: per-entry losses reduced over known labels only, what an `NA` label means
+to the loss, and per-attribute weights of positive labels.
+
+A loss entry takes the training config (for its own settings) and returns a function
+`(logits, targets, pos_weight) -> per-entry losses`; masking and averaging are shared by all of them, so every
+loss ignores the entries its NA mode leaves out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aimonk.config import EntryOption, TrainConfig, at_least, fraction
+from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS
+
+EntryLoss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
+
+
+def bce_terms(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy with logits of every entry (positives weighted by `pos_weight`)."""
+    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
+
+
+def _focus(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
+    return base**gamma if gamma else 1.0  # 0 ** 0 would be 1 but its gradient NaN
+
+
+def _combined(positive: torch.Tensor, negative: torch.Tensor, targets: torch.Tensor,
+              pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """Each entry's loss: its positive term (weighted by `pos_weight`) where present, its negative term where not."""
+    if pos_weight is not None:
+        positive = positive * pos_weight
+    return targets * positive + (1 - targets) * negative
+
+
+def focal_terms(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, gamma: float = 2.0
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017): each entry's cross-entropy scaled by (1 - p_t)^gamma; gamma 0 is BCE."""
+    p = torch.sigmoid(logits)
+    positive = -F.logsigmoid(logits) * _focus(1 - p, gamma)
+    negative = -F.logsigmoid(-logits) * _focus(p, gamma)
+    return _combined(positive, negative, targets, pos_weight)
+
+
+def asymmetric_terms(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, gamma_pos: float = 0.0,
+    gamma_neg: float = 4.0, clip: float = 0.05,
+) -> torch.Tensor:
+    """Asymmetric loss (Ridnik et al., ICCV 2021): positives focused by (1 - p)^gamma_pos; negatives use the
+    probability shifted down by `clip` (easy negatives below it count nothing) focused by p_m^gamma_neg."""
+    p = torch.sigmoid(logits)
+    positive = -F.logsigmoid(logits) * _focus(1 - p, gamma_pos)
+    if clip > 0:
+        shifted = (p - clip).clamp(min=0)
+        negative = -torch.log1p(-shifted) * _focus(shifted, gamma_neg)
+    else:
+        negative = -F.logsigmoid(-logits) * _focus(p, gamma_neg)
+    return _combined(positive, negative, targets, pos_weight)
+
+
+@LOSSES.register("bce")
+def bce(config: TrainConfig) -> EntryLoss:
+    """binary cross-entropy with logits (the reference)"""
+    return bce_terms
+
+
+@LOSSES.register("focal", options=[EntryOption("focal_gamma", 2.0, "focusing exponent of the focal loss",
+                                                 at_least(0))])
+def focal(config: TrainConfig) -> EntryLoss:
+    """focal loss, Lin et al. 2017 (--focal-gamma)"""
+    return lambda logits, targets, pos_weight: focal_terms(logits, targets, pos_weight, config.focal_gamma)
+
+
+@LOSSES.register("asymmetric", options=[
+    EntryOption("asl_gamma_pos", 0.0, "focusing exponent of positives in the asymmetric loss", at_least(0)),
+    EntryOption("asl_gamma_neg", 4.0, "focusing exponent of negatives in the asymmetric loss", at_least(0)),
+    EntryOption("asl_clip", 0.05, "probability margin below which negatives count nothing (asymmetric loss)",
+                fraction),
+])
+def asymmetric(config: TrainConfig) -> EntryLoss:
+    """asymmetric loss, Ridnik et al. 2021 (--asl-gamma-pos, --asl-gamma-neg, --asl-clip)"""
+    return lambda logits, targets, pos_weight: asymmetric_terms(
+        logits, targets, pos_weight, config.asl_gamma_pos, config.asl_gamma_neg, config.asl_clip)
+
+
+@NA_MODES.register("ignore")
+def ignore_na(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
+    """NA entries are left out of the loss (the reference)"""
+    return targets, known
+
+
+@NA_MODES.register("negative")
+def na_as_negative(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
+    """an NA label counts as absent: every entry trains"""
+    return targets * known, known | ~known
+
+
+def masked_mean(terms: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean of `terms` over entries where `known` is True; 0 (with zero gradients) if none are."""
+    weights = known.to(terms.dtype)
+    return (terms * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def masked_loss(
+    terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`terms` averaged over known entries only."""
+    known = known.bool()
+    # Zero the unknown targets first so a NaN placeholder can never leak into the loss or its gradient.
+    targets = torch.where(known, targets, torch.zeros_like(targets))
+    return masked_mean(terms(logits, targets, pos_weight), known)
+
+
+def masked_bce_with_logits(
+    logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean BCE-with-logits over entries where `known` is True; 0 (with zero gradients) if none are."""
+    return masked_loss(bce_terms, logits, targets, known, pos_weight)
+
+
+@POS_WEIGHTS.register("none")
+def no_pos_weight(targets: np.ndarray, known: np.ndarray) -> None:
+    """every known label weighs the same (the reference)"""
+    return None
+
+
+@POS_WEIGHTS.register("balanced")
+def balanced_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
+    """positives weighted by negatives/positives of their attribute, so rare positives weigh as much as negatives"""
+    positives = (targets * known).sum(axis=0)
+    negatives = ((1 - targets) * known).sum(axis=0)
+    return torch.tensor(negatives / np.maximum(positives, 1.0), dtype=torch.float32)
+
+
+@POS_WEIGHTS.register("sqrt")
+def sqrt_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
+    """the square root of the balanced weights: a milder boost for rare positives"""
+    return balanced_pos_weight(targets, known).sqrt()

@@ -1,0 +1,129 @@
+"""The data a training run uses: labelled images that exist and decode, cached features, the stratified split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from aimonk import distributed
+from aimonk.config import TrainConfig
+from aimonk.data.images import (
+    ImageDataset,
+    Preprocessing,
+    collate_readable,
+    drop_missing_images,
+    report_unusable_images,
+)
+from aimonk.data.labels import LabelTable, stratified_split
+from aimonk.errors import AimonkError
+from aimonk.model.classifier import AttributeClassifier
+from aimonk.model.features import FeatureCache, default_cache_dir, extract_features
+
+
+@dataclass
+class TrainingData:
+    """The usable labelled images, which rows train and which validate, and cached features if any."""
+
+    table: LabelTable
+    image_dir: Path
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    features: torch.Tensor | None  # (images, 2, ...): frozen-stage outputs, as is and flipped (bf16 or float32)
+    skipped: list[str]  # missing or unreadable images, left out
+
+    def files(self, rows: np.ndarray) -> list[str]:
+        return [self.table.filenames[i] for i in rows]
+
+    def paths(self, rows: np.ndarray) -> list[Path]:
+        return [self.image_dir / self.table.filenames[i] for i in rows]
+
+    def head_inputs_cached(self, model: AttributeClassifier) -> bool:
+        """Whether the features held are what `model`'s head takes (its backbone is frozen): training and scoring
+        then run the head alone."""
+        return self.features is not None and not model.trainable_stages
+
+
+def prepare_data(
+    config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing,
+    keep_features: bool,
+) -> TrainingData:
+    """Labelled images that exist -> that decode -> stratified split.
+
+    With `keep_features` and frozen stages, each image's frozen-stage output is computed once (or read from the
+    on-disk cache, if `config.feature_cache`) and kept in memory. Under torchrun, each process decodes and
+    embeds its share of the images (into the shared cache) and every process gets the whole; rank 0 reports.
+    """
+    image_dir = config.images_path
+    if not image_dir.is_dir():
+        raise AimonkError(f"{image_dir}: image folder not found")
+    table, missing = drop_missing_images(table, image_dir)
+    report_left_out("missing", missing, config)
+    paths = [image_dir / name for name in table.filenames]
+    features = None
+    if keep_features and len(model.frozen_part):
+        cache = None
+        if config.feature_cache:
+            cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+            cache = FeatureCache(cache_root, model.frozen_part, preprocessing, config.precision)
+        features, readable, errors = in_shares(paths, lambda share: extract_features(
+            model.frozen_part, share, preprocessing, cache, config.precision, num_workers=config.workers,
+            progress=config.progress,
+        ))
+    else:
+        _, readable, errors = in_shares(paths, lambda share: (None, *scan_readable(
+            share, preprocessing, config.workers)))
+    report_left_out("unreadable", errors, config)
+    unreadable = sorted(set(table.filenames) - {table.filenames[i] for i in readable})
+    table = table.subset(readable)
+    if len(table) == 0:
+        raise AimonkError(f"{config.labels_path}: no usable images in {image_dir}")
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_rows, val_rows = stratified_split(table, config.val_fraction, split_seed)
+    if config.hide_labels or config.keep_labels:  # training labels only: validation keeps every known label
+        table = table.hide(train_rows, config.hide_labels, config.keep_labels, config.seed)
+    return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable)
+
+
+def report_left_out(kind: str, names: list[str], config: TrainConfig) -> None:
+    """Images left out, reported once, by rank 0; under --strict every process stops (rank 0 says why)."""
+    if distributed.is_main():
+        report_unusable_images(kind, names, config.strict, Path(config.out_dir))
+    elif names and config.strict:
+        raise AimonkError(f"{len(names)} {kind} image(s) (--strict)")
+
+
+Work = Callable[[list[Path]], tuple[torch.Tensor | None, list[int], list[str]]]
+
+
+def in_shares(paths: list[Path], work: Work) -> tuple[torch.Tensor | None, list[int], list[str]]:
+    """`work(paths)`: (outputs of the readable images or None, their indices, one error per unreadable image, in
+    order), with each process of a torchrun job doing its share; every process gets the whole, in the order of
+    `paths`, as one process doing it all would."""
+    world = distributed.world()
+    if world.world_size == 1:
+        return work(paths)
+    share = world.shard(range(len(paths)))
+    outputs, readable, errors = work([paths[i] for i in share])
+    failed = sorted(set(range(len(share))) - set(readable))
+    parts = world.all_gather((outputs, [share[i] for i in readable],
+                             list(zip([share[i] for i in failed], errors, strict=True))))
+    found = [index for _, indices, _ in parts for index in indices]
+    order = torch.as_tensor(np.argsort(found, kind="stable"), dtype=torch.long)
+    pieces = [part for part, indices, _ in parts if part is not None and len(indices)]
+    if outputs is not None:
+        outputs = torch.cat(pieces)[order] if pieces else outputs
+    errors = [message for _, message in sorted(error for _, _, failures in parts for error in failures)]
+    return outputs, sorted(found), errors
+
+
+def scan_readable(paths: list[Path], preprocessing: Preprocessing, num_workers: int) -> tuple[list[int], list[str]]:
+    """Decode every image once; indices of the readable ones and messages for the rest."""
+    loader = DataLoader(ImageDataset.unlabelled(paths, preprocessing), batch_size=32,
+                        num_workers=num_workers, collate_fn=collate_readable)
+    failed = dict(error for batch in loader for error in batch["errors"])
+    return [i for i in range(len(paths)) if i not in failed], list(failed.values())
