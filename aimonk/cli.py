@@ -11,8 +11,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from aimonk import distributed
 from aimonk.commands import (
-    main_process,
     run_cache,
     run_demo,
     run_evaluate,
@@ -40,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except (AimonkError, OSError) as error:
         # Under torchrun every process meets the same problems with the input, and rank 0 reports them; an image
         # that cannot be read is its own reader's to report.
-        if main_process() or not isinstance(error, AimonkError) or isinstance(error, ImageReadError):
+        if distributed.is_main() or not isinstance(error, AimonkError) or isinstance(error, ImageReadError):
             print(f"aimonk: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if main_process():
+        if distributed.is_main():
             print("aimonk: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as error:
@@ -72,7 +72,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from aimonk.config import add_config_options
 
-    parser = Parser(prog="aimonk", description=__doc__)
+    parser = Parser(prog="aimonk", description="Multi-label image attributes with missing (NA) labels: train a "
+                    "model, predict, evaluate, tune, explain, export it; manage the feature cache; make the demo data.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train on DATA_DIR/images + DATA_DIR/labels.txt",

@@ -13,13 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from aimonk import distributed
 from aimonk.config import data_paths
 from aimonk.errors import AimonkError, ImageReadError
-
-
-def main_process() -> bool:
-    """Rank 0 of a torchrun job, or the only process."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -40,15 +36,15 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume)
     except TrainingInterrupted:
-        if main_process():
+        if distributed.is_main():
             print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
                   f"{config.out_dir}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        if main_process():
+        if distributed.is_main():
             print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
         return 130
-    if not main_process():
+    if not distributed.is_main():
         return 0
     data = result.data
     print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
@@ -113,12 +109,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.bootstrap < 0:
         raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
-    with atomic_file(args.csv if main_process() else None, "w", newline="", encoding="utf-8") as table:
+    with atomic_file(args.csv if distributed.is_main() else None, "w", newline="", encoding="utf-8") as table:
         scores = score_checkpoint(  # under torchrun, each process scores its share of the images
             args.model, *labelled_data_paths(args),
             include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
         )
-        if not main_process():
+        if not distributed.is_main():
             return 0
         results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
         if table:
@@ -188,7 +184,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if args.bootstrap < 1 or args.folds < 2:
         raise AimonkError("--bootstrap must be at least 1 and --folds at least 2")
     scores = score_checkpoint(args.model, *labelled_data_paths(args), device=args.device, calibrated=False)
-    if not main_process():  # under torchrun every process scored its share; rank 0 alone tunes and writes
+    if not distributed.is_main():  # under torchrun every process scored its share; rank 0 alone tunes and writes
         return 0
     tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
     print(f"{args.model}: tuned on {len(scores.table)} validation images (F1 out of fold: thresholds tuned on the "

@@ -228,17 +228,14 @@ _TYPES = {"str": str, "str | None": str, "int": int, "int | None": int, "float":
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per setting. Options not given stay absent, so the recipe's values apply."""
-    declared = entry_options()
-    for name in setting_names():
-        spec = {spec.name: spec for spec in fields(TrainConfig)}.get(name)
-        if spec is None:  # an entry's own option
-            entry_option = declared[name]
-            _add_option(parser, name, type(entry_option.default).__name__, entry_option.help, entry_option.default)
-            continue
-        help_text = spec.metadata["help"]
-        if isinstance(spec.metadata.get("choices"), Registry):
-            help_text += f" ({spec.metadata['choices'].describe()})"
-        _add_option(parser, name, spec.type, help_text, spec.default, choices_of(name))
+    for spec in fields(TrainConfig):
+        help_text, registry = spec.metadata["help"], spec.metadata.get("choices")
+        if isinstance(registry, Registry):
+            help_text += f" ({registry.describe()})"
+        _add_option(parser, spec.name, spec.type, help_text, spec.default, choices_of(spec.name))
+        for entry_option in registry.options() if isinstance(registry, Registry) else ():
+            _add_option(parser, entry_option.name, type(entry_option.default).__name__, entry_option.help,
+                        entry_option.default)
 
 
 def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, help_text: str, default: Any,

@@ -117,17 +117,20 @@ class Distributed:
                 yield from (share[i] for i in range(chunk) for share in parts if i < len(share))
 
 
-_world = Distributed()  # this process's place, once `start` has found it
+_world: Distributed | None = None  # this process's place, once `start` has found it
 
 
 def world() -> Distributed:
     """This process's place in the job, as `start` found it; a world of one on the CPU before."""
-    return _world
+    return _world or Distributed()
 
 
 def is_main() -> bool:
-    """Whether this process reports and writes: rank 0 of a torchrun job, or the only process."""
-    return _world.is_main
+    """Whether this process reports and writes: rank 0 of a torchrun job, or the only process. Outside a job of
+    several (before `start`, say, for an error in the input), from torchrun's environment."""
+    if _world is not None and _world.world_size > 1:
+        return _world.is_main
+    return os.environ.get("RANK", "0") == "0"
 
 
 def start(device: str = "cpu") -> Distributed:

@@ -25,3 +25,9 @@ class CheckpointError(AimonkError):
 
 class WeightsUnavailableError(AimonkError):
     """Requested backbone weights that cannot be had on this machine."""
+
+
+def state_dict_mismatch(error: RuntimeError) -> str:
+    """The first specific line of torch's `load_state_dict` error (after its summary), for a one-line message."""
+    lines = str(error).splitlines()
+    return lines[1].strip() if len(lines) > 1 else str(error)

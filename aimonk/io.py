@@ -1,12 +1,6 @@
 """Files aimonk writes and where things are: the output folder's file names, atomic writes, full lists behind short
-messages, one writer per output folder, the repository root.
-
-- Atomic: every output is written to a temporary file and renamed over the old one once complete, so a crash,
-  `kill -9` or a full disk leaves the previous file or the new one, never half of one.
-- One writer per output folder: `output_lock` holds `OUT_DIR/.aimonk.lock` (the kernel's flock) for the whole
-  run. It goes when its process ends, however it ends, so a run killed with SIGKILL never blocks the next; the file
-  says who holds it (process, host, command, start time) and is removed when the lock is released.
-- Notebooks find data and outputs from the repository root, whatever their working directory.
+messages, one writer per output folder (a lock held for the whole run), the repository root that notebooks resolve
+their paths from. What these promise a user is written down once, in docs/validation.md.
 """
 
 from __future__ import annotations
@@ -113,7 +107,9 @@ def remove_stale_temporaries(out_dir: Path) -> None:
             stale.unlink()
 
 
-# One writer per output folder.
+# One writer per output folder: the kernel's flock on OUT_DIR/.aimonk.lock. It goes when its process ends, however
+# it ends, so a run killed with SIGKILL never blocks the next; the file says who holds it, for the message another
+# run gets, and is removed when the lock is released.
 LOCK_FILE = ".aimonk.lock"
 SHOWN_COMMAND = 100  # characters of the holder's command line in a message
 

@@ -3,13 +3,13 @@ option of the training config, the command line and the docs at once.
 
 The tables are declared here, empty; the module that implements a kind of method fills its table:
 
-    @LOSSES.register("toy", options=[option("toy_strength", 1.0, "how strong the toy loss is")])
-    def toy(config): ...
+    @LOSSES.register("toy", options=[EntryOption("toy_strength", 1.0, "how strong the toy loss is")])
+    def toy(config): ...  # config.toy_strength is its setting, --toy-strength its option
 
 Each table names the modules that fill it and imports them the first time its entries are asked for. So the config
 (which validates `--loss focal` against LOSSES) imports only this module, never torch or the training code, and no
 module needs to import one of a higher layer to see the entries: the layers stay one-way (see pyproject.toml).
-An entry may declare options of its own (`option(...)` of `aimonk.config`): they become config keys and
+An entry may declare settings of its own (`EntryOption` of `aimonk.config`): they become config keys and
 command-line flags like any other setting, checked the same way.
 """
 

@@ -26,7 +26,7 @@ from torchvision.models import WeightsEnum
 
 from aimonk.checkpoint import load_safely
 from aimonk.data.images import IMAGENET_MEAN, IMAGENET_STD
-from aimonk.errors import CheckpointError, WeightsUnavailableError
+from aimonk.errors import CheckpointError, WeightsUnavailableError, state_dict_mismatch
 from aimonk.registry import BACKBONES
 
 Stages = Callable[[nn.Module], list[nn.Module]]
@@ -184,8 +184,8 @@ def build_backbone(name: str, weights: str) -> tuple[nn.Module, int, str]:
         try:
             network.load_state_dict(state)
         except RuntimeError as error:
-            first_line = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-            raise WeightsUnavailableError(f"weights from {origin} do not fit {name}: {first_line}") from None
+            raise WeightsUnavailableError(f"weights from {origin} do not fit {name}: {state_dict_mismatch(error)}") \
+                from None
     return network, width, origin
 
 

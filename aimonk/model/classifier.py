@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aimonk.errors import AimonkError, CheckpointError
+from aimonk.errors import AimonkError, CheckpointError, state_dict_mismatch
 from aimonk.model.backbones import build_backbone
 from aimonk.registry import BACKBONES
 
@@ -136,6 +136,6 @@ def model_from_checkpoint(checkpoint: dict, path: str | Path) -> AttributeClassi
     try:
         model.load_state_dict(checkpoint["state_dict"], assign=True)
     except RuntimeError as error:
-        detail = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise CheckpointError(f"{path}: weights do not fit a {checkpoint['backbone']} model ({detail})") from None
+        raise CheckpointError(f"{path}: weights do not fit a {checkpoint['backbone']} model "
+                              f"({state_dict_mismatch(error)})") from None
     return model.eval()

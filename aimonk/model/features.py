@@ -6,10 +6,9 @@ last frozen stage, so the frozen stages run once per image instead of every epoc
 run in both orientations (as is and flipped), so training with a random horizontal flip can pick either without
 touching the image again. Outputs are kept as computed: bf16 values as their raw bits (lossless, half the size).
 
-The cache only saves time, so it never fails a run: an entry that is not exactly what the frozen part outputs
-(empty, truncated, garbage, another shape or dtype, not finite) is recomputed and rewritten, with one warning for
-them all; a write that fails (no space left, read-only, permission) stops caching for the rest of the run, with one
-warning. Entries are not fsynced: one torn by a crash is found and recomputed the next time.
+What the cache promises (it never fails a run: damaged entries are recomputed, a cache that cannot be written is
+left alone, one warning each) is written down once, in docs/validation.md; the tests check each promise.
+Entries are not fsynced: one torn by a crash is found and recomputed the next time.
 """
 
 from __future__ import annotations

@@ -11,24 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aimonk.data.labels import LabelTable
 from aimonk.model.losses import EntryLoss
 
 L2_GRID = tuple(10.0 ** (half / 2) for half in range(-10, 3))  # 1e-5 to 10 by half decades (standardised features)
-
-
-def fold_of_images(table: LabelTable, folds: int, seed: int) -> torch.Tensor | None:
-    """Each training image's fold (stratified over positives and NAs per attribute), or None if too few images."""
-    if len(table) < 2 * folds:
-        return None
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold  # pulls in scikit-learn: only when fitting
-
-    strata = np.concatenate([table.positives(), ~table.known], axis=1).astype(int)
-    fold = np.zeros(len(table), dtype=np.int64)
-    splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for index, (_, held_out) in enumerate(splitter.split(np.zeros((len(table), 1)), strata)):
-        fold[held_out] = index
-    return torch.from_numpy(fold)
 
 
 def choose_l2(terms: EntryLoss, rows: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,

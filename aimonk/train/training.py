@@ -1,10 +1,8 @@
 """The training run, read top to bottom: labels, model, data (with cached features), loss, solver, outputs; then
 the minibatch loop of the `adam` solver (the reference), with its resumable state and interrupts.
 
-Every choice is a TrainConfig setting whose valid values come from a registry; the defaults are the reference recipe:
-ResNet18 with a frozen backbone, Adam, lr 1e-5, batch 16, 5 epochs, resize 224 + random horizontal flip +
-ImageNet normalisation, BCE over known labels. Under torchrun every process runs this same recipe on its share of
-the work, and rank 0 (`distributed.is_main()`) alone reports and writes.
+Every choice is a TrainConfig setting whose valid values come from a registry. Under torchrun every process runs
+this same recipe on its share of the work, and rank 0 (`distributed.is_main()`) alone reports and writes.
 """
 
 from __future__ import annotations
