@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests never touch the network, ~/.cache or ../shared."""
+"""Fixtures shared by the test files (plain helpers: helpers.py). Tests never touch the network, ~/.cache or
+../shared."""
 
 from __future__ import annotations
 
@@ -10,12 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from aimonk.config import TrainConfig
-from aimonk.data.labels import LabelTable
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import photo_collection, write_dataset
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -106,48 +102,11 @@ def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     return refuse
 
 
-def write_dataset(folder: Path, rows: list[str], size: int = 40, seed: int = 0) -> Path:
-    """A small dataset: `rows` are label lines; each named image is drawn with a colour per row."""
-    rng = np.random.default_rng(seed)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    for line in rows:
-        name = line.split()[0]
-        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / "images" / name, format="JPEG")
-    (folder / "labels.txt").write_text("\n".join(rows) + "\n")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def dataset_32px(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 random 32x32 images, two attributes with some NA; shared by a test module."""
     rows = [f"img_{i}.jpg {i % 2} {'NA' if i % 5 == 0 else (i // 2) % 2}" for i in range(20)]
     return write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
-
-
-def train_arguments(dataset: Path, out: Path, *options: str) -> list[str]:
-    """`aimonk train` on `dataset` into `out`: random weights, 32 px, no workers or progress, the cache beside `out`."""
-    return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
-            "--workers", "0", "--no-progress", "--cache-dir", str(out.parent / "cache"), *options]
-
-
-def label_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:
-    """A LabelTable from arrays (one column per attribute; all labels known unless `known` says otherwise)."""
-    targets = np.asarray(targets, dtype=np.float32).reshape(len(targets), -1)
-    known = np.ones(targets.shape, dtype=bool) if known is None else np.asarray(known, bool).reshape(targets.shape)
-    names = [f"Attr{j + 1}" for j in range(targets.shape[1])]
-    return LabelTable(Path("labels.txt"), [f"image_{i}.jpg" for i in range(len(targets))], names,
-                      np.where(known, targets, 0).astype(np.float32), known)
-
-
-def train_config(data_dir: Path, cache_dir: Path, **overrides) -> TrainConfig:
-    """A quick training run on a small dataset: random backbone, 64 px, 2 epochs, no workers, fp32."""
-    settings = dict(
-        data_dir=str(data_dir), out_dir=str(data_dir / "out"), cache_dir=str(cache_dir), weights="none",
-        epochs=2, batch_size=4, lr=1e-3, val_fraction=0.25, image_size=64, precision="fp32", workers=0,
-        progress=False,
-    )
-    return TrainConfig(**{**settings, **overrides})
 
 
 @pytest.fixture
@@ -170,3 +129,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = TrainConfig(data_dir=str(data), out_dir=str(tmp_path_factory.mktemp("tiny-model")), weights="none",
                          image_size=32, epochs=1, val_fraction=0.25, workers=0, progress=False)
     return train(config).model_path
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> Path:
+    """A photo collection in parts (`helpers.photo_collection`): its images in order are `helpers.COLLECTION_ORDER`."""
+    return photo_collection(tmp_path / "photos")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

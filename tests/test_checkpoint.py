@@ -1,4 +1,5 @@
-"""Checkpoints from elsewhere: pickled code never runs, damaged files and mismatched models are refused clearly."""
+"""Checkpoints: saved atomically into folders that need not exist; from elsewhere, pickled code never runs, damaged
+files and mismatched models are refused clearly."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_dataset
+from helpers import write_dataset
 
 from aimonk.checkpoint import FORMAT, _is, load_checkpoint, load_safely, save_atomic, save_tuning
 from aimonk.cli import main

@@ -1,17 +1,20 @@
-"""Output files: short messages about long lists of names, with the full list in a file; atomic writes."""
+"""Output files: short messages about long lists of names, with the full list in a file; atomic writes; one
+writer per output folder (the lock; a real second run and a killed one: e2e/test_lock.py)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from helpers import holder_pid
 
 from aimonk.checkpoint import save_atomic
 from aimonk.data.eda import save_table
 from aimonk.errors import AimonkError
-from aimonk.io import CURVE_FILE, HISTORY_FILE, atomic_file, listed
+from aimonk.io import CURVE_FILE, HISTORY_FILE, LOCK_FILE, atomic_file, listed, output_lock
 from aimonk.train.outputs import write_history
 
 
@@ -69,3 +72,16 @@ def test_an_error_reading_another_file_inside_the_block_is_not_called_a_failed_w
         file.write("partial")
         (tmp_path / "missing.txt").read_text()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the output folder's lock ---
+
+
+def test_a_lock_file_without_a_holder_is_taken_over_and_a_garbled_one_still_refuses(tmp_path):
+    (tmp_path / LOCK_FILE).write_text("not json")
+    with output_lock(tmp_path):  # nobody holds it: a leftover is no obstacle
+        assert holder_pid(tmp_path) == os.getpid()
+        (tmp_path / LOCK_FILE).write_text("garbled")
+        with pytest.raises(AimonkError, match="in use by another process; wait for it or use another --out-dir"), \
+                output_lock(tmp_path):
+            pass

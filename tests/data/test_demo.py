@@ -6,21 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT as REPO
+from helpers import label_rows
 from PIL import Image
 
-from aimonk.cli import main as aimonk_main
 from aimonk.data.demo import ATTRIBUTE_PREVALENCE, NA_RATE, draw_image, make_demo_dataset
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _files(root: Path) -> dict[str, bytes]:
     """Every file under `root`, by relative path."""
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
-
-
-def _rows(labels_path: Path) -> list[list[str]]:
-    return [line.split(" ") for line in labels_path.read_text(encoding="ascii").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +45,13 @@ def test_different_seed_gives_different_labels(tmp_path: Path) -> None:
 def test_label_file_format(default_set: Path) -> None:
     raw = (default_set / "labels.txt").read_bytes()
     assert b"\r" not in raw and raw.endswith(b"\n") and not raw.startswith(b"\xef\xbb\xbf")
-    rows = _rows(default_set / "labels.txt")
+    rows = label_rows(default_set / "labels.txt")
     assert [row[0] for row in rows] == [f"image_{i}.jpg" for i in range(400)]
     assert all(len(row) == 5 and set(row[1:]) <= {"0", "1", "NA"} for row in rows)
 
 
 def test_label_statistics(default_set: Path) -> None:
-    values = np.array([row[1:] for row in _rows(default_set / "labels.txt")])
+    values = np.array([row[1:] for row in label_rows(default_set / "labels.txt")])
     missing = values == "NA"
     assert not missing.all(axis=1).any()
     assert abs(missing.mean() - NA_RATE) < 0.02
@@ -96,10 +91,3 @@ def test_shipped_dataset_matches_generator(default_set: Path) -> None:
         ours = np.asarray(Image.open(REPO / "images" / name), dtype=np.int16)
         regenerated = np.asarray(Image.open(default_set / "images" / name), dtype=np.int16)
         assert np.abs(ours - regenerated).mean() < 1.0, name
-
-
-def test_cli_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert aimonk_main(["demo", "--out-dir", str(tmp_path), "--n-images", "5", "--seed", "2", "--size", "40"]) == 0
-    assert len(_rows(tmp_path / "labels.txt")) == 5
-    assert Image.open(tmp_path / "images" / "image_0.jpg").size == (40, 40)
-    assert "labels.txt" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""Image decoding: every kind of picture PIL reads becomes upright RGB; every bad file is a named, skippable error."""
+"""Image decoding: every kind of picture PIL reads becomes upright RGB; every bad file is a named, skippable error.
+Finding images in folders: recursive, hidden entries skipped, symbolic-link loops safe, a stable natural order."""
 
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import COLLECTION_ORDER as EXPECTED
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from aimonk.checkpoint import load_checkpoint
-from aimonk.config import TrainConfig
-from aimonk.data.images import ImageDataset, Preprocessing, collate_readable, open_rgb
-from aimonk.errors import AimonkError, ImageReadError
-from aimonk.train.training import train
+from aimonk.data.images import ImageDataset, Preprocessing, collate_readable, image_files, open_rgb
+from aimonk.errors import ImageReadError
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 EXIF_ORIENTATION = 0x0112
@@ -203,45 +202,28 @@ def test_dataset_with_workers_reports_bad_images_without_a_worker_crash(tmp_path
     assert all(message.startswith(str(paths[index])) for index, message in errors)
 
 
-# --- training: a bad image is named and skipped with a warning, or fails the run under strict ---
+def test_large_jpeg_is_decoded_at_reduced_size(tmp_path: Path):
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (1600, 1200), (10, 120, 200)).save(path)
+    assert open_rgb(path, 224).size == (400, 300)  # 1/4 scale still covers 224 a side
+    assert open_rgb(path, 64).size == (200, 150)  # at most 1/8
+    assert open_rgb(path).size == (1600, 1200)
 
 
-def _config(data_dir: Path, tmp_path: Path, **overrides) -> TrainConfig:
-    settings = dict(data_dir=str(data_dir), out_dir=str(tmp_path / "out"), weights="none", image_size=32, epochs=1,
-                    batch_size=8, workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
-    return TrainConfig(**{**settings, **overrides})
+# --- folders (image_files); the `collection` fixture is helpers.photo_collection ---
 
 
-@pytest.fixture
-def damaged_dataset(small_dataset: Path) -> Path:
-    """The small dataset with one unreadable image (text named .jpg) and one missing image."""
-    (small_dataset / "images" / "img_5.jpg").write_text("not an image")
-    (small_dataset / "images" / "img_7.jpg").unlink()
-    return small_dataset
+def test_folders_are_searched_recursively_in_natural_order(collection):
+    assert image_files([collection]) == [collection / name for name in EXPECTED]
 
 
-@pytest.mark.parametrize(("feature_cache", "workers"), [(True, 0), (False, 0), (True, 2), (False, 2)])
-def test_training_skips_bad_images_with_a_warning_naming_them(damaged_dataset, tmp_path, feature_cache, workers):
-    config = _config(damaged_dataset, tmp_path, feature_cache=feature_cache, workers=workers)
-    with pytest.warns(UserWarning) as caught:
-        result = train(config)
-    messages = [str(warning.message) for warning in caught]
-    assert any("missing" in message and "img_7.jpg" in message for message in messages), messages
-    assert any("unreadable" in message and "img_5.jpg" in message for message in messages), messages
-    assert sorted(result.data.skipped) == ["img_5.jpg", "img_7.jpg"]
-    assert len(result.data.train_rows) + len(result.data.val_rows) == 22
-    assert sorted(load_checkpoint(result.model_path)["skipped_files"]) == ["img_5.jpg", "img_7.jpg"]  # on record
+def test_names_are_relative_to_the_folder_given(collection, monkeypatch):
+    monkeypatch.chdir(collection.parent)
+    assert [str(path) for path in image_files(["photos"])] == [f"photos/{name}" for name in EXPECTED]
+    monkeypatch.chdir(collection)
+    assert [str(path) for path in image_files(["."])] == EXPECTED
 
 
-@pytest.mark.parametrize("feature_cache", [True, False])
-def test_strict_training_fails_naming_the_unreadable_image(small_dataset, tmp_path, feature_cache):
-    (small_dataset / "images" / "img_5.jpg").write_bytes(b"")
-    with pytest.raises(AimonkError, match=r"1 unreadable image\(s\) \(--strict\): .*img_5\.jpg"):
-        train(_config(small_dataset, tmp_path, feature_cache=feature_cache, strict=True))
-    assert not (tmp_path / "out" / "aimonk_model.pth").exists()
-
-
-def test_strict_training_fails_naming_the_missing_images(damaged_dataset, tmp_path):
-    (damaged_dataset / "images" / "img_9.jpg").unlink()
-    with pytest.raises(AimonkError, match=r"2 missing image\(s\) \(--strict\): img_7\.jpg, img_9\.jpg"):
-        train(_config(damaged_dataset, tmp_path, strict=True))
+def test_files_are_kept_as_given_even_hidden_and_mixed_with_folders(collection):
+    hidden = collection / "part_2" / ".thumbnail.jpg"
+    assert image_files([hidden, collection / "part_10"]) == [hidden, collection / "part_10" / "image_1.png"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_dataset
+from helpers import write_dataset
 
 import aimonk.train.training
 from aimonk.config import TrainConfig
@@ -52,6 +52,19 @@ def test_whole_visits_draw_nothing_for_rounding_so_a_uniform_epoch_keeps_the_ref
     order = torch.randperm(10, generator=generator).tolist()
     flips = (torch.rand(10, generator=generator) < 0.5).tolist()
     assert epoch_plan(np.ones(10), 10, seed=4, epoch=2) == [[(row, flips[row]) for row in order]]
+
+
+def test_epoch_plan_flips_each_image_once_per_epoch_and_varies_by_epoch():
+    plan = [pair for batch in epoch_plan(np.ones(50), 16, seed=3, epoch=0) for pair in batch]
+    assert sorted(row for row, _ in plan) == list(range(50))
+    assert 10 < sum(flip for _, flip in plan) < 40
+    assert [len(batch) for batch in epoch_plan(np.ones(50), 16, seed=3, epoch=0)] == [16, 16, 16, 2]
+    assert epoch_plan(np.ones(50), 16, 3, 0) != epoch_plan(np.ones(50), 16, 3, 1)
+    # A function of (seed, epoch) alone: the global random state (restored on resume, used by the model) plays no part.
+    torch.manual_seed(1)
+    first = epoch_plan(np.ones(50), 16, 3, 2)
+    torch.manual_seed(2)
+    assert epoch_plan(np.ones(50), 16, 3, 2) == first
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_dataset
+from helpers import write_dataset
 
 from aimonk.cli import main
 from aimonk.io import STATE_FILE
@@ -142,6 +142,7 @@ def test_the_real_command_prints_no_traceback(data):
     assert done.stdout == ""
 
 
+@pytest.mark.slow
 def test_a_huge_labels_file_with_few_images_warns_briefly_and_lists_all_in_a_file(tmp_path, capsys):
     data = write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2} 1" for i in range(4)], size=32)
     names = [f"img_{i}.jpg" for i in range(200_000)]
@@ -206,6 +207,7 @@ def test_a_full_disk_in_the_output_folder_is_one_line_and_keeps_the_previous_out
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_write_the_kernel_refuses_is_one_line_and_leaves_no_temporary_file(data):
     """A real failed write, no root needed: files may not grow beyond 1 MiB (RLIMIT_FSIZE; SIGXFSZ ignored)."""
     import resource

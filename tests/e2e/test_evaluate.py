@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_dataset
+from helpers import write_dataset
 
 from aimonk.checkpoint import load_checkpoint, save_tuning
 from aimonk.cli import main

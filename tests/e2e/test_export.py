@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from aimonk.cli import main
 from aimonk.evaluate.export import Probabilities, check_images
@@ -18,7 +19,7 @@ from aimonk.evaluate.prediction import Predictor
 
 onnx = pytest.importorskip("onnx")  # the optional extra aimonk[onnx], part of aimonk[dev]
 onnxruntime = pytest.importorskip("onnxruntime")
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the export of the module's fixture takes seconds
 DEMO_IMAGES = [str(ROOT / "images" / f"image_{i}.jpg") for i in range(12)]
 
 
@@ -107,10 +108,10 @@ def test_bad_input_is_one_error_line(exported, tmp_path, monkeypatch, capsys, ca
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_the_readme_snippet_gives_pytorchs_probabilities(exported, capsys):
+def test_the_export_pages_snippet_gives_pytorchs_probabilities(exported, capsys):
     model, path, _ = exported
-    readme = (ROOT / "README.md").read_text()
-    snippet = readme[readme.index("## ONNX"):].split("```python\n", 1)[1].split("```", 1)[0]
+    page = (ROOT / "docs" / "export.md").read_text()
+    snippet = page.split("```python\n", 1)[1].split("```", 1)[0]
     assert 'ort.InferenceSession("models/aimonk_model.onnx")' in snippet and '"photo.jpg"' in snippet
     namespace: dict = {}
     exec(snippet.replace("models/aimonk_model.onnx", str(path)).replace("photo.jpg", DEMO_IMAGES[0]), namespace)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,14 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import train_arguments
+from helpers import holder_pid, train_arguments
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
-from aimonk.config import TrainConfig
-from aimonk.errors import AimonkError
-from aimonk.io import LOCK_FILE, MODEL_FILE, output_lock
-from aimonk.train.training import train
+from aimonk.io import LOCK_FILE, MODEL_FILE
+
+pytestmark = pytest.mark.slow
 
 
 def _holding(arguments: list[str], out: Path, ready=lambda process: True) -> subprocess.Popen:  # noqa: ANN001
@@ -26,7 +24,7 @@ def _holding(arguments: list[str], out: Path, ready=lambda process: True) -> sub
     process = subprocess.Popen([sys.executable, "-m", "aimonk", *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (_holder_pid(out) == process.pid and ready(process)):
+    while not (holder_pid(out) == process.pid and ready(process)):
         assert process.poll() is None, f"exited early ({process.returncode}): {process.communicate()[1]}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
@@ -40,13 +38,6 @@ def _children(pid: int) -> list[str]:
                 for child in (task / "children").read_text().split()]
     except OSError:  # a thread ended meanwhile
         return []
-
-
-def _holder_pid(out: Path) -> int | None:
-    try:
-        return json.loads((out / LOCK_FILE).read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def test_a_second_run_into_a_folder_in_use_fails_at_once_naming_the_first(dataset_32px, tmp_path, capsys):
@@ -76,7 +67,7 @@ def test_a_run_killed_with_sigkill_does_not_block_the_next(dataset_32px, tmp_pat
     try:
         os.kill(first.pid, signal.SIGKILL)  # the main process only: its data-loader workers may outlive it a moment
         first.wait(timeout=60)
-        assert _holder_pid(out) == first.pid  # the lock file stays behind, its lock does not
+        assert holder_pid(out) == first.pid  # the lock file stays behind, its lock does not
         assert main(train_arguments(dataset_32px, out, "--epochs", "1")) == 0
     finally:
         try:
@@ -84,25 +75,3 @@ def test_a_run_killed_with_sigkill_does_not_block_the_next(dataset_32px, tmp_pat
         except ProcessLookupError:
             pass
     assert (out / MODEL_FILE).is_file() and not (out / LOCK_FILE).exists()
-
-
-def test_training_from_python_or_a_notebook_takes_the_lock_too(dataset_32px, tmp_path):
-    out = tmp_path / "out"
-    config = TrainConfig(data_dir=str(dataset_32px), out_dir=str(out), weights="none", image_size=32, epochs=1,
-                         workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
-    with output_lock(out):  # another holder, here in this process
-        with pytest.raises(AimonkError, match=f"in use by process {os.getpid()} "):
-            train(config)
-        assert list(out.iterdir()) == [out / LOCK_FILE]
-    train(config)
-    assert not (out / LOCK_FILE).exists()
-
-
-def test_a_lock_file_without_a_holder_is_taken_over_and_a_garbled_one_still_refuses(tmp_path):
-    (tmp_path / LOCK_FILE).write_text("not json")
-    with output_lock(tmp_path):  # nobody holds it: a leftover is no obstacle
-        assert _holder_pid(tmp_path) == os.getpid()
-        (tmp_path / LOCK_FILE).write_text("garbled")
-        with pytest.raises(AimonkError, match="in use by another process; wait for it or use another --out-dir"), \
-                output_lock(tmp_path):
-            pass

@@ -1,13 +1,19 @@
-"""`aimonk predict --csv`: one row per image with probabilities, decisions and errors, written atomically."""
+"""`aimonk predict`: a folder of subfolders in natural order; `--csv`, one row per image with probabilities,
+decisions and errors, written atomically; and the start-up budget: nothing it imports pulls in the heavy analysis or
+ONNX libraries."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import COLLECTION_ORDER as EXPECTED
+from helpers import write_dataset
 from PIL import Image
 
 from aimonk.checkpoint import save_tuning
@@ -90,3 +96,31 @@ def test_an_interrupted_run_leaves_the_previous_csv_whole(model, folder, tmp_pat
     assert main(["predict", str(folder), "--model", str(model), "--csv", str(out)]) == 130
     assert out.read_text() == "previous\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["images", "model.pth", "predictions.csv"]
+
+
+def test_predict_on_a_folder_of_subfolders(collection, tiny_model, capsys):
+    assert main(["predict", str(collection), "--model", str(tiny_model)]) == 0
+    printed = [line.split(": ")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == [str(collection / name) for name in EXPECTED]
+
+
+HEAVY = ("matplotlib", "sklearn", "pandas", "iterstrat", "scipy", "seaborn", "onnx", "onnxruntime", "onnxscript")
+
+
+@pytest.mark.slow
+def test_predict_imports_no_plotting_or_analysis_library(tmp_path: Path):
+    data = write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2} 1" for i in range(6)], size=32)
+    out = tmp_path / "model"
+    assert main(["train", "--data-dir", str(data), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
+                 "--epochs", "1", "--workers", "0", "--no-progress", "--val-fraction", "0"]) == 0
+    image, model = str(data / "images" / "img_0.jpg"), str(out / "aimonk_model.pth")
+    script = (
+        "import sys\n"
+        "from aimonk.cli import main\n"
+        f"code = main(['predict', {image!r}, '--model', {model!r}])\n"
+        f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY!r})))\n"
+        "sys.exit(code)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "[]", run.stdout

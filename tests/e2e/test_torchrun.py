@@ -12,32 +12,23 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from unittest.mock import Mock
 
 import pytest
 import torch
-from conftest import ROOT, write_dataset
+from helpers import ROOT, needs_gloo, write_dataset
 
-import aimonk.distributed
-import aimonk.train.training
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
-from aimonk.config import TrainConfig
 from aimonk.data.images import image_files
-from aimonk.distributed import Distributed
-from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.model.classifier import build_model
-from aimonk.train.prepare import report_left_out
 from aimonk.train.resume import load_train_state
 
-pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available())
-                                or not Path("/proc/self/environ").exists(), reason="needs gloo and Linux's /proc")
+pytestmark = [needs_gloo, pytest.mark.slow]
 
 # Measured here: the 2-process loss history differs from one process's by at most 2e-7 (float reduction order).
 TOLERANCE = 1e-5
@@ -214,60 +205,3 @@ def test_fine_tuning_under_ddp_trains_the_last_stage_only(dataset, tmp_path):
     changed = {name for name, value in tensors.items()
                if name.startswith("backbone.") and not torch.equal(checkpoint["state_dict"][name], value.detach())}
     assert changed and all(id(tensors[name]) in trainable for name in changed)  # BatchNorm statistics too
-
-
-def test_under_strict_every_process_stops_and_rank_0_alone_says_why(tmp_path, monkeypatch, capsys):
-    config = TrainConfig(out_dir=str(tmp_path / "out"), strict=True)
-    names = [f"image_{i}.jpg" for i in range(7)]
-    with pytest.raises(AimonkError, match=r"^7 unreadable image\(s\) \(--strict\)$"):
-        monkeypatch.setattr(aimonk.distributed, "_world", Distributed(rank=1, world_size=2))
-        report_left_out("unreadable", names, config)
-    assert not (tmp_path / "out").exists()  # the full list is rank 0's to write
-    with pytest.raises(AimonkError, match=r"\(full list in .*unreadable_images.txt\)$"):
-        monkeypatch.setattr(aimonk.distributed, "_world", Distributed(rank=0, world_size=2))
-        report_left_out("unreadable", names, config)
-    assert (tmp_path / "out" / "unreadable_images.txt").read_text().split() == names
-
-    monkeypatch.setenv("RANK", "1")  # what every process meets alike, rank 0 reports; an unreadable image, its reader
-    assert main(["train", "--data-dir", str(tmp_path / "nowhere"), "--out-dir", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == ""
-    monkeypatch.setattr(aimonk.train.training, "train", Mock(side_effect=ImageReadError("x.jpg: cannot read image")))
-    assert main(["train"]) == 2
-    assert capsys.readouterr().err == "aimonk: error: x.jpg: cannot read image\n"
-
-
-def test_under_torchrun_sigterm_is_an_interrupt_held_like_ctrl_c(tmp_path):
-    """torchrun stops the workers with SIGTERM when it is terminated or a worker failed (a world of one here)."""
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    script = (
-        "import os, signal\n"
-        "from aimonk.distributed import start\n"
-        "from aimonk.train.resume import held_interrupts\n"
-        "assert start().world_size == 1\n"
-        "try:\n"
-        "    with held_interrupts():\n"
-        "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "        print('held', flush=True)\n"
-        "except KeyboardInterrupt:\n"
-        "    print('interrupted')\n"
-    )
-    environment = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                   "MASTER_PORT": str(port)}
-    run = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120)
-    assert run.stdout.split() == ["held", "interrupted"], run.stderr
-
-
-@pytest.mark.parametrize(("world", "total", "chunk"), [(2, 13, 3), (3, 14, 2), (3, 2, 4), (4, 17, 1), (2, 8, 4)])
-def test_shares_hold_every_input_once_and_are_gathered_back_in_input_order(world, total, chunk):
-    inputs = [f"image_{i}" for i in range(total)]
-    shares = [Distributed(rank, world).shard(inputs) for rank in range(world)]
-    assert sorted(item for share in shares for item in share) == sorted(inputs)  # no padding, no duplicates
-    others = [iter([share[start : start + chunk] for start in range(0, total + chunk, chunk)]) for share in shares]
-
-    class Rank0(Distributed):  # the other ranks' parts, round by round, as all_gather would bring them
-        def all_gather(self, value: list) -> list:
-            return [value, *(next(other) for other in others[1:])]
-
-    assert list(Rank0(0, world).gather_in_order(iter(shares[0]), total, chunk)) == inputs

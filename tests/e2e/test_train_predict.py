@@ -11,18 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from sklearn.metrics import roc_auc_score
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
-from aimonk.config import TrainConfig
 from aimonk.data.labels import read_labels
-from aimonk.data.sampling import epoch_plan
 from aimonk.evaluate.prediction import Predictor
-from aimonk.train.outputs import loss_curve_figure
-from aimonk.train.training import train
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the demo training of the module's fixture takes seconds
 
 
 @pytest.fixture(scope="module")
@@ -119,37 +116,6 @@ def test_console_command_trains_and_predicts_from_the_current_directory(tmp_path
                                  timeout=300)
     assert predict_run.returncode == 0, predict_run.stderr
     assert len(predict_run.stdout.splitlines()) == 24
-
-
-def test_loss_curve_axes_and_title():
-    axes = loss_curve_figure([0.9, 0.7, 0.6]).axes[0]
-    assert axes.get_xlabel() == "iteration_number"
-    assert axes.get_ylabel() == "training_loss"
-    assert axes.get_title() == "Aimonk_multilabel_problem"
-    assert list(axes.lines[0].get_xdata()) == [1, 2, 3]
-
-
-def test_same_seed_repeats_a_run_and_another_seed_does_not(small_dataset: Path, tmp_path: Path):
-    def run(seed: int, out: str) -> list[float]:
-        config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path / out), weights="none", epochs=2,
-                             batch_size=4, lr=1e-3, seed=seed, image_size=64, workers=0, progress=False)
-        return train(config).history
-
-    assert run(0, "a") == run(0, "b")
-    assert run(0, "a") != run(1, "c")
-
-
-def test_epoch_plan_flips_each_image_once_per_epoch_and_varies_by_epoch():
-    plan = [pair for batch in epoch_plan(np.ones(50), 16, seed=3, epoch=0) for pair in batch]
-    assert sorted(row for row, _ in plan) == list(range(50))
-    assert 10 < sum(flip for _, flip in plan) < 40
-    assert [len(batch) for batch in epoch_plan(np.ones(50), 16, seed=3, epoch=0)] == [16, 16, 16, 2]
-    assert epoch_plan(np.ones(50), 16, 3, 0) != epoch_plan(np.ones(50), 16, 3, 1)
-    # A function of (seed, epoch) alone: the global random state (restored on resume, used by the model) plays no part.
-    torch.manual_seed(1)
-    first = epoch_plan(np.ones(50), 16, 3, 2)
-    torch.manual_seed(2)
-    assert epoch_plan(np.ones(50), 16, 3, 2) == first
 
 
 def test_recommended_recipe_converges_on_the_demo_and_says_what_ran(demo_model: Path, tmp_path: Path, capsys):

@@ -1,4 +1,7 @@
-"""Model builder: backbone weights options, frozen backbone semantics, recorded weights origin."""
+"""Model builder: backbone weights options, frozen backbone semantics, recorded weights origin, fine-tuning depth,
+and the head's standardised input folded away."""
+
+from __future__ import annotations
 
 import urllib.error
 from pathlib import Path
@@ -110,3 +113,20 @@ def test_a_random_backbone_is_the_same_whatever_the_seed_and_the_head_is_not():
     assert all(torch.equal(a, b) for a, b in zip(first.backbone.state_dict().values(),
                                                   second.backbone.state_dict().values(), strict=True))
     assert not torch.equal(first.head.weight, second.head.weight)
+
+
+def test_a_depth_beyond_the_backbone_is_refused_naming_the_number_of_stages():
+    with pytest.raises(AimonkError, match="between 0 and 5"):
+        build_model(2, weights="none", trainable_stages=6)
+
+
+def test_standardised_head_folds_into_a_plain_linear_head_with_the_same_outputs():
+    model, _ = build_model(3, weights="none")
+    features = torch.randn(50, 512) * torch.linspace(0.01, 10, 512) + 4
+    features[:, 7] = 2.0  # a dimension without spread keeps scale 1
+    model.standardise_head_input(features)
+    assert model.input_scaling[1][7] == 1
+    before = model.head_logits(features)
+    model.fold_input_scaling()
+    assert model.input_scaling is None
+    assert torch.allclose(model.head(features), before, atol=1e-4)

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import train_config
+from helpers import DAMAGE, train_config
 from PIL import Image
 from torch import nn
 
 import aimonk.data.images
 import aimonk.train.training
-from aimonk.cli import main
 from aimonk.data.images import Preprocessing, open_rgb
 from aimonk.evaluate.prediction import Predictor
 from aimonk.model.classifier import build_model
@@ -174,14 +173,6 @@ def test_trained_backbone_never_uses_the_cache(small_dataset: Path, tmp_path: Pa
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
 
 
-def test_large_jpeg_is_decoded_at_reduced_size(tmp_path: Path):
-    path = tmp_path / "large.jpg"
-    Image.new("RGB", (1600, 1200), (10, 120, 200)).save(path)
-    assert open_rgb(path, 224).size == (400, 300)  # 1/4 scale still covers 224 a side
-    assert open_rgb(path, 64).size == (200, 150)  # at most 1/8
-    assert open_rgb(path).size == (1600, 1200)
-
-
 def test_backbone_in_workers_gives_the_features_of_the_main_process(small_dataset: Path, tmp_path: Path):
     paths = sorted((small_dataset / "images").iterdir())
     preprocessing = Preprocessing(32)
@@ -212,16 +203,6 @@ def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(smal
 
 def _entry(cache: FeatureCache, path: Path) -> Path:
     return cache._file(file_digest(path))
-
-
-DAMAGE = {
-    "empty": lambda entry: entry.write_bytes(b""),
-    "truncated": lambda entry: entry.write_bytes(entry.read_bytes()[:-10]),
-    "garbage": lambda entry: entry.write_bytes(np.random.default_rng(0).bytes(300)),
-    "another shape": lambda entry: np.save(entry, np.zeros((2, 7), np.float32)),
-    "not finite": lambda entry: np.save(entry, np.full((2, 8), np.nan, np.float32)),
-    "pickled objects": lambda entry: np.save(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True),
-}
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
@@ -304,43 +285,3 @@ def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, 
         assert len(messages) == 1 + (root == "warm"), messages
         assert f"cannot write: {os.strerror(code)}; the feature cache is not written" in messages[0]
         assert decoded == ([paths[0].name] if root == "warm" else [path.name for path in paths])
-
-
-def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_dataset, tmp_path, capsys, full_disk):
-    cache = tmp_path / "cache"
-    arguments = ["train", "--data-dir", str(small_dataset), "--out-dir", str(tmp_path / "out"), "--cache-dir",
-                 str(cache), "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0",
-                 "--no-progress"]
-    assert main(arguments) == 0
-    entries = sorted(cache.rglob("*.npy"))
-    for kind, entry in zip(["empty", "truncated", "garbage", "another shape"], entries, strict=False):
-        DAMAGE[kind](entry)
-    capsys.readouterr()
-    assert main(arguments) == 0
-    warning = capsys.readouterr().err
-    assert warning.startswith("aimonk: warning: 4 damaged feature-cache entries were recomputed (") and \
-        warning.count("\n") == 1, warning
-    assert all(f"1 {kind}" in warning for kind in ["empty", "truncated", "not an array file", "of another shape"])
-    assert main(arguments) == 0 and capsys.readouterr().err == ""
-
-    shutil.rmtree(cache)
-    full_disk(room=0, under=cache)
-    assert main(arguments) == 0
-    warning = capsys.readouterr().err
-    assert warning.startswith(f"aimonk: warning: {cache}") and warning.count("\n") == 1, warning
-    assert ": cannot write: No space left on device; the feature cache is not written" in warning
-    assert (tmp_path / "out" / "aimonk_model.pth").is_file()
-
-
-def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_made(small_dataset, tmp_path, capsys):
-    cache = tmp_path / "cache"
-    train(train_config(small_dataset, cache))
-    train(train_config(small_dataset, cache, trainable_stages=1, out_dir=str(tmp_path / "finetuned")))
-    (cache / "notes.txt").write_text("mine")  # not the cache's: never deleted
-    assert main(["cache", "--cache-dir", str(cache)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and "24 images" in lines[0] and "24 images" in lines[1]
-    assert {"5 frozen stage(s)" in lines[0] + lines[1], "4 frozen stage(s)" in lines[0] + lines[1]} == {True}
-    assert lines[2].startswith(f"{cache}: 2 cache folder(s)")
-    assert main(["cache", "--cache-dir", str(cache), "--clear"]) == 0
-    assert sorted(path.name for path in cache.iterdir()) == ["notes.txt"]

@@ -1,26 +1,17 @@
-"""Solvers: lbfgs solves the same problem as scikit-learn's logistic regression and never sees validation labels;
-the head's standardisation folds exactly; Adam's groups and schedules do what the options say."""
+"""Linear heads fitted full-batch: the fit solves the same problem as scikit-learn's logistic regression, and the
+L2 strength chosen per attribute is the one with the lowest held-out loss."""
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_dataset
 from sklearn.linear_model import LogisticRegression
 
-import aimonk.train.prepare
-from aimonk.config import TrainConfig
-from aimonk.data.labels import LabelTable, stratified_folds
-from aimonk.model.classifier import build_model
 from aimonk.model.linear_heads import L2_GRID, choose_l2, fit_linear_heads
 from aimonk.model.losses import bce_terms
-from aimonk.registry import LR_SCHEDULES
-from aimonk.train.optim import parameter_groups
-from aimonk.train.training import train
 
 
 def test_lbfgs_matches_scikit_learn_logistic_regression_with_weights_and_missing_labels():
@@ -116,63 +107,6 @@ def test_the_fit_runs_on_one_thread_and_gives_the_callers_threads_back():
     assert torch.get_num_threads() == before
 
 
-def test_lbfgs_never_looks_at_the_validation_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Two label files that differ only on the validation images train the same head (a fixed split)."""
-    names = [f"img_{i}.jpg" for i in range(30)]
-    monkeypatch.setattr(aimonk.train.prepare, "stratified_split", lambda table, fraction, seed: (np.arange(20),
-                                                                                        np.arange(20, 30)))
-    heads = []
-    for flip in (False, True):
-        rows = [f"{name} {(i % 2) ^ (flip and i >= 20)} {(i // 2) % 2}" for i, name in enumerate(names)]
-        data = write_dataset(tmp_path / f"data{flip}", rows, size=32)
-        config = TrainConfig.from_recipe("recommended", data_dir=str(data), out_dir=str(tmp_path / f"out{flip}"),
-                                         weights="none", image_size=32, workers=0, progress=False, cv_folds=2)
-        heads.append(torch.load(train(config).model_path, weights_only=True)["state_dict"]["head.weight"])
-    assert torch.equal(heads[0], heads[1])
-
-
-def test_standardised_head_folds_into_a_plain_linear_head_with_the_same_outputs():
-    model, _ = build_model(3, weights="none")
-    features = torch.randn(50, 512) * torch.linspace(0.01, 10, 512) + 4
-    features[:, 7] = 2.0  # a dimension without spread keeps scale 1
-    model.standardise_head_input(features)
-    assert model.input_scaling[1][7] == 1
-    before = model.head_logits(features)
-    model.fold_input_scaling()
-    assert model.input_scaling is None
-    assert torch.allclose(model.head(features), before, atol=1e-4)
-
-
-def test_parameter_groups_scale_the_backbone_and_never_decay_biases_or_norms():
-    model, _ = build_model(2, weights="none", trainable_stages=1)
-    config = TrainConfig(lr=1e-3, backbone_lr_factor=0.1, weight_decay=0.05)
-    groups = parameter_groups(model, config)
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    assert {id(p) for group in groups for p in group["params"]} == trainable
-    for group in groups:
-        in_head = any(p is model.head.weight or p is model.head.bias for p in group["params"])
-        assert group["lr"] == pytest.approx(1e-3 if in_head else 1e-4)
-        assert group["weight_decay"] == (0.05 if all(p.ndim > 1 for p in group["params"]) else 0.0)
-
-
-def test_schedules_warm_up_then_hold_or_decay_to_zero():
-    constant, cosine = LR_SCHEDULES["constant"], LR_SCHEDULES["cosine"]
-    assert [constant(step, 100, 4) for step in (0, 1, 3, 50)] == [0.25, 0.5, 1.0, 1.0]
-    assert cosine(0, 100, 0) == 1.0 and cosine(50, 100, 0) == pytest.approx(0.5)
-    assert 0 < cosine(99, 100, 0) < 1e-3  # the last update still moves; zero would come one step later
-    assert cosine(1, 100, 4) == 0.5 and cosine(4, 100, 4) == 1.0
-
-
-def test_weight_decay_and_schedule_change_the_run(small_dataset: Path, tmp_path: Path):
-    settings = dict(data_dir=str(small_dataset), weights="none", epochs=2, batch_size=4, lr=1e-2, image_size=32,
-                    workers=0, progress=False)
-    plain = train(TrainConfig(out_dir=str(tmp_path / "a"), **settings)).history
-    decayed = train(TrainConfig(out_dir=str(tmp_path / "b"), weight_decay=0.5, **settings)).history
-    cosine = train(TrainConfig(out_dir=str(tmp_path / "c"), lr_schedule="cosine", **settings)).history
-    assert plain[0] == decayed[0] == cosine[0]  # the first step's loss comes before any update
-    assert plain[1:] != decayed[1:] and plain[1:] != cosine[1:]
-
-
 def test_lbfgs_chooses_strong_l2_for_noise_and_weak_l2_for_a_clean_signal():
     rng = np.random.default_rng(0)
     rows = torch.tensor(rng.normal(size=(300, 60)))  # many dimensions: weak L2 overfits noise visibly
@@ -221,20 +155,3 @@ def test_lbfgs_chooses_per_attribute_the_strength_with_the_lowest_held_out_loss_
         assert losses[strengths.index(strength), attribute] <= losses[:, attribute].min() * (1 + 1e-3)
     # The positive weights matter here: without them the choice differs.
     assert not torch.equal(choose_l2(bce_terms, rows, targets, known, visits, None, fold), chosen)
-
-
-def test_folds_of_images_share_out_each_attributes_positives_and_nas_and_repeat_for_a_seed():
-    """40 images: A positive in 8, B unknown in 8; 4 folds get 10 images, 2 of A's positives and 2 of B's NAs each."""
-    targets = np.array([[i % 5 == 0, i % 2 == 0 and i % 5 != 1] for i in range(40)], dtype=np.float32)
-    known = np.array([[True, i % 5 != 1] for i in range(40)])
-    table = LabelTable(Path("labels.txt"), [f"{i}.jpg" for i in range(40)], ["A", "B"], targets, known)
-    fold = stratified_folds(table, 4, seed=0)
-    assert fold.dtype == np.int64
-    assert np.bincount(fold).tolist() == [10, 10, 10, 10]
-    assert np.bincount(fold[table.positives()[:, 0]]).tolist() == [2, 2, 2, 2]
-    assert np.bincount(fold[~table.known[:, 1]]).tolist() == [2, 2, 2, 2]
-    assert np.array_equal(stratified_folds(table, 4, seed=0), fold)
-    assert not np.array_equal(stratified_folds(table, 4, seed=1), fold)
-    # Two images per fold at least, or no folds (lbfgs then uses one L2 for every attribute).
-    assert stratified_folds(table.subset(np.arange(8)), 4, seed=0) is not None
-    assert stratified_folds(table.subset(np.arange(7)), 4, seed=0) is None

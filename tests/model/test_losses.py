@@ -1,6 +1,8 @@
 """Losses: each equals its formula, and unknown (NA) entries change neither the loss nor any gradient, in the loss
 and in whole training runs."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import train_config
+from helpers import train_config
 
 import aimonk.train.training
 from aimonk import read_labels

@@ -1,8 +1,10 @@
-"""Fine-tuning depth: the last N stages train, the frozen ones never change, and the frozen stages' output is
-cached so that fine-tuning does not re-run them every epoch, with the same loss history as without the cache."""
+"""train(): a seed repeats a run; a run takes its output folder's lock; fine-tuning depth: the last N stages train,
+the frozen ones never change, and the frozen stages' output is cached so that fine-tuning does not re-run them every
+epoch, with the same loss history as without the cache."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,34 @@ import aimonk.data.images
 from aimonk.config import TrainConfig
 from aimonk.data.images import open_rgb
 from aimonk.errors import AimonkError
+from aimonk.io import LOCK_FILE, output_lock
 from aimonk.model.classifier import build_model
 from aimonk.train.training import train
+
+
+def test_same_seed_repeats_a_run_and_another_seed_does_not(small_dataset: Path, tmp_path: Path):
+    def run(seed: int, out: str) -> list[float]:
+        config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path / out), weights="none", epochs=2,
+                             batch_size=4, lr=1e-3, seed=seed, image_size=64, workers=0, progress=False)
+        return train(config).history
+
+    assert run(0, "a") == run(0, "b")
+    assert run(0, "a") != run(1, "c")
+
+
+def test_training_from_python_or_a_notebook_takes_the_lock_too(dataset_32px, tmp_path):
+    out = tmp_path / "out"
+    config = TrainConfig(data_dir=str(dataset_32px), out_dir=str(out), weights="none", image_size=32, epochs=1,
+                         workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
+    with output_lock(out):  # another holder, here in this process
+        with pytest.raises(AimonkError, match=f"in use by process {os.getpid()} "):
+            train(config)
+        assert list(out.iterdir()) == [out / LOCK_FILE]
+    train(config)
+    assert not (out / LOCK_FILE).exists()
+
+
+# --- fine-tuning ---
 
 
 def _config(data: Path, out: Path, **overrides) -> TrainConfig:
@@ -24,6 +52,7 @@ def _config(data: Path, out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
+@pytest.mark.slow
 def test_only_the_last_stages_train_and_frozen_batchnorm_statistics_never_change(small_dataset, tmp_path):
     result = train(_config(small_dataset, tmp_path / "out", trainable_stages=2))
     initial, _ = build_model(3, weights="none")  # a random backbone is initialised the same way in every run
@@ -41,6 +70,7 @@ def test_only_the_last_stages_train_and_frozen_batchnorm_statistics_never_change
                            trained["backbone.layer3.0.bn1.running_mean"])  # a trained stage's BatchNorm learns
 
 
+@pytest.mark.slow
 def test_cached_last_frozen_stage_gives_the_uncached_loss_history_and_is_reused(small_dataset, tmp_path, monkeypatch):
     decoded: list[str] = []
 
@@ -59,8 +89,3 @@ def test_cached_last_frozen_stage_gives_the_uncached_loss_history_and_is_reused(
     assert len(decoded) == len(uncached.data.table) + 2 * len(uncached.data.train_rows)
     np.testing.assert_allclose(cached.history, uncached.history, rtol=1e-5)
     assert cached.history == again.history
-
-
-def test_a_depth_beyond_the_backbone_is_refused_naming_the_number_of_stages():
-    with pytest.raises(AimonkError, match="between 0 and 5"):
-        build_model(2, weights="none", trainable_stages=6)

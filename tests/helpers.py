@@ -1,0 +1,110 @@
+"""Plain helpers shared by the tests (`from helpers import ...`: `tests/` is on the path, see `pythonpath` in
+pyproject.toml). Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aimonk.config import TrainConfig
+from aimonk.data.labels import LabelTable
+from aimonk.io import LOCK_FILE
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the embedded demo set (images/, labels.txt), README.md
+
+# The torchrun tests need gloo, and Linux's /proc to find a launcher's workers.
+needs_gloo = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available())
+                                or not Path("/proc/self/environ").exists(), reason="needs gloo and Linux's /proc")
+
+
+def write_dataset(folder: Path, rows: list[str], size: int = 40, seed: int = 0) -> Path:
+    """A small dataset: `rows` are label lines; each named image is drawn with a colour per row."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for line in rows:
+        name = line.split()[0]
+        pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "images" / name, format="JPEG")
+    (folder / "labels.txt").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def label_rows(labels_path: Path) -> list[list[str]]:
+    """The lines of a labels file, each split at its spaces (as the demo dataset writes them)."""
+    return [line.split(" ") for line in labels_path.read_text(encoding="ascii").splitlines()]
+
+
+def train_arguments(dataset: Path, out: Path, *options: str) -> list[str]:
+    """`aimonk train` on `dataset` into `out`: random weights, 32 px, no workers or progress, the cache beside `out`."""
+    return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
+            "--workers", "0", "--no-progress", "--cache-dir", str(out.parent / "cache"), *options]
+
+
+def label_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:
+    """A LabelTable from arrays (one column per attribute; all labels known unless `known` says otherwise)."""
+    targets = np.asarray(targets, dtype=np.float32).reshape(len(targets), -1)
+    known = np.ones(targets.shape, dtype=bool) if known is None else np.asarray(known, bool).reshape(targets.shape)
+    names = [f"Attr{j + 1}" for j in range(targets.shape[1])]
+    return LabelTable(Path("labels.txt"), [f"image_{i}.jpg" for i in range(len(targets))], names,
+                      np.where(known, targets, 0).astype(np.float32), known)
+
+
+def train_config(data_dir: Path, cache_dir: Path, **overrides) -> TrainConfig:
+    """A quick training run on a small dataset: random backbone, 64 px, 2 epochs, no workers, fp32."""
+    settings = dict(
+        data_dir=str(data_dir), out_dir=str(data_dir / "out"), cache_dir=str(cache_dir), weights="none",
+        epochs=2, batch_size=4, lr=1e-3, val_fraction=0.25, image_size=64, precision="fp32", workers=0,
+        progress=False,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def _image(path: Path, kind: str = "JPEG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path, format=kind)
+    return path
+
+
+def photo_collection(root: Path) -> Path:
+    """A photo collection in parts: mixed formats, hidden entries, a notes file, a link loop and a second link."""
+    _image(root / "top.JPG")
+    _image(root / "part_10" / "image_1.png", "PNG")
+    _image(root / "part_2" / "image_10.webp", "WEBP")
+    _image(root / "part_2" / "image_2.tif", "TIFF")
+    _image(root / "part_2" / "deeper" / "x.bmp", "BMP")
+    _image(root / "part_2" / ".thumbnail.jpg")
+    _image(root / ".cache" / "hidden.jpg")
+    (root / "part_2" / "notes.txt").write_text("not an image")
+    os.symlink("..", root / "part_2" / "deeper" / "loop")  # back to part_2: a loop
+    os.symlink("part_10", root / "zz_alias")  # a folder reached twice: listed once
+    return root
+
+
+# The images of `photo_collection`, in the order image_files must give them.
+COLLECTION_ORDER = ["part_2/deeper/x.bmp", "part_2/image_2.tif", "part_2/image_10.webp", "part_10/image_1.png",
+                    "top.JPG"]
+
+
+def holder_pid(out: Path) -> int | None:
+    """The process id that the lock file of output folder `out` names, if it is there and readable."""
+    try:
+        return json.loads((out / LOCK_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# Ways to damage a feature-cache entry (an .npy file of 2 x 8 features), by the name the cache's warning gives.
+DAMAGE = {
+    "empty": lambda entry: entry.write_bytes(b""),
+    "truncated": lambda entry: entry.write_bytes(entry.read_bytes()[:-10]),
+    "garbage": lambda entry: entry.write_bytes(np.random.default_rng(0).bytes(300)),
+    "another shape": lambda entry: np.save(entry, np.zeros((2, 7), np.float32)),
+    "not finite": lambda entry: np.save(entry, np.full((2, 8), np.nan, np.float32)),
+    "pickled objects": lambda entry: np.save(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+}
