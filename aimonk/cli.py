@@ -70,7 +70,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aimonk.config import add_config_options
+    from aimonk.options import add_config_options
 
     parser = Parser(prog="aimonk", description="Multi-label image attributes with missing (NA) labels: train a "
                     "model, predict, evaluate, tune, explain, export it; manage the feature cache; make the demo data.")

@@ -24,7 +24,8 @@ def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from aimonk.config import config_from_arguments, recipe_description
+    from aimonk.config import recipe_description
+    from aimonk.options import config_from_arguments
     from aimonk.train.resume import TrainingInterrupted
     from aimonk.train.training import train
 

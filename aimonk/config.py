@@ -11,7 +11,6 @@ This module imports only the registry: checking `--loss focal` loads the losses,
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterator
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
@@ -105,12 +104,13 @@ class TrainConfig:
 
     def __init__(self, **settings: Any) -> None:
         """Settings by name (`TrainConfig(lr=1e-3, focal_gamma=1.0)`); the others keep their defaults."""
+        self.given = frozenset(settings)  # the settings asked for explicitly (a resumed run refuses other values)
         for spec in fields(self):
             setattr(self, spec.name, settings.pop(spec.name) if spec.name in settings else spec.default)
         self.options = settings  # the registry entries' own settings given (checked by `check`)
 
     def __getattr__(self, name: str) -> Any:  # only for names that are not fields: the entries' options
-        if not name.startswith("_") and name != "options":
+        if not name.startswith("_") and name not in ("options", "given"):
             declared = entry_options()
             if name in declared:
                 return self.options.get(name, declared[name].default)
@@ -127,7 +127,9 @@ class TrainConfig:
         return {name: getattr(self, name) for name in setting_names()}
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig(**{**self.to_dict(), **changes})
+        replaced = TrainConfig(**{**self.to_dict(), **changes})
+        replaced.given = self.given | set(changes)
+        return replaced
 
     @property
     def labels_path(self) -> Path:
@@ -154,9 +156,12 @@ class TrainConfig:
             _check(name, value, declared[name].check)
 
     @classmethod
-    def from_recipe(cls, recipe: str = "reference", **overrides: Any) -> TrainConfig:
-        """The recipe's settings with `overrides` on top."""
-        return cls(**{**RECIPES[recipe], "recipe": recipe, **overrides})
+    def from_recipe(cls, recipe: str = "reference", given_recipe: bool = False, **overrides: Any) -> TrainConfig:
+        """The recipe's settings with `overrides` on top; `given` holds the overrides (and the recipe if
+        `given_recipe`: named by the user rather than by default)."""
+        config = cls(**{**RECIPES[recipe], "recipe": recipe, **overrides})
+        config.given = frozenset(overrides) | ({"recipe"} if given_recipe else set())
+        return config
 
 
 def data_paths(data_dir: str | Path, labels: str | Path | None, image_dir: str | Path | None) -> tuple[Path, Path]:
@@ -222,35 +227,3 @@ def recipe_description(config: TrainConfig) -> str:
 
 # Where data and outputs live, and how the run is shown: not part of what is trained.
 PLACES = {"data_dir", "labels", "image_dir", "out_dir", "cache_dir", "workers", "progress", "device"}
-
-_TYPES = {"str": str, "str | None": str, "int": int, "int | None": int, "float": float}
-
-
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per setting. Options not given stay absent, so the recipe's values apply."""
-    for spec in fields(TrainConfig):
-        help_text, registry = spec.metadata["help"], spec.metadata.get("choices")
-        if isinstance(registry, Registry):
-            help_text += f" ({registry.describe()})"
-        _add_option(parser, spec.name, spec.type, help_text, spec.default, choices_of(spec.name))
-        for entry_option in registry.options() if isinstance(registry, Registry) else ():
-            _add_option(parser, entry_option.name, type(entry_option.default).__name__, entry_option.help,
-                        entry_option.default)
-
-
-def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, help_text: str, default: Any,
-                choices: list[str] | None = None) -> None:
-    flag = "--" + name.replace("_", "-")
-    if default is not None:
-        help_text += f" [default: {default}]"
-    if kind == "bool":
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-    else:  # choices are checked by TrainConfig.check, whose one-line error lists them
-        metavar = "{" + ",".join(choices) + "}" if choices else name.upper()
-        parser.add_argument(flag, type=_TYPES[kind], default=argparse.SUPPRESS, help=help_text, metavar=metavar)
-
-
-def config_from_arguments(arguments: argparse.Namespace) -> TrainConfig:
-    """The recipe named on the command line (or `reference`), with the options given on top."""
-    given = {name: getattr(arguments, name) for name in setting_names() if hasattr(arguments, name)}
-    return TrainConfig.from_recipe(given.pop("recipe", "reference"), **given)

@@ -33,7 +33,7 @@ def worker(arguments: list[str]) -> None:
     process and its finished data-loading workers. Every rank prints its timings as one JSON line."""
     import aimonk.train.training as training
     from aimonk.cli import build_parser
-    from aimonk.config import config_from_arguments
+    from aimonk.options import config_from_arguments
     from aimonk.registry import SOLVERS
     from aimonk.train.training import Solver
 

@@ -16,12 +16,12 @@ from aimonk.config import (
     TrainConfig,
     at_least,
     choices_of,
-    config_from_arguments,
     entry_options,
     recipe_description,
 )
 from aimonk.errors import AimonkError
 from aimonk.model.losses import bce_terms
+from aimonk.options import config_from_arguments
 from aimonk.registry import LOSSES, RECIPES
 from aimonk.train.training import train
 
