@@ -8,6 +8,7 @@ loss ignores the entries its NA mode leaves out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,8 +28,31 @@ def bce_terms(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Ten
     return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
 
 
-def _focus(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
-    return base**gamma if gamma else 1.0  # 0 ** 0 would be 1 but its gradient NaN
+def _focus(log_base: torch.Tensor, gamma: float) -> torch.Tensor | float:
+    """base ** gamma from log(base). Taken in log space because, once a probability rounds to 0 or 1, base ** gamma
+    has an infinite derivative for gamma in (0, 1), and inf x 0 is a NaN gradient even on an NA entry; exp(gamma *
+    log_base) and its derivative are finite wherever log_base is. gamma 0 is 1 (0 ** 0), with no gradient."""
+    return torch.exp(gamma * log_base) if gamma else 1.0
+
+
+def _focused(log_p: torch.Tensor, log_q: torch.Tensor, gamma: float) -> torch.Tensor:
+    """-log(p) * (1 - p) ** gamma from log p and log q = log(1 - p): the focused loss of a positive (swap the
+    arguments for a negative's)."""
+    return -log_p * _focus(log_q, gamma)
+
+
+def _clipped_negative(log_p: torch.Tensor, log_q: torch.Tensor, gamma: float, clip: float) -> torch.Tensor:
+    """-log(1 - p_m) * p_m ** gamma with p_m = max(p - clip, 0), from log p and log(1 - p); exactly 0, and so is its
+    gradient, where p_m is 0.
+
+    1 - p_m = (1 - p) + clip is taken in log space, so a saturated logit costs a finite amount whatever the clip;
+    entries with p_m = 0 are masked out of every branch that is differentiated (no 0 * inf there)."""
+    shifted = log_p.exp() - clip
+    above = shifted > 0
+    log_rest = torch.logaddexp(log_q, torch.full_like(log_q, math.log(clip)))
+    log_shifted = torch.log(torch.where(above, shifted, torch.ones_like(shifted)))
+    terms = _focused(log_rest, log_shifted, gamma)
+    return torch.where(above, terms, torch.zeros_like(terms))
 
 
 def _combined(positive: torch.Tensor, negative: torch.Tensor, targets: torch.Tensor,
@@ -43,10 +67,8 @@ def focal_terms(
     logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None, gamma: float = 2.0
 ) -> torch.Tensor:
     """Focal loss (Lin et al. 2017): each entry's cross-entropy scaled by (1 - p_t)^gamma; gamma 0 is BCE."""
-    p = torch.sigmoid(logits)
-    positive = -F.logsigmoid(logits) * _focus(1 - p, gamma)
-    negative = -F.logsigmoid(-logits) * _focus(p, gamma)
-    return _combined(positive, negative, targets, pos_weight)
+    log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+    return _combined(_focused(log_p, log_q, gamma), _focused(log_q, log_p, gamma), targets, pos_weight)
 
 
 def asymmetric_terms(
@@ -54,14 +76,16 @@ def asymmetric_terms(
     gamma_neg: float = 4.0, clip: float = 0.05,
 ) -> torch.Tensor:
     """Asymmetric loss (Ridnik et al., ICCV 2021): positives focused by (1 - p)^gamma_pos; negatives use the
-    probability shifted down by `clip` (easy negatives below it count nothing) focused by p_m^gamma_neg."""
-    p = torch.sigmoid(logits)
-    positive = -F.logsigmoid(logits) * _focus(1 - p, gamma_pos)
-    if clip > 0:
-        shifted = (p - clip).clamp(min=0)
-        negative = -torch.log1p(-shifted) * _focus(shifted, gamma_neg)
-    else:
-        negative = -F.logsigmoid(-logits) * _focus(p, gamma_neg)
+    probability shifted down by `clip` (easy negatives below it count nothing) focused by p_m^gamma_neg.
+
+    The gradient flows through the focusing factors. The authors' `disable_torch_grad_focal_loss` (detaching them)
+    is not offered: their `AsymmetricLoss` has it commented out and `AsymmetricLossOptimized` defaults it off, the
+    paper's gradient analysis differentiates through the factor, and a detached factor makes the gradient no
+    longer that of the loss, which the lbfgs solver's line search relies on.
+    """
+    log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+    positive = _focused(log_p, log_q, gamma_pos)
+    negative = _clipped_negative(log_p, log_q, gamma_neg, clip) if clip > 0 else _focused(log_q, log_p, gamma_neg)
     return _combined(positive, negative, targets, pos_weight)
 
 

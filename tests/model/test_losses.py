@@ -236,3 +236,130 @@ def test_sqrt_weights_are_the_square_root_of_balanced():
     targets = np.array([[1, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32)
     known = np.ones_like(targets, dtype=bool)
     assert torch.allclose(POS_WEIGHTS["sqrt"](targets, known), torch.tensor([3.0, 1.0]).sqrt())
+
+
+# --- focusing exponents in (0, 1): finite everywhere, the same values as the references where those are finite ---
+
+SATURATED = (17.0, -17.0, 30.0, -30.0, 80.0, -80.0)  # p (or 1 - p) rounds to 1 in float32 from 16.6, in float64 from 37
+FOCUSED = {  # a loss whose focusing exponent (or exponents) is gamma
+    "focal": lambda gamma: lambda x, t, w: focal_terms(x, t, w, gamma),
+    "asymmetric-pos": lambda gamma: lambda x, t, w: asymmetric_terms(x, t, w, gamma, 4.0, 0.05),
+    "asymmetric-neg": lambda gamma: lambda x, t, w: asymmetric_terms(x, t, w, 0.0, gamma, 0.05),
+    "asymmetric-neg-unclipped": lambda gamma: lambda x, t, w: asymmetric_terms(x, t, w, 0.0, gamma, 0.0),
+    "asymmetric-both": lambda gamma: lambda x, t, w: asymmetric_terms(x, t, w, gamma, gamma, 0.05),
+}
+
+
+def test_a_large_logit_on_an_na_entry_leaves_the_focal_gradient_finite():
+    """The report: gamma 0.5, logit 20 on an NA entry turned the whole gradient NaN."""
+    x = torch.tensor([[20.0, -1.0]], requires_grad=True)
+    y, known = torch.tensor([[1.0, 0.0]]), torch.tensor([[False, True]])
+    masked_loss(lambda z, t, w: focal_terms(z, t, w, 0.5), x, y, known).backward()
+    expected = torch.autograd.grad(-F.logsigmoid(-x[0, 1]) * torch.sigmoid(x[0, 1]) ** 0.5, x)[0]
+    assert x.grad[0, 0] == 0 and torch.allclose(x.grad, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 0.9])
+@pytest.mark.parametrize("loss", FOCUSED)
+def test_saturated_logits_give_finite_losses_and_gradients_known_or_na(loss: str, gamma: float, dtype: torch.dtype):
+    """Each saturated logit as a known positive, a known negative, an NA positive and an NA negative."""
+    logits = torch.tensor([SATURATED] * 4, dtype=dtype, requires_grad=True)
+    targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]], dtype=dtype).expand(4, len(SATURATED))
+    known = torch.tensor([[True], [True], [False], [False]]).expand(4, len(SATURATED))
+    terms = FOCUSED[loss](gamma)
+    value = masked_loss(terms, logits, targets, known, torch.full((len(SATURATED),), 2.0, dtype=dtype))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(terms(logits, targets, None)).all()
+    assert torch.isfinite(logits.grad).all() and torch.all(logits.grad[~known] == 0)
+    assert torch.all(logits.grad[0][logits[0] < 0] < 0)  # a known positive's confident mistake still trains
+
+
+def _old_focal(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The focal loss as computed before: the factor from probabilities (an infinite derivative once they round)."""
+    p = torch.sigmoid(logits)
+    return -(targets * F.logsigmoid(logits) * (1 - p) ** gamma + (1 - targets) * F.logsigmoid(-logits) * p**gamma)
+
+
+TOLERANCE = {torch.float32: {"rtol": 1e-5, "atol": 1e-7}, torch.float64: {"rtol": 1e-10, "atol": 1e-14}}
+
+
+def _moderate(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Moderate logits as positives and as negatives, in `dtype`, and the same logits in float64 for the references
+    (accurate there; in float32 their log(1 - p) is not)."""
+    logits = torch.linspace(-9.5, 9.5, 39, dtype=dtype).repeat(2, 1).requires_grad_(True)
+    targets = torch.tensor([[1.0], [0.0]], dtype=dtype).expand_as(logits)
+    return logits, targets, logits.detach().double().requires_grad_(True)
+
+
+def _gradient(terms: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    return torch.autograd.grad(terms.sum(), logits)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.25, 0.5, 0.9, 1.0, 2.0, 3.5])
+def test_focal_equals_torchvision_and_the_old_gradients_on_moderate_logits(gamma: float, dtype: torch.dtype):
+    from torchvision.ops import sigmoid_focal_loss
+
+    logits, targets, exact = _moderate(dtype)
+    ours = focal_terms(logits, targets, None, gamma)
+    expected = sigmoid_focal_loss(exact, targets.double(), alpha=-1, gamma=gamma, reduction="none")
+    assert torch.allclose(ours.double(), expected, **TOLERANCE[dtype])
+    old_gradient = _gradient(_old_focal(exact, targets.double(), gamma), exact)
+    assert torch.isfinite(old_gradient).all()
+    assert torch.allclose(_gradient(ours, logits).double(), old_gradient, **TOLERANCE[dtype])
+
+
+def _asl_authors(x: torch.Tensor, y: torch.Tensor, gamma_pos: float, gamma_neg: float, clip: float) -> torch.Tensor:
+    """Alibaba-MIIL/ASL `AsymmetricLoss.forward` (src/loss_functions/losses.py), per entry: the negated loss before
+    its final sum."""
+    eps = 1e-8
+    x_sigmoid = torch.sigmoid(x)
+    xs_pos = x_sigmoid
+    xs_neg = 1 - x_sigmoid
+    if clip is not None and clip > 0:
+        xs_neg = (xs_neg + clip).clamp(max=1)
+    los_pos = y * torch.log(xs_pos.clamp(min=eps))
+    los_neg = (1 - y) * torch.log(xs_neg.clamp(min=eps))
+    loss = los_pos + los_neg
+    if gamma_neg > 0 or gamma_pos > 0:
+        pt = xs_pos * y + xs_neg * (1 - y)
+        one_sided_gamma = gamma_pos * y + gamma_neg * (1 - y)
+        loss = loss * torch.pow(1 - pt, one_sided_gamma)
+    return -loss
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gammas_clip", [(0.0, 4.0, 0.05), (1.0, 4.0, 0.05), (0.5, 0.5, 0.05), (0.25, 0.9, 0.2),
+                                         (0.5, 2.0, 0.0), (0.0, 0.0, 0.05), (0.0, 0.0, 0.0)])
+def test_asymmetric_equals_the_authors_formula_on_moderate_logits(gammas_clip: tuple, dtype: torch.dtype):
+    """Values everywhere; gradients wherever the authors' are finite (not where p - clip is clamped to 0 under an
+    exponent below 1: there theirs is NaN and ours 0)."""
+    gamma_pos, gamma_neg, clip = gammas_clip
+    logits, targets, exact = _moderate(dtype)
+    ours = asymmetric_terms(logits, targets, None, gamma_pos, gamma_neg, clip)
+    theirs = _asl_authors(exact, targets.double(), gamma_pos, gamma_neg, clip)
+    assert torch.allclose(ours.double(), theirs, **TOLERANCE[dtype])
+    gradient, their_gradient = _gradient(ours, logits).double(), _gradient(theirs, exact)
+    finite = torch.isfinite(their_gradient)
+    assert torch.isfinite(gradient).all() and finite.sum() >= 58
+    assert torch.allclose(gradient[finite], their_gradient[finite], **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("gamma_neg", [0.0, 0.25, 0.5, 0.9, 4.0])
+def test_negatives_below_the_clip_margin_have_zero_loss_and_gradient(gamma_neg: float):
+    logits = torch.tensor([[-80.0, -17.0, -4.0, math.log(0.05 / 0.95) - 1e-3, 30.0]], requires_grad=True)
+    terms = asymmetric_terms(logits, torch.zeros_like(logits), None, 0.5, gamma_neg, 0.05)
+    (gradient,) = torch.autograd.grad(terms.sum(), logits)
+    assert torch.all(terms[0, :4] == 0) and torch.all(gradient[0, :4] == 0)
+    assert terms[0, 4] > 0 and gradient[0, 4] > 0
+
+
+@pytest.mark.parametrize("clip", [1e-9, 1e-30])
+def test_a_tiny_clip_margin_leaves_a_saturated_negative_finite(clip: float):
+    """p - clip rounds to 1 there: its cost is -log(1 - p + clip), not log(0)."""
+    logits = torch.tensor([[30.0, 80.0]], requires_grad=True)
+    terms = asymmetric_terms(logits, torch.zeros_like(logits), None, 0.0, 0.5, clip)
+    (gradient,) = torch.autograd.grad(terms.sum(), logits)
+    expected = [-math.log(1 / (1 + math.exp(x)) + clip) for x in (30.0, 80.0)]
+    assert terms[0].tolist() == pytest.approx(expected, rel=1e-5) and torch.isfinite(gradient).all()
