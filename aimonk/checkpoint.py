@@ -7,15 +7,19 @@ The model checkpoint's layout is written and checked here, in one place (`save_m
 from __future__ import annotations
 
 import io
+import math
 import pickle
+import reprlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from aimonk.config import PRECISIONS
 from aimonk.errors import CheckpointError
-from aimonk.io import atomic_file
+from aimonk.io import atomic_file, attribute_names_problem
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
@@ -73,7 +77,7 @@ def load_checkpoint(
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if data.get("format") != FORMAT or missing:
         raise CheckpointError(f"{path}: not an aimonk model checkpoint (missing {', '.join(missing) or 'format'})")
-    _check_types(path, data)
+    _check_values(path, data)
     if attributes is not None and list(attributes) != list(data["attributes"]):
         raise CheckpointError(
             f"{path}: the checkpoint predicts attributes {data['attributes']}, but {attributes} were asked for"
@@ -86,21 +90,11 @@ def load_checkpoint(
     return data
 
 
-def _check_types(path: Path | str, data: dict) -> None:
-    """Refuse a checkpoint whose entries have the right names but the wrong kind of content."""
-    valid = {
-        "state_dict": isinstance(data["state_dict"], dict)
-        and all(isinstance(value, torch.Tensor) for value in data["state_dict"].values()),
-        "attributes": isinstance(data["attributes"], list) and all(isinstance(a, str) for a in data["attributes"]),
-        "backbone": isinstance(data["backbone"], str),
-        "preprocessing": isinstance(data["preprocessing"], dict)
-        and {"image_size", "mean", "std"} <= data["preprocessing"].keys(),
-        **{key: isinstance(data[key], list) and all(_is(value, kind) for value in data[key])
-           for key, kind in PER_ATTRIBUTE.items() if key in data},
-    }
-    malformed = [key for key, ok in valid.items() if not ok]  # (thresholds: required, so present here)
-    if malformed:
-        raise CheckpointError(f"{path}: not an aimonk model checkpoint (malformed {', '.join(malformed)})")
+def _check_values(path: Path | str, data: dict, intro: str = "malformed") -> None:
+    """Refuse a checkpoint any of whose entries (those present, of CHECKS) holds what aimonk would not write."""
+    problems = {key: problem for key, check in CHECKS.items() if key in data and (problem := check(key, data[key]))}
+    if problems:
+        raise CheckpointError(f"{path}: {intro} {', '.join(problems)}: {'; '.join(problems.values())}")
 
 
 def save_model_checkpoint(
@@ -131,8 +125,110 @@ def _is(value: object, kind: type) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else isinstance(value, kind)
 
 
+# What each entry may hold: a check gives the problem with the entry named (`thresholds[2] is nan; ...`), or None.
+Check = Callable[[str, object], "str | None"]
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)  # counters (num_batches_tracked)
+MAX_IMAGE_SIZE = 4096  # as --image-size
+_SHOWN = reprlib.Repr()  # a crafted value is shown shortened, to keep the message one short line
+_SHOWN.maxstring, _SHOWN.maxother = 120, 60
+
+
+def _kind(kind: type, what: str) -> Check:
+    return lambda name, value: None if _is(value, kind) else f"{name} is {_SHOWN.repr(value)}, not {what}"
+
+
+def _number(rule: str, valid: Callable[[float], bool]) -> Check:
+    """A finite int or float for which `valid` holds; `rule` says which those are."""
+    def check(name: str, value: object) -> str | None:
+        return _kind(float, "a number")(name, value) or (None if _finite(value) and valid(value)
+                                                         else f"{name} is {_SHOWN.repr(value)}; {rule}")
+    return check
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def _list(item: Check, length: int | None = None, types: tuple[type, ...] = (list,)) -> Check:
+    """A list (or one of `types`) whose every item passes `item`; of `length` items if given."""
+    def check(name: str, value: object) -> str | None:
+        if not isinstance(value, types) or (length is not None and len(value) != length):
+            return f"{name} is {_SHOWN.repr(value)}, not a list{'' if length is None else f' of {length}'}"
+        return next((problem for i, v in enumerate(value) if (problem := item(f"{name}[{i}]", v))), None)
+    return check
+
+
+def _fields(checks: dict[str, Check]) -> Check:
+    """A dict with each of these keys (and maybe others), each value passing its check."""
+    def check(name: str, value: object) -> str | None:
+        if not isinstance(value, dict):
+            return f"{name} is {_SHOWN.repr(value)}, not a dict with keys {', '.join(checks)}"
+        if missing := [key for key in checks if key not in value]:
+            return f"{name} has no {', '.join(missing)}"
+        return next((problem for key, item in checks.items() if (problem := item(f"{name}.{key}", value[key]))), None)
+    return check
+
+
+def _tensors(name: str, value: object) -> str | None:
+    if not isinstance(value, dict):
+        return f"{name} is {_SHOWN.repr(value)}, not a dict of tensors"
+    for key, tensor in value.items():
+        if not isinstance(key, str):
+            return f"{name} has a key {_SHOWN.repr(key)}, not a str"
+        if problem := _tensor(tensor):
+            return f"{name}[{_SHOWN.repr(key)}] {problem}"
+    return None
+
+
+def _tensor(tensor: object) -> str | None:
+    if not isinstance(tensor, torch.Tensor):
+        return f"is {_SHOWN.repr(tensor)}, not a tensor"
+    if tensor.layout != torch.strided or tensor.device.type != "cpu":
+        return f"is a {tensor.layout} tensor on {tensor.device}, not a dense one in memory"
+    if tensor.dtype != torch.float32 and tensor.dtype not in INTEGER_DTYPES:
+        return f"is {str(tensor.dtype).removeprefix('torch.')}; weights are float32 (counters integers)"
+    return None if tensor.dtype != torch.float32 or torch.isfinite(tensor).all() else "holds NaN or infinite values"
+
+
+def _names(name: str, value: object) -> str | None:
+    problem = TEXTS(name, value) or (None if value else f"{name} is empty")
+    return problem or (f"{name}: {reason}" if (reason := attribute_names_problem(value)) else None)
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    return lambda name, value: None if value in choices else f"{name} is {_SHOWN.repr(value)}, not one of {choices}"
+
+
+TEXT, TEXTS, MEAN = _kind(str, "a str"), _list(_kind(str, "a str")), _number("a mean is finite", lambda v: True)
+CHECKS: dict[str, Check] = {
+    "state_dict": _tensors,
+    "attributes": _names,
+    "backbone": TEXT,
+    "weights_origin": TEXT,
+    "preprocessing": _fields({
+        "image_size": _number(f"an image size is an int from 1 to {MAX_IMAGE_SIZE}",
+                              lambda v: isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIZE),
+        "mean": _list(MEAN, 3, (list, tuple)),
+        "std": _list(_number("a standard deviation is finite and > 0", lambda v: v > 0), 3, (list, tuple)),
+    }),
+    "precision": _one_of(PRECISIONS),
+    "thresholds": _list(_number("a threshold is a probability in [0, 1]", lambda v: 0 <= v <= 1)),
+    "temperatures": _list(_number("a temperature is finite and > 0", lambda v: v > 0)),
+    "verdicts": TEXTS,
+    "learnable": _list(_kind(bool, "true or false")),
+    "train_config": _kind(dict, "a dict"),
+    "train_files": TEXTS,
+    "val_files": TEXTS,
+    "skipped_files": TEXTS,
+}
+
+
 def save_tuning(path: str | Path, **per_attribute: list) -> None:
-    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures) into a checkpoint, atomically."""
+    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures) into a checkpoint, atomically;
+    a value that the checkpoint could not be read back with is refused, and nothing written."""
     data = load_checkpoint(path)
     for key, values in per_attribute.items():
         if key not in PER_ATTRIBUTE:
@@ -140,4 +236,5 @@ def save_tuning(path: str | Path, **per_attribute: list) -> None:
         if len(values) != len(data["attributes"]):
             raise CheckpointError(f"{path}: {len(values)} {key} for {len(data['attributes'])} attributes")
         data[key] = [PER_ATTRIBUTE[key](value) for value in values]
+    _check_values(path, data, "not saved, invalid")
     save_atomic(data, path)

@@ -217,3 +217,37 @@ def shown(path: Path, start: Path | None = None) -> str:
     """`path` relative to the repository root where it lies inside it, else absolute."""
     root = repository_root(start)
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+# Names that become file names and columns: an attribute's name is part of `aimonk explain`'s
+# `<image>__<attribute>.png` and of `aimonk predict --csv`'s columns `p_<attribute>` and `<attribute>`.
+CSV_COLUMNS = ("image", "error")  # predict --csv's own columns
+NAME_RULE = ("attribute names become file names and CSV columns: no '/', '\\' or control characters, not starting "
+             "with '.', not 'image' or 'error', and no two equal ignoring case or one 'p_' + another")
+
+
+def attribute_names_problem(names: Sequence[str]) -> str | None:
+    """Why these attribute names cannot all be used (the first bad one, with the rule), or None if they can."""
+    seen: dict[str, str] = {}  # lower case -> the name as given
+    for name in names:
+        folded = name.lower() if isinstance(name, str) else ""
+        prefixed = seen.get(f"p_{folded}") or (folded[:2] == "p_" and seen.get(folded[2:]))
+        if not folded:
+            problem = f"attribute name {name!r} is empty or not text"
+        elif "/" in name or "\\" in name:
+            problem = f"attribute name {name!r} contains a path separator"
+        elif any(ord(character) < 32 or 127 <= ord(character) < 160 for character in name):  # Unicode's Cc
+            problem = f"attribute name {name!r} contains a control character"
+        elif name.startswith("."):
+            problem = f"attribute name {name!r} starts with '.'"
+        elif name in CSV_COLUMNS:
+            problem = f"attribute name {name!r} is one of the CSV's own columns"
+        elif folded in seen:
+            problem = f"attribute names {seen[folded]!r} and {name!r} are equal ignoring case"
+        elif prefixed:
+            problem = f"attribute names {prefixed!r} and {name!r}: one is 'p_' + the other"
+        else:
+            seen[folded] = name
+            continue
+        return f"{problem}; {NAME_RULE}"
+    return None

@@ -10,6 +10,7 @@ import pickle
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import write_dataset
@@ -19,7 +20,7 @@ from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import CheckpointError, WeightsUnavailableError
 from aimonk.evaluate.prediction import Predictor
-from aimonk.io import STATE_FILE
+from aimonk.io import NAME_RULE, STATE_FILE
 from aimonk.model.classifier import build_model
 from aimonk.train.training import train
 
@@ -240,3 +241,215 @@ def test_backbone_weights_from_a_checkpoint_of_another_backbone_are_refused(trai
     assert torch.equal(backbone.conv1.weight, load_checkpoint(trained)["state_dict"]["backbone.conv1.weight"])
     with pytest.raises(WeightsUnavailableError, match="do not fit resnet50"):
         build_model(2, "resnet50", weights=str(trained))
+
+
+# --- every entry is checked when a checkpoint is read: a crafted one (loadable with weights_only=True) that would
+# never decide, invert decisions or crash later is refused in one line naming the file and the entry ---
+
+
+@pytest.fixture(scope="module")
+def small(trained: Path) -> dict:
+    """The trained checkpoint, tuned, with only the head's weights and one BatchNorm counter (int64): a real layout
+    that load_checkpoint accepts, quick to save (no model is built from it before its entries are checked)."""
+    data = load_checkpoint(trained)
+    data["state_dict"] = {key: value for key, value in data["state_dict"].items()
+                          if key.startswith("head.") or key == "backbone.bn1.num_batches_tracked"}
+    assert data["state_dict"]["backbone.bn1.num_batches_tracked"].dtype == torch.int64
+    return {**data, "temperatures": [1.0, 0.5, 2.0], "learnable": [True, True, False],
+            "verdicts": ["better than chance", "better than chance", "no better than chance"]}
+
+
+def _crafted_checkpoint(small: dict, tmp_path: Path, **changes) -> Path:
+    data = {**small, "state_dict": dict(small["state_dict"]), "preprocessing": dict(small["preprocessing"])}
+    for key, value in changes.items():
+        entry, _, inner = key.partition("__")  # preprocessing__std: an entry of preprocessing
+        target = data[entry] if inner else data
+        if value is None:
+            del target[inner or entry]
+        else:
+            target[inner or entry] = value
+    return save_atomic(data, tmp_path / "crafted.pth")
+
+
+NAN, INF = float("nan"), float("inf")
+HALF = {"head.weight": torch.zeros(3, 512, dtype=torch.float16)}
+# (changes to the small checkpoint, the message after "PATH: ")
+REFUSED = {
+    "threshold-nan": ({"thresholds": [0.5, 0.5, NAN]},
+                      "malformed thresholds: thresholds[2] is nan; a threshold is a probability in [0, 1]"),
+    "threshold-1.5": ({"thresholds": [1.5, 0.5, 0.5]},
+                      "malformed thresholds: thresholds[0] is 1.5; a threshold is a probability in [0, 1]"),
+    "threshold-minus-0.2": ({"thresholds": [0.5, -0.2, 0.5]}, "thresholds[1] is -0.2; a threshold is a probability"),
+    "threshold-just-above-1": ({"thresholds": [0.5, 1.000001, 0.5]}, "thresholds[1] is 1.000001; a threshold is"),
+    "threshold-inf": ({"thresholds": [INF, 0.5, 0.5]}, "thresholds[0] is inf; a threshold is"),
+    "threshold-bool": ({"thresholds": [True, 0.5, 0.5]}, "malformed thresholds: thresholds[0] is True, not a number"),
+    "threshold-huge-int": ({"thresholds": [10**400, 0.5, 0.5]}, "thresholds[0] is 1000"),
+    "temperature-0": ({"temperatures": [1.0, 0, 1.0]},
+                      "malformed temperatures: temperatures[1] is 0; a temperature is finite and > 0"),
+    "temperature-negative": ({"temperatures": [-1.0, 1.0, 1.0]}, "temperatures[0] is -1.0; a temperature is finite"),
+    "temperature-nan": ({"temperatures": [1.0, 1.0, NAN]}, "temperatures[2] is nan; a temperature is finite"),
+    "temperature-inf": ({"temperatures": [INF, 1.0, 1.0]}, "temperatures[0] is inf; a temperature is finite"),
+    "half-weights": ({"state_dict": HALF},
+                     "malformed state_dict: state_dict['head.weight'] is float16; weights are float32 (counters "
+                     "integers)"),
+    "bfloat16-weights": ({"state_dict": {"head.weight": torch.zeros(3, dtype=torch.bfloat16)}}, "is bfloat16; "),
+    "float64-weights": ({"state_dict": {"head.bias": torch.zeros(3, dtype=torch.float64)}},
+                        "state_dict['head.bias'] is float64; weights are float32"),
+    "complex-weights": ({"state_dict": {"head.bias": torch.zeros(3, dtype=torch.complex64)}}, "is complex64; "),
+    "bool-buffer": ({"state_dict": {"mask": torch.zeros(3, dtype=torch.bool)}}, "state_dict['mask'] is bool; "),
+    "nan-weight": ({"state_dict": {"head.bias": torch.tensor([0.0, NAN, 0.0])}},
+                   "malformed state_dict: state_dict['head.bias'] holds NaN or infinite values"),
+    "inf-weight": ({"state_dict": {"x": torch.zeros(1), "head.bias": torch.tensor([-INF])}},
+                   "state_dict['head.bias'] holds NaN or infinite values"),
+    "sparse-weights": ({"state_dict": {"head.bias": torch.zeros(3).to_sparse()}},
+                       "state_dict['head.bias'] is a torch.sparse_coo tensor on cpu, not a dense one in memory"),
+    "meta-weights": ({"state_dict": {"head.bias": torch.zeros(3, device="meta")}}, "tensor on meta, not a dense"),
+    "not-a-tensor": ({"state_dict": {"head.bias": [0.0, 0.0]}}, "state_dict['head.bias'] is [0.0, 0.0], not a tensor"),
+    "key-not-str": ({"state_dict": {3: torch.zeros(1)}}, "malformed state_dict: state_dict has a key 3, not a str"),
+    "long-values-shortened": ({"backbone": list(range(10**5)), "state_dict": {"x" * 10**5: torch.zeros(1, 2).half()}},
+                              "backbone is [0, 1, 2, 3, 4, 5, ...], not a str"),
+    "state-dict-list": ({"state_dict": [torch.zeros(1)]}, "state_dict is [tensor([0.])], not a dict of tensors"),
+    "image-size-0": ({"preprocessing__image_size": 0},
+                     "malformed preprocessing: preprocessing.image_size is 0; an image size is an int from 1 to 4096"),
+    "image-size-negative": ({"preprocessing__image_size": -32}, "preprocessing.image_size is -32; an image size is"),
+    "image-size-4097": ({"preprocessing__image_size": 4097}, "preprocessing.image_size is 4097; an image size is"),
+    "image-size-float": ({"preprocessing__image_size": 32.0}, "preprocessing.image_size is 32.0; an image size is an"),
+    "image-size-text": ({"preprocessing__image_size": "32"}, "preprocessing.image_size is '32', not a number"),
+    "mean-of-2": ({"preprocessing__mean": [0.5, 0.5]},
+                  "malformed preprocessing: preprocessing.mean is [0.5, 0.5], not a list of 3"),
+    "mean-of-4": ({"preprocessing__mean": [0.5] * 4}, "preprocessing.mean is [0.5, 0.5, 0.5, 0.5], not a list of 3"),
+    "mean-nan": ({"preprocessing__mean": [0.5, NAN, 0.5]}, "preprocessing.mean[1] is nan; a mean is finite"),
+    "mean-text": ({"preprocessing__mean": "0.5"}, "preprocessing.mean is '0.5', not a list of 3"),
+    "std-0": ({"preprocessing__std": [0.2, 0.2, 0]},
+              "preprocessing.std[2] is 0; a standard deviation is finite and > 0"),
+    "std-negative": ({"preprocessing__std": [-0.2, 0.2, 0.2]}, "preprocessing.std[0] is -0.2; a standard deviation"),
+    "std-inf": ({"preprocessing__std": [0.2, INF, 0.2]}, "preprocessing.std[1] is inf; a standard deviation"),
+    "no-std": ({"preprocessing__std": None}, "malformed preprocessing: preprocessing has no std"),
+    "preprocessing-list": ({"preprocessing": [32]},
+                           "preprocessing is [32], not a dict with keys image_size, mean, std"),
+    "precision-fp16": ({"precision": "fp16"}, "malformed precision: precision is 'fp16', not one of ('bf16', 'fp32')"),
+    "precision-number": ({"precision": 32}, "precision is 32, not one of"),
+    "no-attributes": ({"attributes": [], "thresholds": [], "temperatures": [], "learnable": [], "verdicts": []},
+                      "malformed attributes: attributes is empty"),
+    "attribute-not-str": ({"attributes": ["Attr1", 2, "Attr3"]}, "malformed attributes: attributes[1] is 2, not a str"),
+    "attribute-slash": ({"attributes": ["Attr1", "size/large", "Attr3"]},
+                        "malformed attributes: attributes: attribute name 'size/large' contains a path separator; "
+                        f"{NAME_RULE}"),
+    "attribute-image": ({"attributes": ["image", "Attr2", "Attr3"]},
+                        "attributes: attribute name 'image' is one of the CSV's own columns; "),
+    "attribute-error": ({"attributes": ["Attr1", "Attr2", "error"]}, "attribute name 'error' is one of the CSV's own"),
+    "attribute-hidden": ({"attributes": ["Attr1", ".Attr2", "Attr3"]}, "attribute name '.Attr2' starts with '.'"),
+    "attribute-dot-dot": ({"attributes": ["Attr1", "..", "Attr3"]}, "attribute name '..' starts with '.'"),
+    "attribute-empty": ({"attributes": ["Attr1", "", "Attr3"]}, "attribute name '' is empty or not text"),
+    "attribute-control": ({"attributes": ["Attr1", "Attr\n2", "Attr3"]}, "'Attr\\n2' contains a control character"),
+    "attribute-case": ({"attributes": ["Attr1", "attr1", "Attr3"]},
+                       "attribute names 'Attr1' and 'attr1' are equal ignoring case"),
+    "attribute-twice": ({"attributes": ["Attr1", "Attr3", "Attr3"]},
+                        "attribute names 'Attr3' and 'Attr3' are equal ignoring case"),
+    "attribute-p-prefix": ({"attributes": ["Attr1", "p_attr1", "Attr3"]},
+                           "attribute names 'Attr1' and 'p_attr1': one is 'p_' + the other"),
+    "attributes-text": ({"attributes": "Attr1"}, "malformed attributes: attributes is 'Attr1', not a list"),
+    "backbone-number": ({"backbone": 18}, "malformed backbone: backbone is 18, not a str"),
+    "weights-origin-number": ({"weights_origin": 3}, "malformed weights_origin: weights_origin is 3, not a str"),
+    "verdicts-numbers": ({"verdicts": [1, 2, 3]}, "malformed verdicts: verdicts[0] is 1, not a str"),
+    "learnable-ints": ({"learnable": [1, 0, 1]}, "malformed learnable: learnable[0] is 1, not true or false"),
+    "learnable-text": ({"learnable": ["yes", "no", "no"]}, "learnable[0] is 'yes', not true or false"),
+    "train-config-text": ({"train_config": "lr=0.001"},
+                          "malformed train_config: train_config is 'lr=0.001', not a dict"),
+    "train-files-text": ({"train_files": "a.jpg"}, "malformed train_files: train_files is 'a.jpg', not a list"),
+    "val-files-numbers": ({"val_files": ["a.jpg", 7]}, "malformed val_files: val_files[1] is 7, not a str"),
+    "skipped-files-none": ({"skipped_files": [None]}, "malformed skipped_files: skipped_files[0] is None, not a str"),
+    "two-entries": ({"backbone": 18, "thresholds": [0.5, NAN, 0.5]},
+                    "malformed backbone, thresholds: backbone is 18, not a str; thresholds[1] is nan; a threshold"),
+}
+
+
+@pytest.mark.parametrize(("changes", "words"), REFUSED.values(), ids=REFUSED.keys())
+def test_a_crafted_checkpoint_is_refused_in_one_line_naming_the_entry(small, tmp_path, changes, words, capsys,
+                                                                        image):
+    path = _crafted_checkpoint(small, tmp_path, **changes)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: malformed ") and words in message and "\n" not in message, message
+    assert len(message) < len(f"{path}: ") + 400  # crafted values are shown shortened
+    assert main(["predict", str(image), "--model", str(path)]) == 2
+    assert capsys.readouterr().err == f"aimonk: error: {message}\n"
+
+
+# The neighbours of the refused values, each something aimonk writes or could: accepted as they are.
+ACCEPTED = {
+    "thresholds-at-the-ends": {"thresholds": [0.0, 1.0, 1]},
+    "temperatures-small-and-large": {"temperatures": [1e-3, 1, 1e3]},
+    "image-size-1": {"preprocessing__image_size": 1},
+    "image-size-4096": {"preprocessing__image_size": 4096},
+    "mean-and-std-tuples-ints": {"preprocessing__mean": (0, 0.5, 1), "preprocessing__std": (1, 0.5, 2)},
+    "mean-negative": {"preprocessing__mean": [-1.0, 0.0, 2.0]},
+    "precision-fp32": {"precision": "fp32"},
+    "no-precision": {"precision": None},
+    "untuned": {"temperatures": None, "learnable": None, "verdicts": None},
+    "no-file-lists-or-config": {"train_config": None, "train_files": None, "val_files": None, "skipped_files": None},
+    "unicode-and-neighbour-names": {"attributes": ["Größe", "Image", "p_"]},
+    "names-with-dots-and-prefixes": {"attributes": ["a.b", "x_p_y", "pp_x"]},
+    "integer-buffers": {"state_dict": {"a": torch.zeros(2, dtype=torch.int32), "b": torch.zeros(2, dtype=torch.uint8),
+                                       "head.bias": torch.zeros(3)}},
+}
+
+
+@pytest.mark.parametrize("changes", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_the_neighbours_of_refused_entries_are_read_as_they_are(small, tmp_path, changes):
+    path = _crafted_checkpoint(small, tmp_path, **changes)
+    data = load_checkpoint(path)
+    for key, value in changes.items():
+        entry, _, inner = key.partition("__")
+        if value is None:
+            assert (inner or entry) not in (data[entry] if inner else data)
+        elif isinstance(value, dict):
+            assert data[entry].keys() == value.keys()
+        else:
+            assert (data[entry][inner] if inner else data[entry]) == value
+
+
+def test_a_trained_checkpoint_tuned_with_numpy_values_as_tuning_gives_them_loads(trained, tmp_path):
+    copy = tmp_path / "model.pth"
+    copy.write_bytes(trained.read_bytes())
+    save_tuning(copy, thresholds=np.array([0.0, 0.37, 1.0]).tolist(), temperatures=list(np.array([0.8, 1.0, 3.5])),
+                verdicts=["better than chance"] * 3, learnable=[True, True, False])
+    checkpoint = load_checkpoint(copy, attributes=["Attr1", "Attr2", "Attr3"], backbone="resnet18")
+    assert checkpoint["thresholds"] == [0.0, 0.37, 1.0] and checkpoint["temperatures"] == [0.8, 1.0, 3.5]
+    assert all(type(value) is float for value in checkpoint["temperatures"])  # plain floats: weights_only reads them
+
+
+@pytest.mark.slow
+def test_a_real_trained_then_tuned_checkpoint_loads_and_predicts(tiny_model, tmp_path, capsys):
+    model = tmp_path / "model.pth"
+    model.write_bytes(tiny_model.read_bytes())
+    data_dir = load_checkpoint(model)["train_config"]["data_dir"]
+    assert main(["tune", "--model", str(model), "--data-dir", data_dir, "--bootstrap", "50"]) == 0
+    checkpoint = load_checkpoint(model, attributes=["Attr1", "Attr2"], backbone="resnet18")
+    assert {"thresholds", "temperatures", "verdicts", "learnable"} <= checkpoint.keys()
+    assert checkpoint["precision"] == "bf16" and checkpoint["state_dict"]["backbone.bn1.num_batches_tracked"].dtype \
+        == torch.int64
+    capsys.readouterr()
+    assert main(["predict", str(Path(data_dir) / "images" / "img_0.jpg"), "--model", str(model)]) == 0
+    assert capsys.readouterr().out.startswith(str(Path(data_dir) / "images" / "img_0.jpg"))
+
+
+@pytest.mark.parametrize(("entry", "values", "words"), [
+    ("thresholds", [0.5, NAN, 0.5], "thresholds[1] is nan; a threshold is a probability in [0, 1]"),
+    ("thresholds", [1.5, 0.5, 0.5], "thresholds[0] is 1.5; a threshold is a probability in [0, 1]"),
+    ("thresholds", [0.5, 0.5, -0.2], "thresholds[2] is -0.2; a threshold is a probability in [0, 1]"),
+    ("temperatures", [0.0, 1.0, 1.0], "temperatures[0] is 0.0; a temperature is finite and > 0"),
+    ("temperatures", [1.0, -2.0, 1.0], "temperatures[1] is -2.0; a temperature is finite and > 0"),
+    ("temperatures", [1.0, 1.0, INF], "temperatures[2] is inf; a temperature is finite and > 0"),
+])
+def test_tuning_that_would_not_read_back_is_not_saved_and_the_file_is_left_as_it_was(small, tmp_path, entry, values,
+                                                                                       words):
+    path = _crafted_checkpoint(small, tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as caught:
+        save_tuning(path, **{entry: values})
+    assert str(caught.value) == f"{path}: not saved, invalid {entry}: {words}"
+    assert path.read_bytes() == before
+    save_tuning(path, **{entry: [0.0, 1.0, 0.5] if entry == "thresholds" else [0.1, 1.0, 10.0]})  # the neighbours
+    assert load_checkpoint(path)[entry] == ([0.0, 1.0, 0.5] if entry == "thresholds" else [0.1, 1.0, 10.0])

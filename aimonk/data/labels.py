@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from aimonk.errors import LabelFileError
+from aimonk.io import attribute_names_problem
 
 VALUES = {"1": 1.0, "0": 0.0, "NA": None}
 
@@ -86,6 +87,8 @@ def read_labels(path: str | Path) -> LabelTable:
         attributes = header[1:]
         if len(set(attributes)) != len(attributes):
             raise LabelFileError(path, header_line, f"duplicate attribute names in header {attributes}")
+        if problem := attribute_names_problem(attributes):
+            raise LabelFileError(path, header_line, problem)
         if not numbered:
             raise LabelFileError(path, None, "a header but no label lines")
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from aimonk.data.labels import LabelTable, read_labels, stratified_folds, stratified_split
 from aimonk.errors import LabelFileError
+from aimonk.io import NAME_RULE
 
 N = None  # an unknown (NA) label in the expected tables below
 
@@ -34,6 +35,11 @@ ACCEPTED = [
     ("subfolder-and-non-ascii-name", "sub/a.jpg 1\ncafé.jpg 0\n".encode(), ["sub/a.jpg", "café.jpg"], None, [[1], [0]]),
     ("png-and-no-extension-names", b"a.png 1 1\nb 0 0\n", ["a.png", "b"], None, [[1, 1], [0, 0]]),
     ("no-extension-first-and-one-value", b"a 1\nb.jpg 0\n", ["a", "b.jpg"], None, [[1], [0]]),  # not a header
+    ("unicode-attribute-names", "filename Größe 日本 café\na.jpg 1 0 NA\n".encode(), ["a.jpg"],
+     ["Größe", "日本", "café"], [[1, 0, N]]),
+    ("attribute-names-near-the-name-rule", b"filename Image images p_ x_p_y a.b pp_a\na.jpg 1 0 1 0 1 NA\n", ["a.jpg"],
+     ["Image", "images", "p_", "x_p_y", "a.b", "pp_a"], [[1, 0, 1, 0, 1, N]]),
+    ("filename-column-named-error", b"error Hat p_Smile\na.jpg 1 0\n", ["a.jpg"], ["Hat", "p_Smile"], [[1, 0]]),
 ]
 
 # (id, file bytes, line named in the error (None: the whole file), words the message must contain)
@@ -70,6 +76,30 @@ REJECTED = [
 ]
 
 
+# Attribute names that would break `aimonk explain`'s file names or `aimonk predict --csv`'s columns:
+# (id, file bytes, line of the header, the reason given before the rule)
+BAD_NAMES = [
+    ("slash", b"filename size/large Hat\na.jpg 1 0\n", 1, "attribute name 'size/large' contains a path separator"),
+    ("backslash", b"filename Hat size\\large\na.jpg 1 0\n", 1,
+     "attribute name 'size\\\\large' contains a path separator"),
+    ("dot", b"filename . Hat\na.jpg 1 0\n", 1, "attribute name '.' starts with '.'"),
+    ("dot-dot", b"filename Hat ..\na.jpg 1 0\n", 1, "attribute name '..' starts with '.'"),
+    ("hidden", b"filename .Hat Smile\na.jpg 1 0\n", 1, "attribute name '.Hat' starts with '.'"),
+    ("image", b"filename image Hat\na.jpg 1 0\n", 1, "attribute name 'image' is one of the CSV's own columns"),
+    ("error", b"filename Hat error\na.jpg 1 0\n", 1, "attribute name 'error' is one of the CSV's own columns"),
+    ("case", b"filename Hat hat\na.jpg 1 0\n", 1, "attribute names 'Hat' and 'hat' are equal ignoring case"),
+    ("p-prefix", b"filename Hat p_hat\na.jpg 1 0\n", 1, "attribute names 'Hat' and 'p_hat': one is 'p_' + the other"),
+    ("p-prefix-first", b"filename P_HAT Smile Hat\na.jpg 1 0 1\n", 1,
+     "attribute names 'P_HAT' and 'Hat': one is 'p_' + the other"),
+    ("delete-character", b"filename Hat\x7f Smile\na.jpg 1 0\n", 1,
+     "attribute name 'Hat\\x7f' contains a control character"),
+    ("c1-control", "filename Hat Sm\x9bile\na.jpg 1 0\n".encode(), 1,
+     "attribute name 'Sm\\x9bile' contains a control character"),
+    ("bell-after-blank-line-and-bom", b"\xef\xbb\xbf\r\nfilename Ha\x07t\r\na.jpg 1\r\n", 2,
+     "attribute name 'Ha\\x07t' contains a control character"),
+]
+
+
 def _write(tmp_path: Path, content: bytes) -> Path:
     path = tmp_path / "labels.txt"
     path.write_bytes(content)
@@ -97,6 +127,16 @@ def test_malformed_files_are_rejected_naming_file_and_line(tmp_path, content, li
     assert str(caught.value).startswith(where)
     assert words in str(caught.value)
     assert caught.value.line == line
+
+
+@pytest.mark.parametrize(("content", "line", "reason"), [case[1:] for case in BAD_NAMES], ids=[c[0] for c in BAD_NAMES])
+def test_attribute_names_that_break_file_names_or_csv_columns_are_refused_with_the_rule(tmp_path, content, line,
+                                                                                         reason):
+    path = _write(tmp_path, content)
+    with pytest.raises(LabelFileError) as caught:
+        read_labels(path)
+    assert str(caught.value) == f"{path}:{line}: {reason}; {NAME_RULE}"
+    assert caught.value.line == line and "\n" not in str(caught.value)
 
 
 def test_missing_labels_file_is_named(tmp_path):
@@ -129,9 +169,15 @@ GAP = st.sampled_from([" ", "\t", "  ", " \t ", "\t\t"])
 MARGIN = st.sampled_from(["", " ", "\t", "  "])
 
 
+def _one_is_p_another(names: list[str]) -> bool:
+    lowered = {name.lower() for name in names}
+    return any(f"p_{name}" in lowered for name in lowered)
+
+
 @st.composite
 def tables(draw: st.DrawFn) -> dict:
-    """A valid table: unique file names, values from 1/0/NA, optional header of unique attribute names."""
+    """A valid table: unique file names, values from 1/0/NA, optional header of attribute names that are unique
+    ignoring case, none `p_` + another, none a column of `predict --csv` (`image`, `error`)."""
     width = draw(st.integers(1, 5))
     stems = draw(st.lists(st.text(NAME_CHARS, min_size=1, max_size=10), min_size=1, max_size=12, unique=True))
     extension = draw(st.sampled_from([".jpg", ".png", ".JPEG"]))
@@ -140,8 +186,9 @@ def tables(draw: st.DrawFn) -> dict:
             for stem in stems]
     header = None
     if draw(st.booleans()):
-        header = ["filename"] + draw(st.lists(IDENTIFIER.filter(lambda name: name != "NA"), min_size=width,
-                                              max_size=width, unique=True))
+        header = ["filename"] + draw(st.lists(IDENTIFIER.filter(lambda name: name not in ("NA", "image", "error")),
+                                              min_size=width, max_size=width, unique_by=str.lower)
+                                     .filter(lambda names: not _one_is_p_another(names)))
     return {"rows": rows, "header": header}
 
 

@@ -98,7 +98,7 @@ def test_thresholds_in_the_checkpoint_decide_what_is_printed(demo_model: Path, t
     image = str(ROOT / "images" / "image_0.jpg")
     save_tuning(model, thresholds=[0.0, 0.0, 0.0, 0.0])
     main(["predict", image, "--model", str(model)])
-    save_tuning(model, thresholds=[1.01, 1.01, 1.01, 1.01])
+    save_tuning(model, thresholds=[1.0, 1.0, 1.0, 1.0])
     main(["predict", image, "--model", str(model)])
     assert capsys.readouterr().out.splitlines() == [f"{image}: Attr1, Attr2, Attr3, Attr4", f"{image}: none"]
 
