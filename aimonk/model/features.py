@@ -6,8 +6,8 @@ last frozen stage, so the frozen stages run once per image instead of every epoc
 run in both orientations (as is and flipped), so training with a random horizontal flip can pick either without
 touching the image again. Outputs are kept as computed: bf16 values as their raw bits (lossless, half the size).
 
-What the cache promises (it never fails a run: damaged entries are recomputed, a cache that cannot be written is
-left alone, one warning each) is written down once, in docs/validation.md; the tests check each promise.
+What the cache promises (it never fails a run: damaged entries are recomputed, a cache that cannot be written or
+used is left alone, one warning each) is written down once, in docs/validation.md; the tests check each promise.
 Entries are not fsynced: one torn by a crash is found and recomputed the next time.
 """
 
@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import warnings
 import weakref
 from collections import Counter
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from aimonk.data.images import ImageDataset, Preprocessing
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file
+from aimonk.model.cache_folders import KEY, MARKER, MARKER_TEXT, is_cache_folder, read_json
 from aimonk.model.runtime import BackboneRunner, backbone_batches, inference_backbone, output_shape
 
 FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v4"  # bump when decoding, resizing or the forward pass changes
@@ -95,7 +95,7 @@ class FeatureCache:
         # an entry: the output for an image in both orientations; bf16 kept as its raw bits (see to_storable)
         self.shape = output_shape(backbone, (2, 3, preprocessing.image_size, preprocessing.image_size))
         self.dtype = np.dtype(np.int16 if precision == "bf16" else np.float32)
-        self.writable = True  # until a write fails
+        self.writable = self.readable = True  # until a write fails; until the folder is found unusable
         self.damaged: Counter[str] = Counter()  # why entries read this run were not usable
         description = {
             "backbone_sha256": module_fingerprint(backbone),
@@ -106,14 +106,35 @@ class FeatureCache:
         }
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
         self.folder = Path(root) / key
-        if not (self.folder / "key.json").exists():
-            self._write(self.folder / "key.json", json.dumps(description, indent=2).encode())
+        self._open(description)
+        self.readable = self.readable and os.access(self.folder, os.R_OK | os.X_OK)
+
+    def _open(self, description: dict) -> None:
+        """Make the folder the cache's (key.json, then the marker), adopt one an older aimonk made without the
+        marker, or give up on a folder that is not the cache's or cannot be one."""
+        existing = next((path for path in (self.folder, *self.folder.parents) if os.path.exists(path)), None)
+        if existing is not None and not os.path.isdir(existing):
+            return self._give_up(f"{existing}: is a file, not a folder")
+        key, ours = self.folder / KEY, is_cache_folder(self.folder)
+        if not ours and os.path.exists(key) and read_json(key) != json.loads(json.dumps(description)):
+            return self._give_up(f"{key}: not written by the feature cache for this model")
+        if not os.path.exists(key):
+            self._write(key, json.dumps(description, indent=2).encode())
+        if not ours:
+            self._write(self.folder / MARKER, MARKER_TEXT)
+        return None
+
+    def _give_up(self, why: str) -> None:
+        self.writable = self.readable = False
+        warnings.warn(f"{why}; the feature cache is not used for this run", stacklevel=4)
 
     def _file(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
 
     def load(self, digest: str) -> np.ndarray | None:
         """The entry of the image with this digest, or None if absent or damaged (then counted in `damaged`)."""
+        if not self.readable:
+            return None
         try:
             return read_entry(self._file(digest), self.shape, self.dtype)
         except FileNotFoundError:
@@ -190,29 +211,6 @@ def extract_features(
     if not readable:
         return torch.zeros(0, 2, 0), [], errors
     return from_storable(np.stack([found[i] for i in readable])), readable, errors
-
-
-def cache_contents(root: Path) -> list[dict]:
-    """One entry per cache folder under `root`: its key (what was run) and how many files and bytes it holds."""
-    entries = []
-    for folder in sorted(Path(root).glob("*/key.json")):
-        files = list(folder.parent.rglob("*.npy"))
-        try:
-            key = json.loads(folder.read_text())
-        except (OSError, ValueError):
-            key = {}
-        entries.append({"folder": folder.parent, "key": key, "files": len(files),
-                        "bytes": sum(path.stat().st_size for path in files)})
-    return entries
-
-
-def clear_cache(root: Path) -> int:
-    """Delete every cache folder under `root` (only folders the cache made: those with a key.json); bytes freed."""
-    freed = 0
-    for entry in cache_contents(root):
-        freed += entry["bytes"]
-        shutil.rmtree(entry["folder"])
-    return freed
 
 
 # What identifies an input, the cache's keys: SHA-256 of a file's bytes, and of a module's weights (names, shapes,

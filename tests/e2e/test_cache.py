@@ -1,12 +1,14 @@
-"""The feature cache under `aimonk train` and `aimonk cache`: a damaged cache healed, a full one outlived, each
-cache folder shown and only what the cache made cleared."""
+"""The feature cache under `aimonk train` and `aimonk cache`: a damaged cache healed, a full one outlived, a file
+given as the cache one warning, each cache folder shown and only what the cache made cleared (never a user's folder
+with a key.json, nor a file of the user's inside a cache folder)."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
-from helpers import DAMAGE, train_config
+from helpers import DAMAGE, train_arguments, train_config
 
 from aimonk.cli import main
 from aimonk.train.training import train
@@ -51,3 +53,46 @@ def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_mad
     assert lines[2].startswith(f"{cache}: 2 cache folder(s)")
     assert main(["cache", "--cache-dir", str(cache), "--clear"]) == 0
     assert sorted(path.name for path in cache.iterdir()) == ["notes.txt"]
+
+
+def test_aimonk_cache_clear_never_deletes_a_user_folder_with_a_key_json(small_dataset, tmp_path, capsys):
+    project, credentials = tmp_path / "project", tmp_path / "project" / "credentials"
+    credentials.mkdir(parents=True)
+    (credentials / "key.json").write_text('{"api_key": "secret"}')
+    (credentials / "notes.txt").write_text("where the key came from")
+    assert main(train_arguments(small_dataset, tmp_path / "out", "--epochs", "1", "--cache-dir", str(project))) == 0
+    [cache] = [path for path in project.iterdir() if path != credentials]
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(project)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{cache.name}       24 images")
+    assert lines[1].startswith(f"{project}: 1 cache folder(s)")
+    assert main(["cache", "--clear", "--cache-dir", str(project)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"cleared {project}: ") and err == ""
+    assert sorted(path.relative_to(project).as_posix() for path in project.rglob("*")) == \
+        ["credentials", "credentials/key.json", "credentials/notes.txt"]
+    assert (credentials / "key.json").read_text() == '{"api_key": "secret"}'
+    assert main(["cache", "--clear", "--cache-dir", str(credentials)]) == 0  # the folder itself as the cache root
+    assert sorted(path.name for path in credentials.iterdir()) == ["key.json", "notes.txt"]
+
+
+def test_aimonk_cache_clear_keeps_a_stray_file_in_a_cache_folder_and_says_so(small_dataset, tmp_path, capsys):
+    assert main(train_arguments(small_dataset, tmp_path / "out", "--epochs", "1")) == 0
+    [cache] = list((tmp_path / "cache").iterdir())
+    (cache / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["cache", "--clear", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().err == f"aimonk: warning: kept 1 file(s) that the feature cache did not make, and " \
+                                      f"their folders: {cache / 'notes.txt'}\n"
+    assert [path.relative_to(tmp_path / "cache") for path in (tmp_path / "cache").rglob("*")] == \
+        [Path(cache.name), Path(cache.name) / "notes.txt"]
+
+
+def test_aimonk_train_with_a_file_as_cache_dir_warns_once_and_trains(small_dataset, tmp_path, capsys):
+    (tmp_path / "cache").write_text("a file, not a folder")
+    assert main(train_arguments(small_dataset, tmp_path / "out", "--epochs", "1")) == 0
+    assert capsys.readouterr().err == f"aimonk: warning: {tmp_path / 'cache'}: is a file, not a folder; the feature " \
+                                      f"cache is not used for this run\n"
+    assert (tmp_path / "out" / "aimonk_model.pth").is_file()
+    assert (tmp_path / "cache").read_text() == "a file, not a folder"

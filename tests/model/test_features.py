@@ -19,6 +19,7 @@ import aimonk.data.images
 import aimonk.train.training
 from aimonk.data.images import Preprocessing, open_rgb
 from aimonk.evaluate.prediction import Predictor
+from aimonk.model.cache_folders import MARKER, cache_contents, clear_cache
 from aimonk.model.classifier import build_model
 from aimonk.model.features import FeatureCache, extract_features, file_digest, to_storable
 from aimonk.model.runtime import inference_backbone
@@ -285,3 +286,58 @@ def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, 
         assert len(messages) == 1 + (root == "warm"), messages
         assert f"cannot write: {os.strerror(code)}; the feature cache is not written" in messages[0]
         assert decoded == ([paths[0].name] if root == "warm" else [path.name for path in paths])
+
+
+def _extract_recording(cache_root: Path, paths: list[Path], precision: str = "fp32") -> tuple[tuple, list[str]]:
+    """extract_features through a cache at `cache_root` with the tiny backbone: its result, and the warnings."""
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = FeatureCache(cache_root, backbone, preprocessing, precision)
+        result = extract_features(backbone, paths, preprocessing, cache, precision, num_workers=0, progress=False)
+    return result, [str(warning.message) for warning in caught]
+
+
+@pytest.mark.parametrize("under", ["", "sub", "sub/deeper"], ids=["the file", "under it", "deeper"])
+def test_a_cache_dir_that_is_a_file_is_one_warning_and_the_run_goes_on_without_it(small_dataset, tmp_path, decoded,
+                                                                                  under):
+    paths = sorted((small_dataset / "images").iterdir())
+    expected = extract_features(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
+                                progress=False)
+    (tmp_path / "notes").write_text("not a folder")
+    decoded.clear()
+    features, messages = _extract_recording(tmp_path / "notes" / under, paths)
+    assert messages == [f"{tmp_path / 'notes'}: is a file, not a folder; the feature cache is not used for this run"]
+    assert torch.equal(features[0], expected[0]) and features[1:] == expected[1:] and len(decoded) == len(paths)
+    assert (tmp_path / "notes").read_text() == "not a folder"
+
+
+def test_a_cache_written_before_the_marker_is_adopted_then_listed_and_cleared(small_dataset, tmp_path, decoded):
+    paths, root = sorted((small_dataset / "images").iterdir())[:6], tmp_path / "cache"
+    (expected, *_), _ = _extract_recording(root, paths)
+    [folder] = [path.parent for path in root.glob("*/key.json")]
+    (folder / MARKER).unlink()  # as aimonk left its caches before the marker
+    assert cache_contents(root) == [] and clear_cache(root) == 0 and len(list(folder.rglob("*.npy"))) == 6
+    decoded.clear()
+    (features, *_), messages = _extract_recording(root, paths)  # a run opens it: adopted, its entries used
+    assert torch.equal(features, expected) and decoded == [] and messages == []
+    assert (folder / MARKER).read_bytes() == b'{"format": "aimonk-feature-cache-v1"}'
+    assert [(entry["folder"], entry["files"]) for entry in cache_contents(root)] == [(folder, 6)]
+    assert clear_cache(root) > 0 and list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", [b'{"backbone_sha256": "another"}', b"{not json", b""])
+def test_a_folder_of_the_caches_name_that_the_cache_did_not_make_is_left_alone_with_one_warning(small_dataset, tmp_path,
+                                                                                                 decoded, key):
+    paths, root = sorted((small_dataset / "images").iterdir())[:3], tmp_path / "cache"
+    _extract_recording(root, paths)
+    [folder] = [path.parent for path in root.glob("*/key.json")]
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "key.json").write_bytes(key)
+    decoded.clear()
+    _, messages = _extract_recording(root, paths)
+    assert messages == [f"{folder / 'key.json'}: not written by the feature cache for this model; the feature cache "
+                        f"is not used for this run"]
+    assert len(decoded) == 3 and [path.name for path in folder.iterdir()] == ["key.json"]
+    assert (folder / "key.json").read_bytes() == key
