@@ -3,6 +3,7 @@
 `torchrun --nproc_per_node=N -m aimonk ...` starts N processes with RANK, WORLD_SIZE and LOCAL_RANK in their
 environment; `start` joins them into one process group (NCCL between GPUs, gloo on CPUs). Without those variables it
 gives a world of one process whose collective steps do nothing, so a single process runs exactly as without it.
+`sigterm_as_interrupt` makes SIGTERM Ctrl-C, as it is for torchrun's workers, for training in one process too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import atexit
 import itertools
 import os
 import signal
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -159,11 +162,36 @@ def start(device: str = "cpu") -> Distributed:
             torch_dist.init_process_group("gloo")
         atexit.register(torch_dist.destroy_process_group)
         # torchrun passes Ctrl-C on as SIGINT, but stops the workers with SIGTERM when it is itself terminated or
-        # when another worker failed: make both an interrupt, so training saves its state; as SIGINT, so that
-        # `held_interrupts` holds it too.
-        signal.signal(signal.SIGTERM, lambda number, frame: signal.raise_signal(signal.SIGINT))
+        # when another worker failed: both are an interrupt, for the whole life of a worker.
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     _world = Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), chosen)
     return _world
+
+
+def _sigterm_as_sigint(number: int, frame: object) -> None:
+    """SIGTERM handled as Ctrl-C: SIGINT raised (so that it is held wherever Ctrl-C is); a KeyboardInterrupt where
+    Ctrl-C itself is ignored (a background job), so that SIGTERM still stops the process."""
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.raise_signal(signal.SIGINT)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (what `docker stop`, Slurm, systemd and torchrun send) is Ctrl-C: raised as SIGINT,
+    a KeyboardInterrupt where nothing holds it. The previous handler is restored after. A no-op outside the main
+    thread, where SIGTERM is ignored on purpose, or where its handler was not set from Python (it could not be put
+    back)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) in (
+            None, signal.SIG_IGN):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def peer_lost(error: BaseException) -> bool:

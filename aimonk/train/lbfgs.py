@@ -47,6 +47,8 @@ def fit_lbfgs(run: TrainingRun) -> None:
         run.history.append(masked_loss(run.terms, logits, targets, known, pos_weight).item())
 
     weight, bias = fit_linear_heads(rows, targets, known, visits[None], pos_weight, l2[None], run.terms, record)
+    if not run.history:  # converged before a first iteration (e.g. features without spread): its loss all the same
+        record(weight, bias)
     with torch.no_grad():
         model.head.weight.copy_(weight[0])
         model.head.bias.copy_(bias[0])

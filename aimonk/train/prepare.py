@@ -1,7 +1,10 @@
-"""The data a training run uses: labelled images that exist and decode, cached features, the stratified split."""
+"""The data a training run uses: labelled images that exist and decode, cached features, the stratified split;
+refused in one line where there is nothing to learn from or a part of the split would be empty."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from aimonk.data.images import (
 )
 from aimonk.data.labels import LabelTable, stratified_split
 from aimonk.errors import AimonkError
+from aimonk.io import listed
 from aimonk.model.classifier import AttributeClassifier
 from aimonk.model.features import FeatureCache, default_cache_dir, extract_features
 
@@ -52,7 +56,8 @@ def prepare_data(
     config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing,
     keep_features: bool,
 ) -> TrainingData:
-    """Labelled images that exist -> that decode -> stratified split.
+    """Labelled images that exist -> that decode -> stratified split, of which the training images must have known
+    labels (a warning names the attributes that have none there).
 
     With `keep_features` and frozen stages, each image's frozen-stage output is computed once (or read from the
     on-disk cache, if `config.feature_cache`) and kept in memory. Under torchrun, each process decodes and
@@ -61,6 +66,7 @@ def prepare_data(
     image_dir = config.images_path
     if not image_dir.is_dir():
         raise AimonkError(f"{image_dir}: image folder not found")
+    require_known_labels(table, "labelled")  # every label NA: said before any image is read
     table, missing = drop_missing_images(table, image_dir)
     report_left_out("missing", missing, config)
     paths = [image_dir / name for name in table.filenames]
@@ -83,10 +89,43 @@ def prepare_data(
     if len(table) == 0:
         raise AimonkError(f"{config.labels_path}: no usable images in {image_dir}")
     split_seed = config.seed if config.split_seed is None else config.split_seed
-    train_rows, val_rows = stratified_split(table, config.val_fraction, split_seed)
+    train_rows, val_rows = split_rows(table, config.val_fraction, split_seed)
     if config.hide_labels or config.keep_labels:  # training labels only: validation keeps every known label
         table = table.hide(train_rows, config.hide_labels, config.keep_labels, config.seed)
+    require_known_labels(table.subset(train_rows), "training")
+    warn_unknown_attributes(table.subset(train_rows))
     return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable)
+
+
+def require_known_labels(table: LabelTable, kind: str) -> None:
+    """Refuse images (`kind`: labelled, training) without a single known label: the loss would count nothing."""
+    if not table.known.any():
+        raise AimonkError(f"{table.path}: no known label among the {len(table)} {kind} images: nothing to learn from")
+
+
+def warn_unknown_attributes(table: LabelTable) -> None:
+    """Warn (rank 0) of the attributes with no known label among the training images: their outputs learn nothing
+    (the loss counts known labels only), the others train as usual."""
+    unknown = [name for name, known in zip(table.attributes, table.known.any(axis=0), strict=True) if not known]
+    if unknown and distributed.is_main():
+        outputs = "its output learns" if len(unknown) == 1 else f"the outputs of these {len(unknown)} learn"
+        warnings.warn(f"{table.path}: no known label of {listed(unknown)} among the {len(table)} training images: "
+                      f"{outputs} nothing", stacklevel=2)
+
+
+def split_rows(table: LabelTable, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`stratified_split`, refused in one line naming --val-fraction and the counts where either part would be
+    empty (with a fraction above 0: 0 trains on everything)."""
+    images = len(table)
+    held_out = math.ceil(val_fraction * images)  # as scikit-learn counts them: it refuses to leave none to train on
+    if held_out < images:
+        train_rows, val_rows = stratified_split(table, val_fraction, seed)
+        held_out = len(val_rows)  # iterative stratification may miss that count, down to an empty part
+    if val_fraction and not 0 < held_out < images:
+        raise AimonkError(f"--val-fraction {val_fraction} on {images} usable images: {held_out} held out for "
+                          f"validation, {images - held_out} left to train on; each part needs an image "
+                          f"({'lower' if held_out else 'raise'} it, or 0 to train on all of them)")
+    return train_rows, val_rows
 
 
 def report_left_out(kind: str, names: list[str], config: TrainConfig) -> None:

@@ -2,11 +2,14 @@
 
 The state holds what changes as the run goes (the trainable weights, optimizer, counters, random-number states, loss
 history) and only a fingerprint of the frozen weights: `--resume` rebuilds them from the run's settings and checks the
-fingerprint. For a frozen backbone that is a few kilobytes instead of the whole network after every epoch.
+fingerprint. For a frozen backbone that is a few kilobytes instead of the whole network after every epoch. Resume is
+exact or refused: other settings, other training images or other training labels are refused in one line.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import signal
 import threading
@@ -18,15 +21,18 @@ import numpy as np
 import torch
 
 from aimonk.checkpoint import load_safely, save_atomic
-from aimonk.config import TrainConfig, setting_names
+from aimonk.config import PLACES, TrainConfig, setting_names
+from aimonk.data.labels import LabelTable
 from aimonk.errors import AimonkError
 from aimonk.io import STATE_FILE
 from aimonk.model.classifier import AttributeClassifier
 from aimonk.model.features import state_fingerprint
 
-STATE_FORMAT = "aimonk-train-state-v2"
-OLD_FORMATS = ("aimonk-train-state-v1",)  # the whole model in the state
-STATE_KEYS = ("config", "model", "frozen_sha256", "optimizer", "history", "epoch", "step", "train_files", "rng")
+STATE_FORMAT = "aimonk-train-state-v3"
+OLD_FORMATS = ("aimonk-train-state-v1",  # the whole model in the state
+               "aimonk-train-state-v2")  # no digest of the training labels
+STATE_KEYS = ("config", "model", "frozen_sha256", "optimizer", "history", "epoch", "step", "train_files",
+              "labels_sha256", "rng")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -60,16 +66,39 @@ def frozen_fingerprint(model: AttributeClassifier) -> str:
     return state_fingerprint(model.split_state()[1])
 
 
+def labels_digest(table: LabelTable) -> str:
+    """SHA-256 of a table's attribute names, file names and labels (1, 0 or unknown): what the run learns from."""
+    digest = hashlib.sha256(json.dumps([table.attributes, table.filenames]).encode())
+    digest.update(np.ascontiguousarray(np.where(table.known, table.targets, 0), dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(table.known, dtype=bool).tobytes())
+    return digest.hexdigest()
+
+
 def save_train_state(
     out_dir: Path, *, config: dict, model: AttributeClassifier, frozen_sha256: str, optimizer: dict,
-    history: list[float], epoch: int, step: int, train_files: list[str],
+    history: list[float], epoch: int, step: int, train_table: LabelTable,
 ) -> None:
     """Everything `--resume` needs, written atomically: a kill leaves the previous or the new state."""
     trainable = {name: tensor.detach().contiguous() for name, tensor in model.split_state()[0].items()}
     state = {"format": STATE_FORMAT, "config": config, "model": trainable, "frozen_sha256": frozen_sha256,
              "optimizer": optimizer, "history": list(history), "epoch": epoch, "step": step,
-             "train_files": list(train_files), "rng": capture_rng()}
+             "train_files": list(train_table.filenames), "labels_sha256": labels_digest(train_table),
+             "rng": capture_rng()}
     save_atomic(state, Path(out_dir) / STATE_FILE)
+
+
+def restore_run(model: AttributeClassifier, state: dict, train_table: LabelTable, path: Path) -> None:
+    """Continue from a saved state: its trainable weights into `model` and its random-number states, refused with
+    one line if the training images or their labels are not the interrupted run's."""
+    if state["train_files"] != train_table.filenames:
+        raise AimonkError(f"{path}: the training images differ from the interrupted run's")
+    digest = labels_digest(train_table)
+    if state["labels_sha256"] != digest:
+        raise AimonkError(f"{path}: the labels of the training images in {train_table.path} differ from the "
+                          f"interrupted run's (labels digest {digest[:12]}, saved {str(state['labels_sha256'])[:12]}); "
+                          "resume with the same labels, or train anew into another --out-dir")
+    restore_trainable(model, state, path)
+    restore_rng(state["rng"])
 
 
 def restore_trainable(model: AttributeClassifier, state: dict, path: Path) -> None:
@@ -105,26 +134,46 @@ def load_train_state(out_dir: Path) -> dict:
     return state
 
 
+def resume_optimizer(optimizer: torch.optim.Optimizer, state: dict | None) -> tuple[int, int]:
+    """(epoch, step) to continue from, with the saved optimizer state loaded; (0, 0) without a state."""
+    if state is None:
+        return 0, 0
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"], state["step"]
+
+
 @contextmanager
 def held_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends; a no-op outside the main thread or under a foreign handler."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous is None:
+    """Hold Ctrl-C (SIGINT), and SIGTERM where Python handles it (as Ctrl-C, during training), until the block ends,
+    then pass them on; a no-op outside the main thread or under a foreign SIGINT handler."""
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread() or previous[signal.SIGINT] is None:
         yield
         return
+    held = [number for number, handler in previous.items() if number == signal.SIGINT or callable(handler)]
     received: list[int] = []
-    signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    for number in held:
+        signal.signal(number, lambda number, frame: received.append(number))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and callable(previous):
-            previous(signal.SIGINT, None)
+        for number in held:
+            signal.signal(number, previous[number])
+        for number in dict.fromkeys(received):  # each once, in the order they came
+            if callable(previous[number]):
+                previous[number](number, None)
 
 
-def resumed_config(saved: dict, out_dir: Path, progress: bool) -> TrainConfig:
-    """The interrupted run's settings, in the folder it is resumed from."""
+def resumed_config(saved: dict, path: Path, given: TrainConfig) -> TrainConfig:
+    """The interrupted run's settings (saved in the state at `path`), where `given` says things live and how the run
+    is shown (PLACES); refused in one line if another setting given explicitly differs from the saved one."""
     if not saved.keys() <= set(setting_names()):
-        raise AimonkError(f"{out_dir / STATE_FILE}: the training state's settings are not those of this version "
-                          "of aimonk")
-    return TrainConfig(**{**saved, "out_dir": str(out_dir), "progress": progress})
+        raise AimonkError(f"{path}: the training state's settings are not those of this version of aimonk")
+    run = TrainConfig(**saved)
+    differ = [f"{name}={getattr(given, name)} (saved: {getattr(run, name)})" for name in setting_names()
+              if name in given.given and name not in PLACES and getattr(given, name) != getattr(run, name)]
+    if differ:
+        raise AimonkError(f"{path}: --resume continues the saved run as it was, but these settings given differ from "
+                          f"it: {', '.join(differ)}; drop them to resume, or train anew into another --out-dir")
+    places = {name: getattr(given, name) for name in PLACES & given.given}
+    return TrainConfig(**{**saved, **places, "out_dir": given.out_dir, "progress": given.progress})

@@ -22,12 +22,12 @@ from aimonk.config import TrainConfig
 from aimonk.data.images import ImageDataset, Preprocessing, image_batches
 from aimonk.data.labels import LabelTable, read_labels
 from aimonk.data.sampling import Plan, cached_batches, epoch_plan
-from aimonk.errors import AimonkError
 from aimonk.io import MODEL_FILE, STATE_FILE, output_lock, remove_stale_temporaries
 from aimonk.model.classifier import AttributeClassifier, TrainedPart, build_model
 from aimonk.model.losses import EntryLoss, masked_loss
 from aimonk.model.runtime import BackboneRunner, inference_backbone
 from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, SAMPLERS, SOLVERS
+from aimonk.train.divergence import refuse_diverged, refuse_overflow
 from aimonk.train.optim import parameter_groups
 from aimonk.train.outputs import write_history
 from aimonk.train.prepare import TrainingData, prepare_data
@@ -36,8 +36,8 @@ from aimonk.train.resume import (
     frozen_fingerprint,
     held_interrupts,
     load_train_state,
-    restore_rng,
-    restore_trainable,
+    restore_run,
+    resume_optimizer,
     resumed_config,
     save_train_state,
     seed_everything,
@@ -57,13 +57,14 @@ class TrainResult:
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train and write the checkpoint, loss history and loss curve into `config.out_dir`.
 
-    With `resume`, continue the run whose state was saved in `out_dir`, with that run's settings.
-    Ctrl-C once training has begun saves the state (resume later) and raises TrainingInterrupted.
+    With `resume`, continue the run whose state was saved in `out_dir`, exactly: with that run's settings (those
+    given in `config.given` must be the same, but for PLACES) and its training images and labels, or not at all.
+    Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises TrainingInterrupted.
     The output folder is locked for the run: another run into it fails at once (AimonkError).
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
-    writer = distributed.start(config.device).is_main
-    with output_lock(config.out_dir) if writer else nullcontext():
+    writer = distributed.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
+    with distributed.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
         return _train(config, resume)
 
 
@@ -71,7 +72,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     out_dir = Path(config.out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
-        config = resumed_config(state["config"], out_dir, config.progress)
+        config = resumed_config(state["config"], out_dir / STATE_FILE, config)
         config.check()
     device = distributed.start(config.device).device  # a resumed run's device comes from its saved settings
     if distributed.is_main():
@@ -97,14 +98,12 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     if config.standardise_features:  # from the weights the run starts with, so a resumed run gets the same
         model.standardise_head_input(head_inputs(run))
     if state is not None:
-        if state["train_files"] != run.train_table.filenames:
-            raise AimonkError(f"{out_dir / STATE_FILE}: the training images differ from the interrupted run's")
-        restore_trainable(model, state, out_dir / STATE_FILE)
+        restore_run(model, state, run.train_table, out_dir / STATE_FILE)
         run.history, run.resumed = list(state["history"]), state
-        restore_rng(state["rng"])
 
     SOLVERS[config.solver].fit(run)
     model.fold_input_scaling()
+    refuse_diverged(model, run.history, SOLVERS[config.solver].diverged_hint)
     model_path = out_dir / MODEL_FILE
     if distributed.is_main():
         try:
@@ -149,23 +148,22 @@ class TrainingRun:
 class Solver:
     fit: Callable[[TrainingRun], None]
     full_batch: bool  # fits on every training image's frozen features at once (held in memory; no epochs)
+    diverged_hint: str = "try --solver adam, or other --weights"  # what to do when its weights end up not finite
 
 
 def fit_adam(run: TrainingRun) -> None:
     config, model, world = run.config, run.model, distributed.world()
     optimizer = torch.optim.Adam(parameter_groups(model, config), lr=config.lr, decoupled_weight_decay=True)
-    epoch, step = 0, 0
-    if run.resumed is not None:
-        optimizer.load_state_dict(run.resumed["optimizer"])
-        epoch, step = run.resumed["epoch"], run.resumed["step"]
-    frozen_sha256 = frozen_fingerprint(model)
+    epoch, step = resume_optimizer(optimizer, run.resumed)
+    frozen_sha256, train_table, hint = frozen_fingerprint(model), run.train_table, SOLVERS[config.solver].diverged_hint
 
-    def save_state() -> None:
+    def save_state() -> None:  # never a diverged state: a resumed run would go on from weights that are not finite
+        refuse_diverged(model, run.history, hint)
         if distributed.is_main():
             save_train_state(
                 run.out_dir, config=config.to_dict(), model=model, frozen_sha256=frozen_sha256,
                 optimizer=optimizer.state_dict(), history=run.history, epoch=epoch, step=step,
-                train_files=run.train_table.filenames,
+                train_table=train_table,
             )
 
     visits = SAMPLERS[config.sampler](run.train_table, config)
@@ -207,6 +205,7 @@ def fit_adam(run: TrainingRun) -> None:
                 epoch, step = epoch + 1, 0
             save_state()
     except (KeyboardInterrupt, RuntimeError) as stop:
+        refuse_overflow(stop, len(run.history), hint)
         if not isinstance(stop, KeyboardInterrupt) and not distributed.peer_lost(stop):
             raise
         # Ctrl-C, or under torchrun a SIGTERM or another process gone: the weights are those of the last whole step.
@@ -218,7 +217,7 @@ def fit_adam(run: TrainingRun) -> None:
         torch.set_num_threads(threads)
 
 
-SOLVERS.add("adam", Solver(fit_adam, full_batch=False),
+SOLVERS.add("adam", Solver(fit_adam, full_batch=False, diverged_hint="lower --lr"),
             "minibatch Adam over the sampler's epoch plans (the reference); resumable; fine-tunes stages too")
 
 

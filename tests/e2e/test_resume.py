@@ -1,7 +1,8 @@
-"""Interrupted training, with real signals to a real `aimonk train` process.
+"""Interrupted training, with real signals to a real `aimonk train` process; resume is exact or refused.
 
 A SIGKILL at any moment leaves an intact state (and model) file; `--resume` then reproduces the loss history of an
-uninterrupted run. Ctrl-C saves the state, or, before training has begun, exits without touching anything.
+uninterrupted run. Ctrl-C, and SIGTERM (docker stop, Slurm, systemd) alike, saves the state, or, before training has
+begun, exits without touching anything. A resume with other settings given, or other training labels, is refused.
 
 Where a signal lands is chosen, not timed: `hold_at_save.py` runs the same command and holds it still at its N-th
 save of the training state (after it, or in the middle of it), and the test signals it there.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +26,11 @@ from torchvision import models
 
 from aimonk.checkpoint import load_checkpoint, save_atomic
 from aimonk.cli import main
+from aimonk.config import TrainConfig
+from aimonk.errors import AimonkError
 from aimonk.io import HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.train.resume import load_train_state
+from aimonk.train.training import train
 
 HOLD = Path(__file__).with_name("hold_at_save.py")
 CACHED = ["--epochs", "3"]
@@ -49,11 +54,12 @@ def _resume(out: Path) -> list[str]:
     return ["train", "--resume", "--out-dir", str(out), "--no-progress"]
 
 
-def _popen(command: list[str]) -> subprocess.Popen:
+def _popen(command: list[str], ctrl_c: signal.Handlers = signal.SIG_DFL) -> subprocess.Popen:
     """Started as from a terminal: its own process group, and Ctrl-C's default disposition even where this test
-    runs with SIGINT ignored (a background job of a shell without job control, whose children inherit that)."""
+    runs with SIGINT ignored (a background job of a shell without job control, whose children inherit that); or,
+    with `ctrl_c=signal.SIG_IGN`, as such a background job."""
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c))
 
 
 def _start(arguments: list[str]) -> subprocess.Popen:
@@ -68,11 +74,15 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.005)
 
 
-def _signal(process: subprocess.Popen, number: int) -> tuple[int, str]:
-    """Send `number` to the process and its data-loader workers, as a terminal would; (exit code, stderr).
+def _signal(process: subprocess.Popen, number: int, group: bool = True) -> tuple[int, str]:
+    """Send `number` to the process and its data-loader workers, as a terminal would (or, without `group`, to the
+    process alone, as `docker stop` does); (exit code, stderr).
 
     A process still there after 120 s is killed, so a failing test leaves nothing running."""
-    os.killpg(process.pid, number)
+    if group:
+        os.killpg(process.pid, number)
+    else:
+        os.kill(process.pid, number)
     try:
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -82,18 +92,20 @@ def _signal(process: subprocess.Popen, number: int) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def _signal_at_save(arguments: list[str], save: int, moment: str, number: int, marker: Path) -> tuple[int, str]:
-    """Run `aimonk ARGUMENTS`, held `before` or `after` its `save`-th save of the state, and send it `number` there.
+def _signal_at_save(arguments: list[str], save: int, moment: str, number: int, marker: Path, group: bool = True,
+                    ctrl_c: signal.Handlers = signal.SIG_DFL) -> tuple[int, str]:
+    """Run `aimonk ARGUMENTS`, held `before` or `after` its `save`-th save of the state, and send it `number` there
+    (see `_signal` and `_popen` for `group` and `ctrl_c`).
 
     The process is still running when the signal comes (a run that ended first fails here), so it cannot be missed.
     """
-    process = _popen([sys.executable, str(HOLD), str(marker), str(save), moment, *arguments])
+    process = _popen([sys.executable, str(HOLD), str(marker), str(save), moment, *arguments], ctrl_c)
     try:
         _wait_for(marker.exists, process)
     except AssertionError:
         _signal(process, signal.SIGKILL)
         raise
-    return _signal(process, number)
+    return _signal(process, number, group)
 
 
 def _history(out: Path) -> list[tuple[int, float]]:
@@ -166,13 +178,12 @@ def test_sigkill_mid_run_without_feature_cache_then_resume_reproduces_history(da
     assert {path.name for path in out.iterdir()} == files
 
 
-@pytest.mark.slow
-def test_ctrl_c_saves_the_state_exits_130_and_resume_completes(dataset, tmp_path, reference_cached):
-    reference, _ = reference_cached
+def _stopped_at_a_save_then_resumed(dataset: Path, tmp_path: Path, reference: list, number: int, **how) -> None:
+    """Signal a run in the middle of its 3rd save (`how`: see `_signal_at_save`): the state on disk is the 2nd until
+    the interrupt's own save replaces it; exit 130 saying how to resume, which reaches the uninterrupted history."""
     out = tmp_path / "out"
     arguments = _arguments(dataset, out, CACHED) + ["--workers", "2"]  # workers also get the signal
-    # Interrupted in the middle of its 3rd save: the state on disk is the 2nd until Ctrl-C's own save replaces it.
-    code, stderr = _signal_at_save(arguments, 3, "before", signal.SIGINT, tmp_path / "held")
+    code, stderr = _signal_at_save(arguments, 3, "before", number, tmp_path / "held", **how)
     assert code == 130
     assert stderr == f"aimonk: interrupted; state saved, continue with: aimonk train --resume --out-dir {out}\n"
     assert len(_saved_history(out, reference)) == 3
@@ -182,17 +193,40 @@ def test_ctrl_c_saves_the_state_exits_130_and_resume_completes(dataset, tmp_path
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_feature_extraction_exits_130_and_saves_nothing(dataset, tmp_path):
+def test_ctrl_c_saves_the_state_exits_130_and_resume_completes(dataset, tmp_path, reference_cached):
+    _stopped_at_a_save_then_resumed(dataset, tmp_path, reference_cached[0], signal.SIGINT)
+
+
+@pytest.mark.parametrize("how", [{"group": False}, {"group": True}, {"group": False, "ctrl_c": signal.SIG_IGN}],
+                         ids=["the process (docker stop)", "its process group (Slurm, systemd)",
+                              "a background job, Ctrl-C ignored"])
+@pytest.mark.slow
+def test_sigterm_saves_the_state_exits_130_and_resume_completes(dataset, tmp_path, reference_cached, how):
+    _stopped_at_a_save_then_resumed(dataset, tmp_path, reference_cached[0], signal.SIGTERM, **how)
+
+
+def _stopped_extracting(dataset: Path, tmp_path: Path, number: int) -> None:
+    """Signal a run and its data-loader workers while they extract features: exit 130, nothing saved."""
     out, cache = tmp_path / "out", tmp_path / "cache"
     arguments = _arguments(dataset, out, CACHED)
     arguments[arguments.index("--image-size") + 1] = "224"  # slow enough to be caught extracting
     arguments[arguments.index("--cache-dir") + 1] = str(cache)
     process = _start(arguments + ["--workers", "2"])
     _wait_for(lambda: any(cache.glob("*/key.json")), process)  # the cache is opened just before extraction
-    code, stderr = _signal(process, signal.SIGINT)
+    code, stderr = _signal(process, number)
     assert code == 130
     assert stderr == "aimonk: interrupted before the first training step; nothing new was saved\n"
     assert not (out / STATE_FILE).exists() and not (out / MODEL_FILE).exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_feature_extraction_exits_130_and_saves_nothing(dataset, tmp_path):
+    _stopped_extracting(dataset, tmp_path, signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_sigterm_during_feature_extraction_exits_130_and_saves_nothing(dataset, tmp_path):
+    _stopped_extracting(dataset, tmp_path, signal.SIGTERM)
 
 
 def test_resume_without_a_saved_state_is_a_clear_error(tmp_path, capsys):
@@ -266,10 +300,73 @@ def test_resume_with_other_frozen_weights_is_refused_in_one_line(dataset_32px, t
                    "same\n")
 
 
-def test_a_state_of_the_previous_format_is_refused_in_one_line(tmp_path, capsys):
-    save_atomic({"format": "aimonk-train-state-v1", "model": {"head.weight": torch.zeros(2, 2)}},
+@pytest.mark.parametrize("old", ["aimonk-train-state-v1", "aimonk-train-state-v2"])  # v2: no labels' digest
+def test_a_state_of_the_previous_format_is_refused_in_one_line(tmp_path, capsys, old):
+    save_atomic({"format": old, "model": {"head.weight": torch.zeros(2, 2)}},
                 tmp_path / STATE_FILE)
     assert main(["train", "--resume", "--out-dir", str(tmp_path), "--no-progress"]) == 2
     assert capsys.readouterr().err == (f"aimonk: error: {tmp_path / STATE_FILE}: saved by an older version of aimonk "
-                                       "(aimonk-train-state-v1), which this one cannot resume; train again without "
+                                       f"({old}), which this one cannot resume; train again without "
                                        "--resume\n")
+
+
+# --- resume is exact or refused: settings given, training labels ---
+
+
+@pytest.fixture
+def interrupted(dataset_32px: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run on a copy of the 32-px data (tmp_path/data, every image trains) into tmp_path/out, interrupted by
+    Ctrl-C before its 3rd step."""
+    shutil.copytree(dataset_32px, tmp_path / "data")
+    out = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        _interrupted_at(3, patch)
+        assert main(_train(tmp_path / "data", out, "--val-fraction", "0")) == 130
+    return out
+
+
+def test_resume_with_other_settings_given_is_refused_listing_each_and_writes_nothing(interrupted, capsys):
+    state = interrupted / STATE_FILE
+    saved = state.read_bytes()
+    capsys.readouterr()
+    assert main(_resume(interrupted) + ["--epochs", "2", "--lr", "0.5", "--batch-size", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"aimonk: error: {state}: --resume continues the saved run as it was, but these settings given differ from "
+        "it: epochs=2 (saved: 3), lr=0.5 (saved: 0.01); drop them to resume, or train anew into another --out-dir\n")
+    assert main(_resume(interrupted) + ["--recipe", "recommended"]) == 2
+    assert ": recipe=recommended (saved: reference); drop them" in capsys.readouterr().err
+    with pytest.raises(AimonkError, match=r"differ from it: focal_gamma=1\.0 \(saved: 2\.0\), seed=1 \(saved: 0\); "):
+        train(TrainConfig(out_dir=str(interrupted), seed=1, focal_gamma=1.0, progress=False), resume=True)
+    assert state.read_bytes() == saved and not (interrupted / MODEL_FILE).exists()
+
+
+def test_resume_with_the_same_settings_given_and_the_data_moved_reaches_the_uninterrupted_history(interrupted,
+                                                                                                  tmp_path):
+    reference = tmp_path / "reference"
+    assert main(_train(tmp_path / "data", reference, "--val-fraction", "0")) == 0
+    moved = shutil.move(tmp_path / "data", tmp_path / "moved")
+    same = ["--epochs", "3", "--lr", "0.01", "--recipe", "reference", "--val-fraction", "0"]
+    places = ["--data-dir", str(moved), "--workers", "1", "--cache-dir", str(tmp_path / "other-cache"),
+              "--device", "cpu"]  # where things are and how the run is shown: taken as given
+    assert main(_resume(interrupted) + same + places) == 0
+    assert (interrupted / HISTORY_FILE).read_text() == (reference / HISTORY_FILE).read_text()
+    assert load_checkpoint(interrupted / MODEL_FILE)["train_config"]["data_dir"] == str(moved)
+
+
+def test_resume_after_the_training_labels_were_edited_is_refused_and_the_same_labels_written_otherwise_are_not(
+    interrupted, tmp_path, capsys
+):
+    labels, state = tmp_path / "data" / "labels.txt", interrupted / STATE_FILE
+    lines = labels.read_text().splitlines()
+    assert lines[:3] == ["img_0.jpg 0 NA", "img_1.jpg 1 0", "img_2.jpg 0 1"]
+    capsys.readouterr()
+    for line, edited in [(1, "img_1.jpg 0 0"), (2, "img_2.jpg 0 NA"), (0, "img_0.jpg 0 1")]:  # a value, known, NA
+        labels.write_text("\n".join([*lines[:line], edited, *lines[line + 1 :]]) + "\n")
+        assert main(_resume(interrupted)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"aimonk: error: {state}: the labels of the training images in {labels} differ from "
+                              "the interrupted run's (labels digest ")
+        assert err.endswith("); resume with the same labels, or train anew into another --out-dir\n")
+        assert err.count("\n") == 1 and not (interrupted / MODEL_FILE).exists()
+    labels.write_bytes("\r\n".join(line.replace(" ", "\t") for line in lines).encode())  # same labels, CRLF, tabs
+    assert main(_resume(interrupted)) == 0

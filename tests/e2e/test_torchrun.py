@@ -25,6 +25,7 @@ from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.data.images import image_files
 from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.model.cache_folders import MARKER
 from aimonk.model.classifier import build_model
 from aimonk.train.resume import load_train_state
 
@@ -86,7 +87,8 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(trained):
     assert sorted(path.relative_to(two) for path in two.rglob("*") if path.is_file() and "cache" not in path.parts) \
         == sorted(Path("out") / name for name in OUTPUTS)  # rank 1 wrote nothing beside
     cached = [path.name for path in (two / "cache").rglob("*") if path.is_file()]
-    assert len(cached) == 401 and cached.count("key.json") == 1  # each image once, no temporary file left
+    # Each image once, the cache folder's key and marker, no temporary file left.
+    assert len(cached) == 402 and cached.count("key.json") == 1 and cached.count(MARKER) == 1
 
     single, double = load_checkpoint(one / "out" / MODEL_FILE), load_checkpoint(two / "out" / MODEL_FILE)
     assert double["train_files"] == single["train_files"] and double["val_files"] == single["val_files"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_dataset
+from PIL import Image
 
 import aimonk.train.prepare
 from aimonk.config import TrainConfig
@@ -27,3 +28,16 @@ def test_lbfgs_never_looks_at_the_validation_labels(tmp_path: Path, monkeypatch:
                                          weights="none", image_size=32, workers=0, progress=False, cv_folds=2)
         heads.append(torch.load(train(config).model_path, weights_only=True)["state_dict"]["head.weight"])
     assert torch.equal(heads[0], heads[1])
+
+
+def test_features_without_spread_still_give_a_loss_history_and_a_model(tmp_path: Path):
+    """12 identical pictures: standardised features are all zero and L-BFGS-B stops before a first iteration; the run
+    still records its loss (it used to end in an IndexError after writing an empty history)."""
+    (tmp_path / "images").mkdir()
+    for i in range(12):
+        Image.new("RGB", (32, 32), (120, 30, 200)).save(tmp_path / "images" / f"i{i}.jpg")
+    (tmp_path / "labels.txt").write_text("".join(f"i{i}.jpg {i % 2} {(i // 2) % 2}\n" for i in range(12)))
+    config = TrainConfig.from_recipe("recommended", data_dir=str(tmp_path), out_dir=str(tmp_path / "out"),
+                                     weights="none", image_size=32, workers=0, progress=False)
+    result = train(config)
+    assert len(result.history) >= 1 and np.isfinite(result.history).all() and result.model_path.is_file()

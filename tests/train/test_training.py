@@ -1,10 +1,11 @@
-"""train(): a seed repeats a run; a run takes its output folder's lock; fine-tuning depth: the last N stages train,
-the frozen ones never change, and the frozen stages' output is cached so that fine-tuning does not re-run them every
-epoch, with the same loss history as without the cache."""
+"""train(): a seed repeats a run; a run takes its output folder's lock; SIGTERM is Ctrl-C while it runs; fine-tuning
+depth: the last N stages train, the frozen ones never change, and the frozen stages' output is cached so that
+fine-tuning does not re-run them every epoch, with the same loss history as without the cache."""
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from aimonk.data.images import open_rgb
 from aimonk.errors import AimonkError
 from aimonk.io import LOCK_FILE, output_lock
 from aimonk.model.classifier import build_model
+from aimonk.train.resume import TrainingInterrupted, load_train_state
 from aimonk.train.training import train
 
 
@@ -39,6 +41,39 @@ def test_training_from_python_or_a_notebook_takes_the_lock_too(dataset_32px, tmp
             train(config)
         assert list(out.iterdir()) == [out / LOCK_FILE]
     train(config)
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_sigterm_during_training_from_python_saves_the_state_and_raises_training_interrupted(
+    dataset_32px, tmp_path, monkeypatch
+):
+    """What `docker stop` or Slurm sends a notebook's kernel: held until the step ends, then as Ctrl-C."""
+    out = tmp_path / "out"
+    config = TrainConfig(data_dir=str(dataset_32px), out_dir=str(out), weights="none", image_size=32, epochs=2,
+                         batch_size=4, workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
+    steps, step = [], torch.optim.Adam.step
+
+    def step_then_sigterm(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        steps.append(len(steps) + 1)
+        if len(steps) == 3:
+            signal.raise_signal(signal.SIGTERM)  # during the 3rd step
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_then_sigterm)
+    received: list[int] = []
+
+    def record(number: int, frame: object) -> None:  # the handler before train(): a SIGTERM let through ends here
+        received.append(number)
+
+    previous = signal.signal(signal.SIGTERM, record)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(config)
+        after = signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [] and after is record  # handled by train(), and the handler from before it is back
+    assert steps == [1, 2, 3] and len(load_train_state(out)["history"]) == 3  # the 3rd step whole, then saved
     assert not (out / LOCK_FILE).exists()
 
 
