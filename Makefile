@@ -36,7 +36,7 @@ mutants: setup  ## mutation testing of the core modules (mutmut, configured in p
 	$(BIN)/python tests/mutation_scores.py
 
 demo: setup  ## regenerate the embedded demo dataset
-	$(BIN)/aimonk demo
+	$(BIN)/aimonk demo --overwrite
 
 clean:
 	rm -rf $(VENV) mutants models/*.pth models/*.png models/*.csv

@@ -22,11 +22,14 @@ from aimonk.commands import (
     run_train,
     run_tune,
 )
-from aimonk.config import TrainConfig
+from aimonk.config import SEED, WORKERS, TrainConfig, between
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import MODEL_FILE
+from aimonk.options import add_config_options, add_number
 
 DEFAULT_MODEL = str(Path(TrainConfig.out_dir) / MODEL_FILE)  # where `aimonk train` writes it
+BATCH = between(1, 65536)  # images per forward pass
+MAX_RESAMPLES = 100_000  # bootstrap resamples: more only fills memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     warnings.showwarning = _show_warning
     try:
-        return args.run(args)
+        with distributed.sigterm_as_interrupt():  # SIGTERM is Ctrl-C for every command: outputs stay whole
+            return args.run(args)
     except (AimonkError, OSError) as error:
         # Under torchrun every process meets the same problems with the input, and rank 0 reports them; an image
         # that cannot be read is its own reader's to report.
@@ -70,7 +74,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aimonk.options import add_config_options
 
     parser = Parser(prog="aimonk", description="Multi-label image attributes with missing (NA) labels: train a "
                     "model, predict, evaluate, tune, explain, export it; manage the feature cache; make the demo data.")
@@ -89,15 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities")
     predict.add_argument("--csv", metavar="FILE", help="also write a table: one row per image, the probability and "
                          "decision (1/0) for each attribute, an error column")
-    predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--workers", type=int, default=2, help="processes that decode and, on a CPU, run the model")
+    add_number(predict, "--batch-size", int, BATCH, 32, "images per forward pass")
+    add_number(predict, "--workers", int, WORKERS, 2, "processes that decode and, on a CPU, run the model")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(run=run_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on the validation images it held out")
     add_labelled_data_arguments(evaluate)
-    evaluate.add_argument("--bootstrap", type=int, default=1000, help="resamples for the confidence intervals")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    add_number(evaluate, "--bootstrap", int, between(0, MAX_RESAMPLES), 1000,
+               "resamples for the confidence intervals (0: point estimates only)")
+    add_number(evaluate, "--seed", int, SEED, 0, "seed of the bootstrap")
     evaluate.add_argument("--all", action="store_true",
                           help="score every labelled image, training images included (optimistic)")
     evaluate.add_argument("--details", action="store_true", help="the full table: every metric, baseline, the "
@@ -106,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "bounds, counts, prevalence, threshold, verdict) to FILE")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document with every column instead "
                           "of the table")
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--workers", type=int, default=1)
+    add_number(evaluate, "--batch-size", int, BATCH, 32, "images per forward pass")
+    add_number(evaluate, "--workers", int, WORKERS, 1, "data-loading processes")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=run_evaluate)
 
@@ -124,16 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                                "out of fold) and a best-F1 threshold, with its F1 estimated out of fold. Written "
                                "into the checkpoint; aimonk predict uses them.")
     add_labelled_data_arguments(tune)
-    tune.add_argument("--bootstrap", type=int, default=1000, help="resamples for the verdicts' intervals")
-    tune.add_argument("--folds", type=int, default=5, help="folds of the validation images for cross-fitting")
-    tune.add_argument("--seed", type=int, default=0)
+    add_number(tune, "--bootstrap", int, between(1, MAX_RESAMPLES), 1000, "resamples for the verdicts' intervals")
+    add_number(tune, "--folds", int, between(2, 100), 5, "folds of the validation images for cross-fitting")
+    add_number(tune, "--seed", int, SEED, 0, "seed of the bootstrap and the folds")
     tune.add_argument("--no-temperature", action="store_true", help="keep every temperature at 1")
     tune.add_argument("--device", default="cpu")
     tune.set_defaults(run=run_tune)
 
     cache = commands.add_parser("cache", help="show the feature cache's size, or clear it")
     cache.add_argument("--cache-dir", help="default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features")
-    cache.add_argument("--clear", action="store_true", help="delete everything the cache holds")
+    cache.add_argument("--clear", action="store_true",
+                       help="delete what the cache made (any other file in its folders stays)")
     cache.set_defaults(run=run_cache)
 
     from aimonk.evaluate.export import FORMATS
@@ -150,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="regenerate the embedded demo dataset (images/ + labels.txt)")
     demo.add_argument("--out-dir", default=".", help="folder for images/ and labels.txt")
-    demo.add_argument("--n-images", type=int, default=400, help="number of images")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    demo.add_argument("--size", type=int, default=96, help="image side in pixels")
+    demo.add_argument("--overwrite", action="store_true", help="replace the labels.txt and demo images already there "
+                      "(otherwise a folder holding a dataset is refused)")
+    add_number(demo, "--n-images", int, between(1, 1_000_000), 400, "number of images")
+    add_number(demo, "--seed", int, SEED, 0, "random seed")
+    add_number(demo, "--size", int, between(32, 4096), 96, "image side in pixels")
     demo.set_defaults(run=run_demo)
     return parser
 

@@ -1,7 +1,5 @@
-"""What each command of `aimonk` does, one `run_*` function per command, given its parsed arguments.
-
-Every library import is inside its command, so a command loads only what it uses (`aimonk predict` never imports
-matplotlib or the training code).
+"""What each command of `aimonk` does, one `run_*` function per command, given its parsed arguments. Every library
+import is inside its command, so a command loads only what it uses (predict: no matplotlib, no training code).
 """
 
 from __future__ import annotations
@@ -11,11 +9,48 @@ import gc
 import json
 import os
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import IO, Any
 
 from aimonk import distributed
 from aimonk.config import data_paths
 from aimonk.errors import AimonkError, ImageReadError
+from aimonk.io import atomic_file, output_lock
+
+
+@contextmanager
+def output_file(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path],
+                mode: str = "w", **options: Any) -> Iterator[IO | None]:
+    """The file a command was asked to write (`--csv FILE`), written atomically while holding its folder's lock;
+    None where not asked for, or on a process other than rank 0 (see `output_path`)."""
+    target = output_path(path, suffix, option, reads)
+    if target is None:
+        yield None
+        return
+    with output_lock(target.parent), atomic_file(target, mode, **options) as file:
+        yield file
+
+
+def output_path(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path]) -> Path | None:
+    """`path` as a file to write, checked before any work: refused if it is a file the command reads, if it is not a
+    `suffix` file (`--csv images/a.jpg b.jpg` forgot the CSV's name: the image is kept), or if part of it is a file.
+    None where not asked for, or on a process other than rank 0 (which alone writes)."""
+    if path is None or not distributed.is_main():
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise AimonkError(f"{target}: is a folder, not a file to write")
+    if any(folder.exists() and not folder.is_dir() for folder in target.parents):
+        raise AimonkError(f"{target}: cannot write there (part of the path is a file, not a folder)")
+    if target.suffix.lower() != suffix:
+        raise AimonkError(f"{target}: not a {suffix} file name, so not written ({option} takes the name of the file "
+                          f"to write, e.g. {option} results{suffix})")
+    if any(target.resolve() == Path(read).resolve() for read in reads):
+        raise AimonkError(f"{target}: is a file this command reads, so not written over ({option}): write the "
+                          "output elsewhere")
+    return target
 
 
 def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -63,7 +98,6 @@ def run_predict(args: argparse.Namespace) -> int:
     from aimonk.data.images import image_files
     from aimonk.distributed import start
     from aimonk.evaluate.prediction import Predictor
-    from aimonk.io import atomic_file
 
     dist = start(args.device)  # under torchrun each process predicts its share; rank 0 prints them all, in order
     predictor = Predictor(args.model, device=dist.device)
@@ -74,7 +108,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"aimonk: note: this model cannot judge {', '.join(predictor.cannot_judge)} (no better than chance on "
               "its validation images): never reported present", file=sys.stderr)
     failures = 0
-    with atomic_file(args.csv if dist.is_main else None, "w", newline="", encoding="utf-8") as table:
+    with output_file(args.csv, ".csv", "--csv", [args.model, *paths], newline="", encoding="utf-8") as table:
         rows = csv.writer(table) if table else None
         if rows:
             rows.writerow(predictor.csv_header())
@@ -105,16 +139,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from aimonk.evaluate.metrics import evaluate
     from aimonk.evaluate.report import compact_table, format_table
-    from aimonk.evaluate.tuning import score_checkpoint
-    from aimonk.io import atomic_file
+    from aimonk.evaluate.tuning import NothingHeldOut, score_checkpoint
 
-    if args.bootstrap < 0:
-        raise AimonkError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
-    with atomic_file(args.csv if distributed.is_main() else None, "w", newline="", encoding="utf-8") as table:
-        scores = score_checkpoint(  # under torchrun, each process scores its share of the images
-            args.model, *labelled_data_paths(args),
-            include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-        )
+    reads = [args.model, *labelled_data_paths(args)]
+    with output_file(args.csv, ".csv", "--csv", reads, newline="", encoding="utf-8") as table:
+        try:
+            scores = score_checkpoint(  # under torchrun, each process scores its share of the images
+                args.model, *labelled_data_paths(args),
+                include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+            )
+        except NothingHeldOut as error:
+            raise AimonkError(f"{error}, or score every labelled image with --all (training images included: "
+                              "optimistic)") from None
         if not distributed.is_main():
             return 0
         results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
@@ -137,9 +173,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from aimonk.evaluate.export import TOLERANCE, export_model
+    from aimonk.evaluate.export import TOLERANCE, check_format, export_model
 
-    done = export_model(args.model, args.out, args.format, args.check_images)
+    check_format(args.format)
+    out = output_path(args.out or Path(args.model).with_suffix(f".{args.format}"), f".{args.format}", "--out",
+                      [args.model, *(args.check_images or [])])
+    with output_lock(out.parent):
+        done = export_model(args.model, out, args.format, args.check_images)
     print(f"checked on {done.checked} images of {done.checked_on}: probabilities differ from PyTorch fp32 by at most "
           f"{done.difference:.1e} (limit {TOLERANCE:g}), from aimonk predict by at most {done.predict_difference:.1e}")
     print(f"wrote {done.path}")
@@ -147,10 +187,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from aimonk.data.images import image_files, open_rgb
-    from aimonk.evaluate.explain import explain, output_name, overlay, upsampled
+    from aimonk.data.images import image_files
+    from aimonk.evaluate.explain import output_name, write_maps
     from aimonk.evaluate.prediction import Predictor
-    from aimonk.io import atomic_file
 
     predictor = Predictor(args.model)
     chosen = args.attributes or predictor.attributes
@@ -161,42 +200,33 @@ def run_explain(args: argparse.Namespace) -> int:
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
     failures = 0
-    for path in paths:
-        try:
-            explanation = next(explain(predictor, [path]))
-            image = open_rgb(path)
-        except ImageReadError as error:
-            failures += 1
-            print(f"aimonk: error: {error}", file=sys.stderr)
-            continue
-        for name in chosen:
-            j = predictor.attributes.index(name)
-            target = Path(args.out) / output_name(path, name)
-            with atomic_file(target) as file:
-                overlay(image, upsampled(explanation.maps[j], image.size)).save(file, format="PNG")
-        kind = "class-activation maps" if explanation.exact else "Grad-CAM maps"
-        print(f"{path}: {len(chosen)} {kind} in {Path(args.out) / output_name(path, '*').parent}")
+    reads = {path.resolve() for path in [Path(args.model), *paths]}
+    with output_lock(args.out):
+        for path in paths:
+            try:
+                exact = write_maps(predictor, path, chosen, Path(args.out), reads)
+            except ImageReadError as error:
+                failures += 1
+                print(f"aimonk: error: {error}", file=sys.stderr)
+                continue
+            kind = "class-activation maps" if exact else "Grad-CAM maps"
+            print(f"{path}: {len(chosen)} {kind} in {Path(args.out) / output_name(path, '*').parent}")
     return 1 if failures else 0
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    from aimonk.evaluate.report import tuning_table
     from aimonk.evaluate.tuning import score_checkpoint, tune_checkpoint
 
-    if args.bootstrap < 1 or args.folds < 2:
-        raise AimonkError("--bootstrap must be at least 1 and --folds at least 2")
-    scores = score_checkpoint(args.model, *labelled_data_paths(args), device=args.device, calibrated=False)
-    if not distributed.is_main():  # under torchrun every process scored its share; rank 0 alone tunes and writes
-        return 0
-    tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
+    # The checkpoint is rewritten: not while a run writes into its folder (its model could change under the tuning)
+    with output_lock(Path(args.model).parent) if distributed.is_main() else nullcontext():
+        scores = score_checkpoint(args.model, *labelled_data_paths(args), device=args.device, calibrated=False)
+        if not distributed.is_main():  # under torchrun every process scored its share; rank 0 alone tunes, writes
+            return 0
+        tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
     print(f"{args.model}: tuned on {len(scores.table)} validation images (F1 out of fold: thresholds tuned on the "
           f"other {args.folds - 1} folds; in sample: optimistic)")
-    print(f"{'attribute':14s} {'verdict':13s} {'AUC':>5s} {'T':>5s} {'threshold':>9s} {'F1 oof':>7s} "
-          f"{'F1 in':>6s} {'F1@0.5':>7s} {'ECE':>11s}")
-    for name, row in tuned.iterrows():
-        threshold = f"{row.threshold:9.3f}" if row.learnable else "        -"
-        print(f"{name[:14]:14s} {row.verdict:13s} {row.roc_auc:5.2f} {row.temperature:5.2f} {threshold} "
-              f"{row.f1_out_of_fold:7.3f} {row.f1_in_sample:6.3f} {row.f1_at_default:7.3f} "
-              f"{row.ece_before:5.3f}>{row.ece_after:5.3f}")
+    print("\n".join(tuning_table(tuned)))
     if not tuned["learnable"].all():
         print(f"not learnable, never reported present by aimonk predict: "
               f"{', '.join(tuned.index[~tuned['learnable']])}")
@@ -204,7 +234,8 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from aimonk.model.features import cache_contents, clear_cache, default_cache_dir
+    from aimonk.model.cache_folders import cache_contents, clear_cache, describe_folder
+    from aimonk.model.features import default_cache_dir
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.clear:
@@ -212,10 +243,7 @@ def run_cache(args: argparse.Namespace) -> int:
         return 0
     entries = cache_contents(root)
     for entry in entries:
-        key = entry["key"]
-        what = f"{key.get('frozen_stages', '?')} frozen stage(s), {key.get('precision', '?')}, " \
-               f"{key.get('preprocessing', {}).get('image_size', '?')} px"
-        print(f"{entry['folder'].name}  {entry['files']:7d} images  {entry['bytes'] / 2**20:9.1f} MiB  {what}")
+        print(describe_folder(entry))
     total = sum(entry["bytes"] for entry in entries)
     print(f"{root}: {len(entries)} cache folder(s), {total / 2**20:.1f} MiB")
     return 0
@@ -224,8 +252,8 @@ def run_cache(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from aimonk.data.demo import make_demo_dataset
 
-    if args.n_images < 1 or args.size < 32:
-        raise AimonkError("--n-images must be at least 1 and --size at least 32")
-    labels = make_demo_dataset(Path(args.out_dir), n_images=args.n_images, seed=args.seed, size=args.size)
+    with output_lock(args.out_dir):
+        labels = make_demo_dataset(Path(args.out_dir), n_images=args.n_images, seed=args.seed, size=args.size,
+                                   overwrite=args.overwrite)
     print(f"wrote {labels} and {labels.parent / 'images'}")
     return 0

@@ -11,6 +11,7 @@ This module imports only the registry: checking `--loss focal` loads the losses,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
@@ -37,6 +38,14 @@ class EntryOption:
     default: float | int | str
     help: str
     check: Check | None = None
+
+
+def between(low: int, high: int) -> Check:
+    return lambda value: None if low <= value <= high else f"must be between {low} and {high}"
+
+
+SEED = between(0, 2**32 - 1)  # what numpy and torch accept as a seed
+WORKERS = between(0, 256)  # data-loading processes: more would be a fork bomb, not a speed-up
 
 
 def at_least(low: float) -> Check:
@@ -81,9 +90,9 @@ class TrainConfig:
     na_mode: str = option("ignore", "what an NA label means to the loss", choices=NA_MODES)
     pos_weight: str = option("none", "weight of positive labels per attribute", choices=POS_WEIGHTS)
     sampler: str = option("uniform", "how often each training image is visited", choices=SAMPLERS)
-    seed: int = option(0, "the split, initialisation, order and flips; the same seed repeats a run")
+    seed: int = option(0, "the split, initialisation, order and flips; the same seed repeats a run", check=SEED)
     split_seed: int | None = option(None, "seed of the train/validation split alone (default: --seed), so that "
-                                    "runs with several seeds share one split")
+                                    "runs with several seeds share one split", check=SEED)
     val_fraction: float = option(0.2, "held out for evaluation, stratified per attribute (0 trains on everything)",
                                  check=fraction)
     hide_labels: float = option(0.0, "hide this share of the known training labels (as NA) at random, to measure "
@@ -91,11 +100,11 @@ class TrainConfig:
     keep_labels: int = option(0, "keep only this many known training labels per attribute, hiding the rest "
                               "(0 keeps all)", check=at_least(0))
     precision: str = option("bf16", "backbone arithmetic: bf16 autocast (CPU and GPU) or fp32", choices=PRECISIONS)
-    image_size: int = option(224, "images are resized to this square", check=at_least(1))
+    image_size: int = option(224, "images are resized to this square", check=between(1, 4096))
     feature_cache: bool = option(True, "keep what the frozen stages output for each image on disk, for every epoch "
                                  "and later runs")
     cache_dir: str | None = option(None, "feature cache (default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features)")
-    workers: int = option(2, "data-loading processes", check=at_least(0))
+    workers: int = option(2, "data-loading processes", check=WORKERS)
     checkpoint_every: int = option(0, "also save the resumable state every N iterations (0: after each epoch)",
                                    check=at_least(0))
     strict: bool = option(False, "a missing or unreadable image is an error instead of a warning")
@@ -170,8 +179,17 @@ def data_paths(data_dir: str | Path, labels: str | Path | None, image_dir: str |
             Path(image_dir) if image_dir else Path(data_dir) / "images")
 
 
+def value_problem(value: Any, check: Check | None) -> str | None:
+    """Why a setting's value is refused, or None: numbers must be finite, and pass the setting's check."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    return check(value) if check else None
+
+
 def _check(name: str, value: Any, check: Check | None) -> None:
-    problem = check(value) if check else None
+    problem = value_problem(value, check)
     if problem:
         raise AimonkError(f"{name} {problem}, got {value}")
 

@@ -14,11 +14,15 @@ Regenerate it with `aimonk demo [--out-dir .] [--n-images 400] [--seed 0] [--siz
 from __future__ import annotations
 
 import colorsys
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from aimonk.errors import AimonkError
+from aimonk.io import atomic_file
 
 ATTRIBUTE_PREVALENCE = (0.88, 0.81, 0.53, 0.08)
 # Colour, circle and stripes cover much of the picture: even a randomly initialised backbone's features show them.
@@ -26,6 +30,7 @@ ATTRIBUTE_PREVALENCE = (0.88, 0.81, 0.53, 0.08)
 LARGE_ATTRIBUTES = ("Attr1", "Attr2", "Attr3")
 NA_RATE = 0.09
 JPEG_QUALITY = 85
+DEMO_IMAGE = re.compile(r"\.?image_\d+\.jpg(\..+\.tmp)?")  # the names the demo writes (and its temporaries)
 
 
 def _hsv(hue: float, saturation: float, value: float) -> np.ndarray:
@@ -105,26 +110,34 @@ def format_label_line(filename: str, truth: Sequence[int], missing: Sequence[boo
     return " ".join([filename, *values])
 
 
-def make_demo_dataset(out_dir: Path, n_images: int = 400, seed: int = 0, size: int = 96) -> Path:
-    """Write `out_dir/images/image_<i>.jpg` and `out_dir/labels.txt`; return the labels path.
+def make_demo_dataset(out_dir: Path, n_images: int = 400, seed: int = 0, size: int = 96,
+                      overwrite: bool = False) -> Path:
+    """Write `out_dir/images/image_<i>.jpg` and `out_dir/labels.txt`, each file atomically; return the labels path.
 
-    Stale `image_*.jpg` files are removed first, so the same seed always gives identical bytes.
+    A folder that already holds a dataset (a labels.txt, or in images/ any file not named like a demo image) is
+    refused unless `overwrite`: nothing of the user's is replaced unasked. Stale `image_*.jpg` files are removed, so
+    the same seed always gives identical folders.
     """
     out_dir = Path(out_dir)
-    image_dir = out_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    for stale in image_dir.glob("image_*.jpg"):
-        stale.unlink()
+    image_dir, labels_path = out_dir / "images", out_dir / "labels.txt"
+    theirs = [path.name for path in image_dir.iterdir() if not DEMO_IMAGE.fullmatch(path.name)] \
+        if image_dir.is_dir() else []
+    if not overwrite and (labels_path.exists() or theirs):
+        found = labels_path if labels_path.exists() else image_dir / theirs[0]
+        raise AimonkError(f"{out_dir}: already holds a dataset ({found}); choose an empty --out-dir, or replace "
+                          "its labels.txt and demo images with --overwrite")
+    for stale in image_dir.glob("*image_*.jpg*"):
+        if DEMO_IMAGE.fullmatch(stale.name):
+            stale.unlink()
 
     rng = np.random.default_rng(seed)
     truth, missing = sample_labels(n_images, rng)
     lines = []
     for index in range(n_images):
         filename = f"image_{index}.jpg"
-        picture = draw_image(truth[index], rng, size)
-        picture.save(image_dir / filename, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+        with atomic_file(image_dir / filename, durable=False) as file:
+            draw_image(truth[index], rng, size).save(file, format="JPEG", quality=JPEG_QUALITY, optimize=False)
         lines.append(format_label_line(filename, truth[index], missing[index]))
-
-    labels_path = out_dir / "labels.txt"
-    labels_path.write_bytes(("\n".join(lines) + "\n").encode("ascii"))
+    with atomic_file(labels_path) as file:
+        file.write(("\n".join(lines) + "\n").encode("ascii"))
     return labels_path

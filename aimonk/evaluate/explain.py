@@ -22,6 +22,7 @@ from torch import nn
 from aimonk.data.images import open_rgb
 from aimonk.errors import AimonkError
 from aimonk.evaluate.prediction import Predictor
+from aimonk.io import atomic_file
 from aimonk.model.classifier import AttributeClassifier
 
 
@@ -103,3 +104,19 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5) -> Image.I
 
     colours = (colormaps["inferno"](heat)[..., :3] * 255).astype(np.uint8)
     return Image.blend(image.convert("RGB"), Image.fromarray(colours), alpha)
+
+
+def write_maps(predictor: Predictor, path: Path, attributes: Sequence[str], out_dir: Path, reads: set[Path]) -> bool:
+    """Write the map of each attribute of one image over it, `out_dir/<image path>__<attribute>.png`, each file
+    atomically; whether the maps are exact (a linear head on pooled features) or Grad-CAM. Refused if a map would
+    replace a file of `reads` (resolved paths); an unreadable image is an ImageReadError."""
+    targets = {name: out_dir / output_name(path, name) for name in attributes}
+    if any(target.resolve() in reads for target in targets.values()):
+        raise AimonkError(f"--out {out_dir}: the maps of {path} would replace a file this command reads")
+    explanation = next(explain(predictor, [path]))
+    image = open_rgb(path)
+    for name, target in targets.items():
+        with atomic_file(target) as file:
+            heat = upsampled(explanation.maps[predictor.attributes.index(name)], image.size)
+            overlay(image, heat).save(file, format="PNG")
+    return explanation.exact

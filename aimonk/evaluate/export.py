@@ -51,6 +51,11 @@ class Probabilities(nn.Module):
         return torch.sigmoid(self.model(images))
 
 
+def check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise AimonkError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
+
+
 def export_model(model_path: str | Path, out_path: str | Path | None = None, format: str = "onnx",
                  check_paths: Sequence[str | Path] | None = None) -> Export:
     """Export the checkpoint at `model_path` (default output: the same path with the format's suffix).
@@ -59,8 +64,7 @@ def export_model(model_path: str | Path, out_path: str | Path | None = None, for
     default the checkpoint's validation images, else its training images) and refused, nothing written, if any
     probability differs from PyTorch's fp32 model by more than TOLERANCE.
     """
-    if format not in FORMATS:
-        raise AimonkError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
+    check_format(format)
     onnx, onnxruntime = _onnx_packages()
     predictor = Predictor(model_path)
     out = Path(out_path) if out_path else Path(model_path).with_suffix(f".{format}")

@@ -74,3 +74,16 @@ def verdict_sentences(results: pd.DataFrame, weights_origin: str | None = None) 
         lines.append("The backbone was randomly initialised (no pretrained weights): expect far better results with "
                      "pretrained weights.")
     return lines
+
+
+def tuning_table(tuned: pd.DataFrame) -> list[str]:
+    """`aimonk tune`'s table: per attribute the verdict, AUC, temperature, threshold, F1 out of fold, in sample and
+    at 0.5, and the calibration error before and after."""
+    lines = [f"{'attribute':14s} {'verdict':13s} {'AUC':>5s} {'T':>5s} {'threshold':>9s} {'F1 oof':>7s} "
+             f"{'F1 in':>6s} {'F1@0.5':>7s} {'ECE':>11s}"]
+    for name, row in tuned.iterrows():
+        threshold = f"{row.threshold:9.3f}" if row.learnable else "        -"
+        lines.append(f"{name[:14]:14s} {row.verdict:13s} {row.roc_auc:5.2f} {row.temperature:5.2f} {threshold} "
+                     f"{row.f1_out_of_fold:7.3f} {row.f1_in_sample:6.3f} {row.f1_at_default:7.3f} "
+                     f"{row.ece_before:5.3f}>{row.ece_after:5.3f}")
+    return lines

@@ -21,6 +21,10 @@ from aimonk.evaluate.thresholds import tune_out_of_fold
 from aimonk.io import listed
 
 
+class NothingHeldOut(AimonkError):
+    """A checkpoint trained on every image: it has no validation images to be scored on."""
+
+
 def score_checkpoint(
     model_path: str | Path,
     labels_path: str | Path,
@@ -48,9 +52,8 @@ def score_checkpoint(
     else:
         files = list(checkpoint.get("val_files") or [])
         if not files:
-            raise AimonkError(f"{model_path}: the checkpoint records no validation images (trained with "
-                              "val_fraction 0); retrain with a validation split, or score every labelled image "
-                              "(--all), training images included")
+            raise NothingHeldOut(f"{model_path}: the checkpoint records no validation images (trained with "
+                                 "val_fraction 0): nothing was held out to score; retrain with --val-fraction above 0")
     rows = {name: row for row, name in enumerate(labelled.filenames)}
     unlabelled = [name for name in files if name not in rows]
     if unlabelled:

@@ -10,7 +10,9 @@ from helpers import ROOT as REPO
 from helpers import label_rows
 from PIL import Image
 
+from aimonk.cli import main
 from aimonk.data.demo import ATTRIBUTE_PREVALENCE, NA_RATE, draw_image, make_demo_dataset
+from aimonk.errors import AimonkError
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -91,3 +93,27 @@ def test_shipped_dataset_matches_generator(default_set: Path) -> None:
         ours = np.asarray(Image.open(REPO / "images" / name), dtype=np.int16)
         regenerated = np.asarray(Image.open(default_set / "images" / name), dtype=np.int16)
         assert np.abs(ours - regenerated).mean() < 1.0, name
+
+
+@pytest.mark.parametrize("theirs", ["labels.txt", "images/holiday.jpg"])
+def test_a_folder_holding_a_dataset_is_refused_and_kept_unless_overwrite(tmp_path: Path, theirs: str) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / theirs).write_bytes(b"the user's own")
+    (tmp_path / "images" / "image_0.jpg").write_bytes(b"the user's photo")
+    before = _files(tmp_path)
+    with pytest.raises(AimonkError, match=r"already holds a dataset .*--overwrite"):
+        make_demo_dataset(tmp_path, n_images=3)
+    assert _files(tmp_path) == before
+    make_demo_dataset(tmp_path, n_images=3, overwrite=True)
+    assert (tmp_path / "images" / "image_0.jpg").read_bytes() != b"the user's photo"
+    assert len(label_rows(tmp_path / "labels.txt")) == 3
+
+
+def test_the_command_refuses_an_existing_dataset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "labels.txt").write_text("image_0.jpg 1\n")
+    assert main(["demo", "--out-dir", str(tmp_path), "--n-images", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a dataset" in err and "--overwrite" in err
+    assert (tmp_path / "labels.txt").read_text() == "image_0.jpg 1\n" and not (tmp_path / "images").exists()
+    assert main(["demo", "--out-dir", str(tmp_path), "--n-images", "3", "--overwrite"]) == 0
+    assert len(label_rows(tmp_path / "labels.txt")) == 3
