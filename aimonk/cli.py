@@ -92,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities")
     predict.add_argument("--csv", metavar="FILE", help="also write a table: one row per image, the probability and "
                          "decision (1/0) for each attribute, an error column")
-    add_number(predict, "--batch-size", int, BATCH, 32, "images per forward pass")
-    add_number(predict, "--workers", int, WORKERS, 2, "processes that decode and, on a CPU, run the model")
-    predict.add_argument("--device", default="cpu")
+    add_inference_options(predict, workers=2)
     predict.set_defaults(run=run_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on the validation images it held out")
@@ -110,9 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "bounds, counts, prevalence, threshold, verdict) to FILE")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document with every column instead "
                           "of the table")
-    add_number(evaluate, "--batch-size", int, BATCH, 32, "images per forward pass")
-    add_number(evaluate, "--workers", int, WORKERS, 1, "data-loading processes")
-    evaluate.add_argument("--device", default="cpu")
+    add_inference_options(evaluate, workers=1)
     evaluate.set_defaults(run=run_evaluate)
 
     explain = commands.add_parser("explain", help="write where the model sees each attribute, as image overlays")
@@ -162,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_number(demo, "--size", int, between(32, 4096), 96, "image side in pixels")
     demo.set_defaults(run=run_demo)
     return parser
+
+
+def add_inference_options(command: argparse.ArgumentParser, workers: int) -> None:
+    """How a command runs the model over images: batch size, decoding processes, device."""
+    add_number(command, "--batch-size", int, BATCH, 32, "images per forward pass")
+    add_number(command, "--workers", int, WORKERS, workers, "processes that decode and, on a CPU, run the model")
+    command.add_argument("--device", default="cpu")
 
 
 def add_labelled_data_arguments(command: argparse.ArgumentParser) -> None:
