@@ -76,13 +76,13 @@ def labels_digest(table: LabelTable) -> str:
 
 def save_train_state(
     out_dir: Path, *, config: dict, model: AttributeClassifier, frozen_sha256: str, optimizer: dict,
-    history: list[float], epoch: int, step: int, train_table: LabelTable,
+    history: list[float], epoch: int, step: int, train_files: list[str], labels_sha256: str,
 ) -> None:
     """Everything `--resume` needs, written atomically: a kill leaves the previous or the new state."""
     trainable = {name: tensor.detach().contiguous() for name, tensor in model.split_state()[0].items()}
     state = {"format": STATE_FORMAT, "config": config, "model": trainable, "frozen_sha256": frozen_sha256,
              "optimizer": optimizer, "history": list(history), "epoch": epoch, "step": step,
-             "train_files": list(train_table.filenames), "labels_sha256": labels_digest(train_table),
+             "train_files": list(train_files), "labels_sha256": labels_sha256,
              "rng": capture_rng()}
     save_atomic(state, Path(out_dir) / STATE_FILE)
 

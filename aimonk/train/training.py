@@ -35,6 +35,7 @@ from aimonk.train.resume import (
     TrainingInterrupted,
     frozen_fingerprint,
     held_interrupts,
+    labels_digest,
     load_train_state,
     restore_run,
     resume_optimizer,
@@ -155,16 +156,16 @@ def fit_adam(run: TrainingRun) -> None:
     config, model, world = run.config, run.model, distributed.world()
     optimizer = torch.optim.Adam(parameter_groups(model, config), lr=config.lr, decoupled_weight_decay=True)
     epoch, step = resume_optimizer(optimizer, run.resumed)
-    frozen_sha256, train_table, hint = frozen_fingerprint(model), run.train_table, SOLVERS[config.solver].diverged_hint
+    hint = SOLVERS[config.solver].diverged_hint
+    # What identifies the run does not change as it goes: found once, not at every save (every step, at worst)
+    identity = {"config": config.to_dict(), "frozen_sha256": frozen_fingerprint(model),
+                "train_files": run.train_table.filenames, "labels_sha256": labels_digest(run.train_table)}
 
     def save_state() -> None:  # never a diverged state: a resumed run would go on from weights that are not finite
         refuse_diverged(model, run.history, hint)
         if distributed.is_main():
-            save_train_state(
-                run.out_dir, config=config.to_dict(), model=model, frozen_sha256=frozen_sha256,
-                optimizer=optimizer.state_dict(), history=run.history, epoch=epoch, step=step,
-                train_table=train_table,
-            )
+            save_train_state(run.out_dir, model=model, optimizer=optimizer.state_dict(), history=run.history,
+                             epoch=epoch, step=step, **identity)
 
     visits = SAMPLERS[config.sampler](run.train_table, config)
     plans = [epoch_plan(visits, config.batch_size, config.seed, e) for e in range(config.epochs)]
