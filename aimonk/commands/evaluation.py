@@ -1,95 +1,18 @@
-"""What each command of `aimonk` does, one `run_*` function per command, given its parsed arguments. Every library
-import is inside its command, so a command loads only what it uses (predict: no matplotlib, no training code).
-"""
+"""`aimonk predict`, `evaluate`, `tune`, `explain` and `export`: what a trained checkpoint does and how good it is."""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import json
-import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import IO, Any
 
 from aimonk import distributed
-from aimonk.config import data_paths
+from aimonk.commands.files import labelled_data_paths, output_file, output_path
 from aimonk.errors import AimonkError, ImageReadError
-from aimonk.io import atomic_file, output_lock
-
-
-@contextmanager
-def output_file(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path],
-                mode: str = "w", **options: Any) -> Iterator[IO | None]:
-    """The file a command was asked to write (`--csv FILE`), written atomically while holding its folder's lock;
-    None where not asked for, or on a process other than rank 0 (see `output_path`)."""
-    target = output_path(path, suffix, option, reads)
-    if target is None:
-        yield None
-        return
-    with output_lock(target.parent), atomic_file(target, mode, **options) as file:
-        yield file
-
-
-def output_path(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path]) -> Path | None:
-    """`path` as a file to write, checked before any work: refused if it is a file the command reads, if it is not a
-    `suffix` file (`--csv images/a.jpg b.jpg` forgot the CSV's name: the image is kept), or if part of it is a file.
-    None where not asked for, or on a process other than rank 0 (which alone writes)."""
-    if path is None or not distributed.is_main():
-        return None
-    target = Path(path)
-    if target.is_dir():
-        raise AimonkError(f"{target}: is a folder, not a file to write")
-    if any(folder.exists() and not folder.is_dir() for folder in target.parents):
-        raise AimonkError(f"{target}: cannot write there (part of the path is a file, not a folder)")
-    if target.suffix.lower() != suffix:
-        raise AimonkError(f"{target}: not a {suffix} file name, so not written ({option} takes the name of the file "
-                          f"to write, e.g. {option} results{suffix})")
-    if any(target.resolve() == Path(read).resolve() for read in reads):
-        raise AimonkError(f"{target}: is a file this command reads, so not written over ({option}): write the "
-                          "output elsewhere")
-    return target
-
-
-def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The labels file and image folder that the `--data-dir`, `--labels` and `--image-dir` options name."""
-    return data_paths(args.data_dir, args.labels, args.image_dir)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from aimonk.config import recipe_description
-    from aimonk.options import config_from_arguments
-    from aimonk.train.resume import TrainingInterrupted
-    from aimonk.train.training import train
-
-    # torch's million objects live until exit: the collector skips them, in the full collections during training
-    # and the interpreter's final one (together about 1 s of a 4 s warm run, measured)
-    gc.freeze()
-    config = config_from_arguments(args)
-    command = "torchrun ... -m aimonk" if "WORLD_SIZE" in os.environ else "aimonk"  # how it was started
-    try:
-        result = train(config, resume=args.resume)
-    except TrainingInterrupted:
-        if distributed.is_main():
-            print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
-                  f"{config.out_dir}", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        if distributed.is_main():
-            print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
-        return 130
-    if not distributed.is_main():
-        return 0
-    data = result.data
-    print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
-          f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
-    for line in result.report:
-        print(line)
-    print(f"recipe: {recipe_description(result.config)}")
-    print(f"wrote {result.model_path}, loss_history.csv and loss_curve.png in {result.model_path.parent}")
-    return 0
+from aimonk.io import output_lock
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -230,30 +153,4 @@ def run_tune(args: argparse.Namespace) -> int:
     if not tuned["learnable"].all():
         print(f"not learnable, never reported present by aimonk predict: "
               f"{', '.join(tuned.index[~tuned['learnable']])}")
-    return 0
-
-
-def run_cache(args: argparse.Namespace) -> int:
-    from aimonk.model.cache_folders import cache_contents, clear_cache, describe_folder
-    from aimonk.model.features import default_cache_dir
-
-    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    if args.clear:
-        print(f"cleared {root}: {clear_cache(root) / 2**20:.1f} MiB freed")
-        return 0
-    entries = cache_contents(root)
-    for entry in entries:
-        print(describe_folder(entry))
-    total = sum(entry["bytes"] for entry in entries)
-    print(f"{root}: {len(entries)} cache folder(s), {total / 2**20:.1f} MiB")
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from aimonk.data.demo import make_demo_dataset
-
-    with output_lock(args.out_dir):
-        labels = make_demo_dataset(Path(args.out_dir), n_images=args.n_images, seed=args.seed, size=args.size,
-                                   overwrite=args.overwrite)
-    print(f"wrote {labels} and {labels.parent / 'images'}")
     return 0

@@ -1,0 +1,52 @@
+"""Files a command writes: named by an option, checked before any work, written atomically under a lock."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from aimonk import distributed
+from aimonk.config import data_paths
+from aimonk.errors import AimonkError
+from aimonk.io import atomic_file, output_lock
+
+
+@contextmanager
+def output_file(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path],
+                mode: str = "w", **options: Any) -> Iterator[IO | None]:
+    """The file a command was asked to write (`--csv FILE`), written atomically while holding its folder's lock;
+    None where not asked for, or on a process other than rank 0 (see `output_path`)."""
+    target = output_path(path, suffix, option, reads)
+    if target is None:
+        yield None
+        return
+    with output_lock(target.parent), atomic_file(target, mode, **options) as file:
+        yield file
+
+
+def output_path(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path]) -> Path | None:
+    """`path` as a file to write, checked before any work: refused if it is a file the command reads, if it is not a
+    `suffix` file (`--csv images/a.jpg b.jpg` forgot the CSV's name: the image is kept), or if part of it is a file.
+    None where not asked for, or on a process other than rank 0 (which alone writes)."""
+    if path is None or not distributed.is_main():
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise AimonkError(f"{target}: is a folder, not a file to write")
+    if any(folder.exists() and not folder.is_dir() for folder in target.parents):
+        raise AimonkError(f"{target}: cannot write there (part of the path is a file, not a folder)")
+    if target.suffix.lower() != suffix:
+        raise AimonkError(f"{target}: not a {suffix} file name, so not written ({option} takes the name of the file "
+                          f"to write, e.g. {option} results{suffix})")
+    if any(target.resolve() == Path(read).resolve() for read in reads):
+        raise AimonkError(f"{target}: is a file this command reads, so not written over ({option}): write the "
+                          "output elsewhere")
+    return target
+
+
+def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The labels file and image folder that the `--data-dir`, `--labels` and `--image-dir` options name."""
+    return data_paths(args.data_dir, args.labels, args.image_dir)
