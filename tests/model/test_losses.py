@@ -309,6 +309,7 @@ def test_large_loss_with_a_full_batch_solver_is_a_config_error_naming_both(setti
     TrainConfig(na_mode=mode, solver="adam").check()
 
 
+@pytest.mark.slow
 def test_large_loss_training_runs_its_first_epoch_as_negative_then_departs(small_dataset: Path, tmp_path: Path):
     """End to end through train(): the epoch reaches the loss. Same seed: the first epoch's steps are NA-as-negative
     exactly; from the second, half the NA entries' losses are rejected, which lowers the loss."""
