@@ -164,7 +164,8 @@ def with_large_losses(terms: EntryLoss, na: torch.Tensor, share: float,
 
     Rejected entries stay in the mean's count, as in the reference's `final_loss_matrix.mean()`. The reference's
     rate is a share of all of a batch's entries, nearly all NA in its single-positive setting; here the NA share
-    varies by data set, so the rate is a share of the NA entries."""
+    varies by data set, so the rate is a share of the NA entries. Under torchrun each process ranks those of its
+    share of the batch."""
 
     def revised(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
         losses = terms(logits, targets, pos_weight)
