@@ -91,7 +91,7 @@ def complete(oof: OutOfFold, level: float = 0.95, confidence: float = 0.95) -> C
                 reason, rule["threshold"] = oof.why_not(j), None
             elif rule["threshold"] is None:
                 reason = (f"no threshold reaches precision {level:g} (lower bound of the {confidence:.0%} interval); "
-                          f"best {estimate(rule)}")
+                          f"best: {estimate(rule)}")
             else:
                 reason = ""
             chosen = ~known & (scores >= rule["threshold"]) if rule["threshold"] is not None else np.zeros_like(known)
@@ -106,7 +106,7 @@ def complete(oof: OutOfFold, level: float = 0.95, confidence: float = 0.95) -> C
 def estimate(rule: dict) -> str:
     """A rule's precision on the known labels it would fill, with its interval."""
     if not rule["known"]:
-        return "no known labels to estimate it on"
+        return "no known label is on that side of p = 0.5"
     return (f"precision {rule['precision']:.3f} [{rule['precision_low']:.3f}, {rule['precision_high']:.3f}] on "
             f"{rule['known']} known labels")
 
