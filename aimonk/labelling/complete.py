@@ -53,7 +53,7 @@ def least_strict(scores: np.ndarray, correct: np.ndarray, level: float, confiden
     order = np.argsort(-scores, kind="stable")
     sorted_scores, hits = scores[order], np.cumsum(correct[order])
     total = np.arange(1, len(scores) + 1)
-    ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])  # a threshold takes its ties
+    ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], bool(len(scores))])  # with its ties
     ends = ends[sorted_scores[ends] > 0.5]  # a fill is what the model decides: never against its probability
     if not len(ends):
         return {"threshold": None, "known": 0, "precision": np.nan, "precision_low": np.nan, "precision_high": np.nan}
