@@ -75,10 +75,13 @@ def test_audit_and_next_write_their_tables_and_label_studio_tasks(demo, capsys):
 def test_without_visual_signal_audit_flags_nothing_and_complete_fills_nothing_saying_why(noise, capsys):
     assert main(["audit", *quick(noise)]) == 0
     out = capsys.readouterr().out
-    assert out.count("not audited") == 2 and "no better than chance" in out
+    # Cross-fitting on noise tends to rank below chance: "no better" or "worse than chance", never "better"
+    assert out.count("not audited") == 2 and "than chance" in out and "0 of 2 attributes better" in out
     assert main(["complete", *quick(noise)]) == 0
     out = capsys.readouterr().out
-    assert out.count("nothing filled: no better than chance") == 4 and "0 NA entries filled" in out
+    reasons = [line.split("nothing filled: ")[1] for line in out.splitlines() if "nothing filled: " in line]
+    assert len(reasons) == 4 and all(reason.startswith(("no better", "worse")) for reason in reasons), out
+    assert "0 NA entries filled" in out
     assert read_labels(noise / "labels.completed.txt").known.sum() == read_labels(noise / "labels.txt").known.sum()
 
 
