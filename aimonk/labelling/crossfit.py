@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aimonk import distributed
 from aimonk.config import TrainConfig
 from aimonk.data.images import Preprocessing
 from aimonk.data.labels import LabelTable, read_labels, stratified_folds
@@ -75,6 +76,7 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
                           "lbfgs and --trainable-stages 0 (as --recipe recommended does)")
     table = read_labels(config.labels_path)
     model, _ = build_model(len(table.attributes), config.backbone, config.weights, config.trainable_stages)
+    model.to(device=distributed.start(config.device).device)  # where the features are extracted
     spec = BACKBONES[config.backbone]
     preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
     data = prepare_data(config, table, model, preprocessing, keep_features=True)
