@@ -104,7 +104,7 @@ def fold_logits(config: TrainConfig, model: AttributeClassifier, data: TrainingD
     a label score itself: the standardisation is that of every image's features (no label enters it), and each
     attribute's L2 strength is chosen once, on these same folds, rather than again inside each fold.
     """
-    targets, known = NA_MODES[config.na_mode](data.table.targets, data.table.known)
+    targets, known = NA_MODES[config.na_mode].counted(data.table.targets, data.table.known)
     counted = replace(data.table, targets=targets, known=known)  # the labels as the loss counts them
     terms = LOSSES[config.loss](config)
     features = data.features.double()  # (images, 2 orientations, dim)
