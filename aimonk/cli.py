@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aimonk import distributed
 from aimonk.commands import (
+    LABELLING_RECIPE,
     run_audit,
     run_cache,
     run_complete,
@@ -201,7 +202,7 @@ def add_labelling_commands(commands: argparse._SubParsersAction) -> None:
                        "tasks; labelling config: docs/cli.md)")
     for command, run in ((audit, run_audit), (complete, run_complete), (next_, run_next)):
         add_number(command, "--folds", int, between(2, 100), 5, "folds of the labelled images for cross-fitting")
-        add_config_options(command)
+        add_config_options(command, LABELLING_RECIPE)
         command.set_defaults(run=run)
 
 

@@ -12,13 +12,14 @@ from aimonk.commands.files import output_file, output_locks, output_path
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file
 
+RECIPE = "recommended"  # the cross-fitted heads' recipe unless --recipe says otherwise (and their options' defaults)
 
 def labelling_config(args: argparse.Namespace):  # noqa: ANN201  (a TrainConfig: imported by the command alone)
     """The settings of the cross-fitted heads: `--recipe recommended` unless told otherwise, checked before any
     work."""
     from aimonk.options import config_from_arguments
 
-    config = config_from_arguments(args, default_recipe="recommended")
+    config = config_from_arguments(args, default_recipe=RECIPE)
     config.check()
     return config
 
