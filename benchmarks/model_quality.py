@@ -1,10 +1,12 @@
 """Model quality: the `reference` and `recommended` recipes against a textbook linear probe, a standardised
 logistic regression fitted to convergence by scikit-learn on the same frozen features and the same split, its C
 chosen per attribute on folds of the training images. Per attribute AP and ROC AUC with bootstrap intervals,
-mAP, paired differences, each attribute's verdict, and the training time on the warm cache.
+mAP, paired differences, each attribute's verdict, and the training time on the warm cache. Also `recommended`
+with test-time flip averaging (its probabilities averaged over each validation image and its horizontal flip).
 
     python benchmarks/learnable.py                                       # once: the learnable set
     python benchmarks/model_quality.py --data-dir benchmarks/data/learnable --weights none
+    python benchmarks/model_quality.py --backbone efficientnet_lite0 --weights imagenet --precision fp32
     python benchmarks/model_quality.py --data-dir . --backbone efficientnet_lite0 --weights auto   # the demo set
 """
 
@@ -16,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from common import ROOT, machine
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -49,11 +52,21 @@ def probe(trained: Trained) -> Scores:
     return Scores(trained.validation, probabilities, [0.5] * probabilities.shape[1])
 
 
+def flip_averaged(trained: Trained) -> Scores:
+    """The run's probabilities averaged over each validation image and its horizontal flip (both are cached)."""
+    data, model = trained.result.data, trained.result.model
+    with torch.no_grad():
+        features = data.features[torch.as_tensor(data.val_rows)].float()  # (images, 2 orientations, dim)
+        probabilities = torch.sigmoid(model.head(features)).mean(1).double().numpy()
+    return Scores(trained.validation, probabilities, [0.5] * probabilities.shape[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks" / "data" / "learnable")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--weights", default="none")
+    parser.add_argument("--precision", default="bf16", help="of the backbone: bf16 (aimonk's default) or fp32")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--cache-dir", help="default: a temporary folder, so the first run is cold")
     args = parser.parse_args()
@@ -61,14 +74,15 @@ def main() -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as temporary_cache:
         base = {"data_dir": str(args.data_dir), "backbone": args.backbone, "weights": args.weights,
-                "cache_dir": args.cache_dir or temporary_cache}
+                "precision": args.precision, "cache_dir": args.cache_dir or temporary_cache}
         trained = run_experiments(base, {"reference": {}, "recommended": {"recipe": "recommended"}}, [0], Path(work))
         reference, recommended = trained
-        runs = {"reference": reference.scores, "recommended": recommended.scores, "sklearn probe": probe(reference)}
+        runs = {"reference": reference.scores, "recommended": recommended.scores, "sklearn probe": probe(reference),
+                "recommended + flip TTA": flip_averaged(recommended)}
         table = reference.validation
         comparison = Comparison(table, runs, n_bootstrap=args.bootstrap)
     print(f"{args.data_dir}: {len(reference.result.data.train_rows)} training and {len(table)} validation images; "
-          f"{args.backbone}, weights {args.weights}; {args.bootstrap} paired bootstrap resamples\n")
+          f"{args.backbone}, weights {args.weights}, {args.precision}; {args.bootstrap} paired bootstrap resamples\n")
     for metric, title in (("ap", "AP"), ("roc_auc", "ROC AUC")):
         print(f"{title} per attribute [95% interval]")
         print(f"{'':15s}" + "".join(f"{name:>24s}" for name in runs))
@@ -77,7 +91,8 @@ def main() -> None:
             label = f"mean ({attribute})" if attribute == OVERALL else attribute
             print(f"{label[:15]:15s}" + "".join(f"{v:8.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in cells))
         print()
-    for run, other in (("recommended", "sklearn probe"), ("recommended", "reference"), ("sklearn probe", "reference")):
+    for run, other in (("recommended", "sklearn probe"), ("recommended", "reference"), ("sklearn probe", "reference"),
+                       ("recommended + flip TTA", "recommended")):
         print(comparison.sentence(run, other))
     verdicts = evaluate(table, recommended.scores.probabilities, n_bootstrap=args.bootstrap)["verdict"]
     print("\nrecommended, verdict per attribute: " + "; ".join(f"{a}: {v}" for a, v in verdicts.items()))

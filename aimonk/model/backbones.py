@@ -70,6 +70,7 @@ def torchvision_backbone(
 ) -> BackboneSpec:
     """A torchvision classification model; its weights come from the torch cache or a download."""
     file = Path(weights.url).name
+    transforms = weights.transforms()  # the normalisation the weights were trained with
     return BackboneSpec(
         build=lambda: builder(weights=None),
         classifier=classifier,
@@ -78,6 +79,7 @@ def torchvision_backbone(
         pretrained_name=str(weights),
         remedy=f"run once with network access, copy {file} into $TORCH_HOME/hub/checkpoints/, pass a local "
         "state-dict file with --weights PATH, or use --weights none",
+        mean=tuple(transforms.mean), std=tuple(transforms.std),
     )
 
 

@@ -74,10 +74,11 @@ class AttributeClassifier(nn.Module):
     def standardise_head_input(self, features: torch.Tensor) -> None:
         """Feed the head features standardised with the mean and deviation of `features` (rows x dims).
 
-        A dimension without spread keeps scale 1, as scikit-learn's StandardScaler does.
+        The deviation is the population one (divided by the number of rows) and a dimension without spread keeps
+        scale 1, as scikit-learn's StandardScaler does.
         """
         mean = features.mean(0)
-        scale = features.std(0)
+        scale = features.std(0, correction=0)
         scale = torch.where(scale > 1e-6 * scale.max().clamp(min=1e-12), scale, torch.ones_like(scale))
         self.input_scaling = (mean.to(self.head.weight), scale.to(self.head.weight))
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from aimonk.data.images import IMAGENET_STD
 from aimonk.model.backbones import build_backbone, drop_classifier
 from aimonk.registry import BACKBONES
 
@@ -73,3 +74,25 @@ def test_efficientnet_lite0_brings_imagenet_weights_that_install_offline():
     assert torch.equal(network.state_dict()[key], shipped[key])
     assert BACKBONES["efficientnet_lite0"].mean == (0.5, 0.5, 0.5)  # the inputs these weights were trained on
     assert len(BACKBONES["efficientnet_lite0"].stages(network)) == 8  # stem, 7 widths (the last with the head)
+
+
+@pytest.mark.parametrize("name", [name for name in BACKBONES if BACKBONES[name].pretrained_name.count("_Weights.")])
+def test_torchvision_backbones_normalise_images_as_their_weights_were_trained(name: str):
+    transforms = models.get_weight(BACKBONES[name].pretrained_name).transforms()
+    assert BACKBONES[name].mean == tuple(transforms.mean)
+    assert BACKBONES[name].std == tuple(transforms.std)
+
+
+def test_efficientnet_lite0_normalisation_gives_photos_the_spread_its_stem_was_trained_on():
+    """The package ships no transforms: its stem's BatchNorm says what it saw. The stem channels that respond most
+    to a flat patch see about (input spread) x (sum of their weights); for ImageNet photos (pixel deviation
+    IMAGENET_STD) normalised as the backbone's entry says, that must match their running variance. ImageNet's own
+    mean/std would give photos a spread of 1, twice that."""
+    network, _, _ = build_backbone("efficientnet_lite0", "auto")
+    spec = BACKBONES["efficientnet_lite0"]
+    flat_response = network._conv_stem.weight.detach().flatten(1).sum(1)
+    strongest = flat_response.abs().argsort(descending=True)[:8]
+    seen = (network._bn0.running_var[strongest].sqrt() / flat_response[strongest].abs()).median().item()
+    expected = sum(IMAGENET_STD) / sum(spec.std)
+    assert 0.8 < seen / expected < 1.3
+    assert not 0.8 < seen / 1.0 < 1.3  # the spread ImageNet's mean/std gives: these weights did not see that

@@ -130,3 +130,14 @@ def test_standardised_head_folds_into_a_plain_linear_head_with_the_same_outputs(
     model.fold_input_scaling()
     assert model.input_scaling is None
     assert torch.allclose(model.head(features), before, atol=1e-4)
+
+
+def test_standardised_head_input_is_what_scikit_learns_standard_scaler_gives():
+    from sklearn.preprocessing import StandardScaler
+
+    model, _ = build_model(3, weights="none")
+    features = (torch.randn(40, 512, dtype=torch.float64) * torch.linspace(0.01, 10, 512) + 4)
+    features[:, 7] = 2.0
+    model.double().standardise_head_input(features)
+    mean, scale = model.input_scaling
+    assert torch.allclose((features - mean) / scale, torch.from_numpy(StandardScaler().fit_transform(features.numpy())))
