@@ -100,6 +100,7 @@ def _check_values(path: Path | str, data: dict, intro: str = "malformed") -> Non
 def save_model_checkpoint(
     path: Path, model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
     precision: str, train_config: dict, train_files: list[str], val_files: list[str], skipped_files: list[str],
+    label_counts: dict,
 ) -> Path:
     """The inference checkpoint: weights plus everything needed to predict and evaluate."""
     return save_atomic(
@@ -116,6 +117,7 @@ def save_model_checkpoint(
             "train_files": list(train_files),
             "val_files": list(val_files),
             "skipped_files": list(skipped_files),
+            "label_counts": label_counts,
         },
         path,
     )
@@ -223,13 +225,18 @@ CHECKS: dict[str, Check] = {
     "train_files": TEXTS,
     "val_files": TEXTS,
     "skipped_files": TEXTS,
+    "label_counts": _kind(dict, "a dict"),  # images used and, per attribute, known and positive labels
+    "validation": _kind(dict, "a dict"),  # metrics on the validation images at the saved thresholds
 }
 
 
-def save_tuning(path: str | Path, **per_attribute: list) -> None:
-    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures) into a checkpoint, atomically;
-    a value that the checkpoint could not be read back with is refused, and nothing written."""
+def save_tuning(path: str | Path, validation: dict | None = None, **per_attribute: list) -> None:
+    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures), and the `validation` metrics if
+    given, into a checkpoint, atomically; a value that the checkpoint could not be read back with is refused, and
+    nothing written."""
     data = load_checkpoint(path)
+    if validation is not None:
+        data["validation"] = validation
     for key, values in per_attribute.items():
         if key not in PER_ATTRIBUTE:
             raise ValueError(f"{key} is not a per-attribute entry of a checkpoint")

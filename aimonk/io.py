@@ -24,6 +24,7 @@ MODEL_FILE = "aimonk_model.pth"
 STATE_FILE = "train_state.pth"
 HISTORY_FILE = "loss_history.csv"
 CURVE_FILE = "loss_curve.png"
+CARD_FILE = "MODEL_CARD.md"  # beside the checkpoint (aimonk.card)
 NAMES_SHOWN = 5  # names a message lists before pointing to the full list
 NAME_LENGTH = 150  # longer names are shortened in a message (the full list has them whole)
 
