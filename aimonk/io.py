@@ -103,7 +103,7 @@ def listed(names: Sequence[str], full_list: str | Path | None = None) -> str:
 
 def remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary files left by a run killed while saving (they never replaced a good file)."""
-    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE):
+    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE, CARD_FILE):
         for stale in Path(out_dir).glob(f".{name}.*.tmp"):
             stale.unlink()
 
