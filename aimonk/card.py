@@ -65,7 +65,10 @@ def _data(checkpoint: dict) -> Iterator[str]:
 
 def _model(checkpoint: dict) -> Iterator[str]:
     config = checkpoint.get("train_config")
-    recipe = recipe_description(TrainConfig(**config)) if config else "not recorded"
+    try:
+        recipe = recipe_description(TrainConfig(**config)) if config else "not recorded"
+    except KeyError:  # a recipe this version of aimonk does not have
+        recipe = str(config.get("recipe"))
     preprocessing = checkpoint["preprocessing"]
     yield from ["## Model", "",
                 f"- backbone: {checkpoint['backbone']}, weights: {checkpoint['weights_origin']}",

@@ -126,7 +126,8 @@ class ThresholdExplorer:
         rows = []
         for j, name in enumerate(self.scores.table.attributes):
             slider = ipywidgets.FloatSlider(value=self.thresholds[j], min=0.0, max=1.0, step=0.005, description=name,
-                                            readout_format=".3f", continuous_update=False)
+                                            readout_format=".3f", continuous_update=False,
+                                            layout=ipywidgets.Layout(width="520px"))
             slider.observe(lambda change, j=j: self.set_threshold(j, change["new"]), names="value")
             self.sliders.append(slider)
             self.readouts.append(ipywidgets.HTML(self.describe(j, self.thresholds[j])))
