@@ -102,8 +102,9 @@ def test_a_slider_moved_and_saved_in_jupyterlab_is_the_checkpoints_threshold(lab
             _run_all_cells(page)
             handle = page.locator(".widget-slider .noUi-handle").first
             handle.wait_for(timeout=600_000)  # the notebook runs up to the explorer
-            if page.get_by_role("button", name="No").count():  # JupyterLab's question about news, in the way
-                page.get_by_role("button", name="No").click()
+            news = page.get_by_role("button", name="No", exact=True)
+            if news.count():  # JupyterLab's question about news, in the way
+                news.click()
             readout = page.locator(".widget-slider .widget-readout").first
             before = float(readout.inner_text())
             handle.scroll_into_view_if_needed()
