@@ -58,6 +58,7 @@ def score_validation(model_path: Path, config: TrainConfig) -> None:
     model card (every process scores its share under torchrun; rank 0 writes)."""
     from aimonk.evaluate.tuning import save_thresholds, score_checkpoint
 
+    distributed.world().all_gather(None)  # under torchrun: rank 0 has written the checkpoint before any reads it
     with output_lock(model_path.parent) if distributed.is_main() else nullcontext():
         scores = score_checkpoint(model_path, config.labels_path, config.images_path, device=config.device,
                                   num_workers=config.workers)
