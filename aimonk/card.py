@@ -105,8 +105,8 @@ def _cannot_judge(checkpoint: dict) -> Iterator[str]:
     yield from ["## What it cannot judge", ""]
     learnable = checkpoint.get("learnable")
     if learnable is None:
-        yield from ["Not decided yet: `aimonk tune` judges each attribute on the validation images (the verdicts "
-                    "above are at the default thresholds); until then `aimonk predict` reports every attribute.", ""]
+        yield from ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, "
+                    "if any, are at the default thresholds); until then `aimonk predict` reports every attribute.", ""]
         return
     unable = [f"- {name}: {verdict_of(checkpoint, j)}; `aimonk predict` never reports it present"
               for j, name in enumerate(checkpoint["attributes"]) if not learnable[j]]

@@ -204,6 +204,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     return lambda name, value: None if value in choices else f"{name} is {_SHOWN.repr(value)}, not one of {choices}"
 
 
+COUNT = _number("a count is an int >= 0", lambda v: isinstance(v, int) and v >= 0)
 TEXT, TEXTS, MEAN = _kind(str, "a str"), _list(_kind(str, "a str")), _number("a mean is finite", lambda v: True)
 CHECKS: dict[str, Check] = {
     "state_dict": _tensors,
@@ -225,8 +226,12 @@ CHECKS: dict[str, Check] = {
     "train_files": TEXTS,
     "val_files": TEXTS,
     "skipped_files": TEXTS,
-    "label_counts": _kind(dict, "a dict"),  # images used and, per attribute, known and positive labels
-    "validation": _kind(dict, "a dict"),  # metrics on the validation images at the saved thresholds
+    "label_counts": _fields({  # the images a run used and, per attribute, its known and positive labels
+        **dict.fromkeys(("images", "train", "validation", "skipped"), COUNT), "known": _list(COUNT),
+        "positive": _list(COUNT)}),
+    "validation": _fields({  # metrics on the validation images at the saved thresholds (aimonk.card shows them)
+        "images": COUNT, "bootstrap": COUNT, "seed": COUNT, "metrics": _kind(dict, "a dict"),
+        "confidence": _number("a confidence is in (0, 1)", lambda v: 0 < v < 1)}),
 }
 
 
