@@ -17,7 +17,6 @@ import torch
 from tqdm import tqdm
 
 from aimonk import distributed
-from aimonk.checkpoint import save_model_checkpoint
 from aimonk.config import TrainConfig
 from aimonk.data.images import ImageDataset, Preprocessing, image_batches
 from aimonk.data.labels import LabelTable, read_labels
@@ -29,7 +28,7 @@ from aimonk.model.runtime import BackboneRunner, inference_backbone
 from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, SAMPLERS, SOLVERS
 from aimonk.train.divergence import refuse_diverged, refuse_overflow
 from aimonk.train.optim import parameter_groups
-from aimonk.train.outputs import write_history
+from aimonk.train.outputs import write_outputs
 from aimonk.train.prepare import TrainingData, prepare_data
 from aimonk.train.resume import (
     TrainingInterrupted,
@@ -108,13 +107,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     model_path = out_dir / MODEL_FILE
     if distributed.is_main():
         try:
-            save_model_checkpoint(
-                model_path, model, attributes=data.table.attributes, backbone=config.backbone,
-                weights_origin=weights_origin, preprocessing=preprocessing.as_dict(), precision=config.precision,
-                train_config=config.to_dict(), train_files=data.files(data.train_rows),
-                val_files=data.files(data.val_rows), skipped_files=data.skipped,
-            )
-            write_history(out_dir, run.history)
+            write_outputs(out_dir, model, data, config, weights_origin, preprocessing.as_dict(), run.history)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
     return TrainResult(model_path, run.history, data, config, run.report, model)

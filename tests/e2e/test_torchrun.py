@@ -24,7 +24,7 @@ from helpers import ROOT, needs_gloo, write_dataset
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.data.images import image_files
-from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.model.cache_folders import MARKER
 from aimonk.model.classifier import build_model
 from aimonk.train.resume import load_train_state
@@ -33,7 +33,7 @@ pytestmark = [needs_gloo, pytest.mark.slow]
 
 # Measured here: the 2-process loss history differs from one process's by at most 2e-7 (float reduction order).
 TOLERANCE = 1e-5
-OUTPUTS = {MODEL_FILE, HISTORY_FILE, CURVE_FILE, STATE_FILE}
+OUTPUTS = {MODEL_FILE, HISTORY_FILE, CURVE_FILE, STATE_FILE, CARD_FILE}
 
 
 def _torchrun(*arguments: str) -> list[str]:
