@@ -162,8 +162,9 @@ class FeatureCache:
         if self.damaged:
             count = sum(self.damaged.values())
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.damaged.most_common())
+            held = "it held was" if count == 1 else "they held were"
             warnings.warn(f"{count} damaged feature-cache {'file was' if count == 1 else 'files were'} set aside "
-                          f"({reasons}) in {self.folder}; the images they held were recomputed", stacklevel=2)
+                          f"({reasons}) in {self.folder}; the images {held} recomputed", stacklevel=2)
             self.damaged.clear()
 
 
