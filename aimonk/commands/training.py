@@ -37,8 +37,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not distributed.is_main():
         return 0
     data = result.data
-    cached = f", {data.from_cache} of {len(data.table)} images' features from the cache" if data.features is not None \
-        else ""
+    cached = "" if data.from_cache is None else f", {data.from_cache} of {len(data.table)} images' features from " \
+                                                "the cache"
     print(f"trained on {len(data.train_rows)} images by {data.processes} process{'es' if data.processes > 1 else ''}, "
           f"{len(data.val_rows)} held out for validation, {len(data.skipped)} skipped{cached}; final loss "
           f"{result.history[-1]:.4f}")

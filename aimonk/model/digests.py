@@ -21,6 +21,7 @@ import io
 import os
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -95,9 +96,9 @@ class DigestIndex:
             return {}
         try:
             return decode(data)
-        except (ValueError, KeyError, OSError, EOFError) as error:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
             if warn:
-                warnings.warn(f"{self.path}: damaged ({error or 'not an index'}); it is rebuilt, every image "
+                warnings.warn(f"{self.path}: damaged ({str(error) or 'not an index'}); it is rebuilt, every image "
                               f"hashed once", stacklevel=3)
             return {}
 
@@ -112,7 +113,7 @@ def encode(entries: dict[str, tuple[Identity, bytes]]) -> bytes:
 
 
 def decode(data: bytes) -> dict[str, tuple[Identity, bytes]]:
-    """The entries of an index file; ValueError (or KeyError, OSError) if it is not a complete one."""
+    """The entries of an index file; ValueError (KeyError, OSError, EOFError, BadZipFile) if not a complete one."""
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
         names, identities, digests = arrays["names"], arrays["identities"], arrays["digests"]
     names = names.tobytes().decode("utf-8", "surrogateescape").split("\0") if len(names) else []

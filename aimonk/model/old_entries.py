@@ -30,7 +30,8 @@ def entry_path(folder: Path, digest: str) -> Path:
 def has_old_entries(folder: Path) -> bool:
     """Whether the folder holds a folder of old entries (one listing of the cache folder)."""
     try:
-        return any(entry.is_dir() and PREFIX.fullmatch(entry.name) for entry in os.scandir(folder))
+        with os.scandir(folder) as entries:
+            return any(entry.is_dir() and PREFIX.fullmatch(entry.name) for entry in entries)
     except OSError:
         return False
 

@@ -40,7 +40,8 @@ def shard_name() -> str:
 def shard_paths(folder: Path) -> list[Path]:
     """The shards in `folder`, newest first."""
     try:
-        names = [entry.name for entry in os.scandir(folder) if SHARD.fullmatch(entry.name)]
+        with os.scandir(folder) as entries:
+            names = [entry.name for entry in entries if SHARD.fullmatch(entry.name)]
     except OSError:
         return []
     return [Path(folder) / name for name in sorted(names, reverse=True)]

@@ -40,7 +40,7 @@ class TrainingData:
     features: torch.Tensor | None  # (images, 2, ...): frozen-stage outputs, as is and flipped (bf16 or float32)
     skipped: list[str]  # missing or unreadable images, left out
     processes: int = 1  # that prepared the data, and train
-    from_cache: int = 0  # images whose features were read from the feature cache, by all processes
+    from_cache: int | None = None  # images whose features the feature cache held (all processes); None: not used
 
     def files(self, rows: np.ndarray) -> list[str]:
         return [self.table.filenames[i] for i in rows]
@@ -96,7 +96,7 @@ def prepare_data(
     require_known_labels(table.subset(train_rows), "training")
     warn_unknown_attributes(table.subset(train_rows))
     world = distributed.world()
-    from_cache = sum(world.all_gather(cache.hits)) if cache else 0
+    from_cache = sum(world.all_gather(cache.hits)) if cache else None
     return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable, world.world_size,
                         from_cache)
 

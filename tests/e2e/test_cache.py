@@ -93,3 +93,16 @@ def test_aimonk_train_with_a_file_as_cache_dir_warns_once_and_trains(small_datas
                                       f"cache is not used for this run\n"
     assert (tmp_path / "out" / "aimonk_model.pth").is_file()
     assert (tmp_path / "cache").read_text() == "a file, not a folder"
+
+
+def test_the_end_of_run_line_says_how_many_processes_trained_and_how_many_features_came_from_the_cache(
+        small_dataset, tmp_path, capsys):
+    arguments = train_arguments(small_dataset, tmp_path / "out", "--epochs", "1")
+    for from_cache in (0, 24):
+        assert main(arguments) == 0
+        [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trained on ")]
+        assert line.startswith("trained on 18 images by 1 process, 6 held out for validation, 0 skipped, "
+                               f"{from_cache} of 24 images' features from the cache; final loss "), line
+    assert main([*arguments, "--no-feature-cache"]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trained on ")]
+    assert line.startswith("trained on 18 images by 1 process, 6 held out for validation, 0 skipped; final loss ")

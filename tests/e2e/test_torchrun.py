@@ -27,6 +27,7 @@ from aimonk.data.images import image_files
 from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.model.cache_folders import MARKER
 from aimonk.model.classifier import build_model
+from aimonk.model.digests import decode
 from aimonk.train.resume import load_train_state
 
 pytestmark = [needs_gloo, pytest.mark.slow]
@@ -90,7 +91,9 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(trained):
     # Each image once, in a shard of each process; the cache folder's key and marker, no temporary file left.
     assert cached_entries(two / "cache") == 400 and sum(name.startswith("shard-") for name in cached) == 2
     assert sorted(name for name in cached if not name.startswith("shard-")) == \
-        sorted(["key.json", MARKER, "digests.npz", "digests.lock"])  # the index: both processes' digests, merged
+        sorted(["key.json", MARKER, "digests.npz", "digests.lock"])
+    [index] = (two / "cache").rglob("digests.npz")
+    assert len(decode(index.read_bytes())) == 400  # the index: both processes' digests, merged
     [line] = [line for line in run.stdout.splitlines() if line.startswith("trained on ")]
     assert " images by 2 processes, " in line and ", 0 of 400 images' features from the cache; " in line
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from PIL import Image
 from torch import nn
 
 import aimonk.data.images
+import aimonk.model.digests
+import aimonk.model.features
 import aimonk.train.training
 from aimonk.data.images import Preprocessing, open_rgb
 from aimonk.evaluate.prediction import Predictor
@@ -24,7 +27,7 @@ from aimonk.model.classifier import build_model
 from aimonk.model.digests import file_digest
 from aimonk.model.features import FeatureCache, extract_features, to_storable
 from aimonk.model.runtime import inference_backbone
-from aimonk.model.shards import encode_shard, shard_paths
+from aimonk.model.shards import encode_shard, shard_entries, shard_paths
 from aimonk.train.training import train
 
 
@@ -347,3 +350,81 @@ def test_a_folder_of_the_caches_name_that_the_cache_did_not_make_is_left_alone_w
                         f"is not used for this run"]
     assert len(decoded) == 3 and [path.name for path in folder.iterdir()] == ["key.json"]
     assert (folder / "key.json").read_bytes() == key
+
+
+def _old(paths: list[Path]) -> list[Path]:
+    """The images, last modified an hour ago: the digest index remembers them (it never does a file just written)."""
+    for path in paths:
+        os.utime(path, (time.time() - 3600,) * 2)
+    return paths
+
+
+def test_a_warm_run_hashes_no_image_and_reads_a_renamed_or_copied_one_from_the_cache(small_dataset, tmp_path, decoded,
+                                                                                   monkeypatch):
+    paths = _old(sorted((small_dataset / "images").iterdir()))
+    hashed: list[str] = []
+    digest = aimonk.model.digests.file_digest
+    monkeypatch.setattr(aimonk.model.digests, "file_digest", lambda path: hashed.append(path.name) or digest(path))
+    (expected, *_), _ = _extract_recording(tmp_path, paths)
+    assert len(hashed) == len(paths)
+    hashed.clear(), decoded.clear()
+    assert torch.equal(_extract_recording(tmp_path, paths)[0][0], expected) and hashed == [] and decoded == []
+    os.rename(paths[0], paths[0].with_name("renamed.jpg"))
+    shutil.copy2(paths[1], paths[1].with_name("copy.jpg"))
+    paths = sorted((small_dataset / "images").iterdir())  # both keep their modification time: old
+    for _ in range(2):  # the renamed and the copied image hashed once each, never decoded
+        (features, readable, _), messages = _extract_recording(tmp_path, paths)
+        assert len(readable) == len(paths) and messages == [] and decoded == []
+    assert sorted(hashed) == ["copy.jpg", "renamed.jpg"]
+
+
+def test_shards_hold_at_most_their_number_of_entries_and_all_are_read_back(small_dataset, tmp_path, decoded,
+                                                                           monkeypatch):
+    monkeypatch.setattr(aimonk.model.features, "MAX_ENTRIES", 5)
+    paths = sorted((small_dataset / "images").iterdir())
+    (expected, *_), _ = _extract_recording(tmp_path, paths)
+    [folder] = [entry["folder"] for entry in cache_contents(tmp_path)]
+    assert [shard_entries(path) for path in sorted(shard_paths(folder))] == [5, 5, 5, 5, 4]
+    assert cache_contents(tmp_path)[0]["files"] == 24
+    decoded.clear()
+    assert torch.equal(_extract_recording(tmp_path, paths)[0][0], expected) and decoded == []
+
+
+def test_two_runs_sharing_a_cache_both_keep_their_entries_and_the_newest_copy_is_read(small_dataset, tmp_path,
+                                                                                      decoded):
+    paths = sorted((small_dataset / "images").iterdir())
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+    expected, *_ = extract_features(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
+    first, second = (FeatureCache(tmp_path, backbone, preprocessing, "fp32") for _ in range(2))  # both open at once
+    for cache, share in ((first, range(15)), (second, range(10, 24))):  # each computes its part, 5 images in both
+        for i in share:
+            cache.store(file_digest(paths[i]), expected[i].numpy())
+    first.flush()
+    second.flush()
+    assert len(shard_paths(first.folder)) == 2 and cached_entries(first.folder) == 15 + 14
+    decoded.clear()
+    (features, *_), messages = _extract_recording(tmp_path, paths)
+    assert torch.equal(features, expected) and decoded == [] and messages == []
+
+
+def test_an_old_one_file_per_image_cache_is_read_and_moved_into_a_shard_with_one_line(small_dataset, tmp_path,
+                                                                                       decoded):
+    paths = sorted((small_dataset / "images").iterdir())[:6]
+    expected, *_ = extract_features(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
+                                    progress=False)
+    folder = FeatureCache(tmp_path, tiny_backbone(), Preprocessing(32), "fp32").folder
+    for path, features in zip(paths, expected.numpy(), strict=True):  # as aimonk wrote entries before shards
+        digest = file_digest(path)
+        (folder / digest[:2]).mkdir(exist_ok=True)
+        np.save(folder / digest[:2] / f"{digest}.npy", features)
+    assert cache_contents(tmp_path)[0]["files"] == 6
+    decoded.clear()
+    (features, *_), messages = _extract_recording(tmp_path, paths)
+    assert torch.equal(features, expected) and decoded == []
+    assert messages == [f"{folder}: 6 entries in the one-file-per-image layout of an older aimonk were read and moved "
+                        f"into shards"]
+    assert not list(folder.rglob("*.npy")) and cached_entries(folder) == 6 and cache_contents(tmp_path)[0]["files"] == 6
+    (features, *_), messages = _extract_recording(tmp_path, paths)
+    assert torch.equal(features, expected) and decoded == [] and messages == []
+    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith("shard-")) == \
+        sorted(["aimonk-cache.json", "key.json"])  # the old entries' folders removed with them
