@@ -6,8 +6,9 @@ the feature cache's layout of this checkout (digest index and shards) and, with 
     python benchmarks/cache_scale.py --images 10000 100000 --old-commit f1b42be
 
 The images are generated (noise pictures, each file made distinct by trailing bytes) into benchmarks/data/ (git
-ignored), with labels. Each layout's cache is filled once by a cold run (64 px, 1 epoch: the features of a ResNet18
-have the same size at any input size), then each recipe runs warm in a fresh process, timed in parts: start-up
+ignored), with labels. Each layout's cache is filled once by a cold run whose backbone is replaced by random
+features of a ResNet18's shape (bf16, 2 x 512: the reading costs the same, and 100,000 images fill in minutes, not
+hours; `train_speed.py` times real extraction), then each recipe runs warm in a fresh process, timed in parts: start-up
 (the process, imports, labels, model: everything before the images' digests), finding the digests, reading the
 features, training (the rest: split, epochs, writing the model). Peak resident memory of that process too. The
 baseline: the same bytes of features read in one large read from one file (page cache warm, as for the runs).
@@ -85,6 +86,9 @@ def child(arguments: list[str]) -> None:
                 marks[name] = marks.get(name, 0.0) + time.perf_counter() - start
         return wrapper
 
+    if arguments[0] == "--fill":  # features of the right shape without running the backbone: what they cost to read
+        features.backbone_batches = fake_batches
+        arguments = arguments[1:]
     cache = features.FeatureCache
     if hasattr(cache, "load_many"):  # this layout: the index, then the shards
         cache.digests = timed("digests", cache.digests)
@@ -100,6 +104,17 @@ def child(arguments: list[str]) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     print(json.dumps({"code": code, "before": marks.get("digests_start", end) - started, "total": end - started,
                       "digests": marks.get("digests", 0), "reading": marks.get("reading", 0), "peak_mib": peak}))
+
+
+def fake_batches(runner, dataset, batch_size, num_workers):  # noqa: ANN001, ANN201, ARG001
+    """What `backbone_batches` yields, with random bf16 features of a ResNet18 (512 per orientation); no decoding."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    for start in range(0, len(dataset), 1024):
+        index = torch.arange(start, min(len(dataset), start + 1024))
+        features = torch.randn(len(index), 2, 512, generator=generator).bfloat16()
+        yield {"errors": [], "index": index, "features": features}
 
 
 def warm_run(root: Path, arguments: list[str]) -> dict:
@@ -146,7 +161,7 @@ def measure(images: int, kilobytes: int, layouts: dict[str, Path], recipes: list
                   *RUN]
         if not cache.exists():
             start = time.perf_counter()
-            warm_run(root, [*common, "--epochs", "1"])  # cold: fills the cache
+            warm_run(root, ["--fill", *common, "--epochs", "1"])  # cold: fills the cache
             print(f"  {layout}: cache filled in {time.perf_counter() - start:.0f} s")
         baseline, size = one_large_read(cache)
         for recipe in recipes:
