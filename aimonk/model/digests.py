@@ -51,12 +51,14 @@ class DigestIndex:
 
     def __init__(self, folder: Path):
         self.path, self.lock = Path(folder) / INDEX, Path(folder) / LOCK
-        self.known = self._read(warn=True)
+        self.known: dict[str, tuple[Identity, bytes]] | None = None  # read at the first use
         self.added: dict[str, tuple[Identity, bytes]] = {}  # remembered this run, not saved yet
         self.hashed = 0  # files read and hashed this run
 
     def digests(self, paths: Sequence[Path]) -> list[str]:
         """The digest of each file (OSError if one cannot be read), hashing only those not remembered as they are."""
+        if self.known is None:
+            self.known = self._read(warn=True)
         now, found = time.time_ns(), []
         for path in paths:
             name = os.path.abspath(path)
@@ -99,7 +101,7 @@ class DigestIndex:
         except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
             if warn:
                 warnings.warn(f"{self.path}: damaged ({str(error) or 'not an index'}); it is rebuilt, every image "
-                              f"hashed once", stacklevel=3)
+                              f"hashed once", stacklevel=4)
             return {}
 
 

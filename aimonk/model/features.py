@@ -106,25 +106,30 @@ class FeatureCache:
         """Each image's digest, from the index where the file is as it was when it was hashed."""
         return self.index.digests(paths) if self.index else [file_digest(path) for path in paths]
 
-    def load_many(self, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        """The entries the cache holds intact of the images with these digests, newest shard first; damaged shards
-        and entries are counted in `damaged` (a damaged shard is deleted: its images are recomputed)."""
-        if not self.readable:
-            return {}
-        found = read_shards(self.folder, {bytes.fromhex(digest) for digest in digests}, self.entry_bytes, self.dtype,
-                            self.damaged)
-        entries = {name.hex(): row.view(self.dtype).reshape(self.shape) for name, row in found.items()}
-        missing = [digest for digest in digests if digest not in entries]
-        if missing and has_old_entries(self.folder):
+    def load_many(self, digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The entries (one per digest, in order) the cache holds intact of the images with these digests, newest
+        shard first, and which were found; damaged shards and entries are counted in `damaged` (a damaged shard is
+        deleted: its images are recomputed)."""
+        unique = list(dict.fromkeys(digests))
+        rows, found = np.zeros((len(unique), self.entry_bytes), np.uint8), np.zeros(len(unique), bool)
+        if self.readable:
+            rows, found = read_shards(self.folder, [bytes.fromhex(digest) for digest in unique], self.entry_bytes,
+                                      self.dtype, self.damaged)
+        missing = [digest for digest, hit in zip(unique, found.tolist(), strict=True) if not hit]
+        if missing and self.readable and has_old_entries(self.folder):
             old = read_old_entries(self.folder, missing, self.shape, self.dtype, self.damaged)
+            position = {digest: i for i, digest in enumerate(unique)}
             for digest, entry in old.items():  # moved into the next shard; their files deleted once it is written
+                rows[position[digest]], found[position[digest]] = entry.reshape(-1).view(np.uint8), True
                 self.repacked.append(entry_path(self.folder, digest))
                 self.store(digest, entry)
             if old:
                 warnings.warn(f"{self.folder}: {len(old)} entries in the one-file-per-image layout of an older "
                               f"aimonk were read{' and moved into shards' if self.writable else ''}", stacklevel=3)
-            entries.update(old)
-        return entries
+        if len(unique) < len(digests):  # copies of an image: its entry for each
+            inverse = np.array(list(map({digest: i for i, digest in enumerate(unique)}.__getitem__, digests)))
+            rows, found = rows[inverse], found[inverse]
+        return rows.view(self.dtype).reshape(len(digests), *self.shape), found
 
     def store(self, digest: str, features: np.ndarray) -> None:
         """Keep an entry for the next shard, written once it is full (or at `flush`)."""
@@ -185,12 +190,11 @@ def extract_features(
     bounded, into new shards of the cache.
     """
     digests = cache.digests(paths) if cache else []
-    cached = cache.load_many(digests) if cache else {}
-    found = {i: cached[digest] for i, digest in enumerate(digests) if digest in cached}
-    todo = [i for i in range(len(paths)) if i not in found]
+    stored, hit = cache.load_many(digests) if cache else (None, np.zeros(len(paths), bool))
+    todo, computed = np.flatnonzero(~hit).tolist(), {}
     errors: list[str] = []
     if cache:
-        cache.hits += len(found)
+        cache.hits += len(paths) - len(todo)
     try:
         if todo:
             dataset = ImageDataset.unlabelled([paths[i] for i in todo], preprocessing, both_orientations=True)
@@ -204,7 +208,7 @@ def extract_features(
                 for position, features_of_one in zip(batch["index"].tolist(), to_storable(batch["features"]),
                                                      strict=True):
                     original = todo[position]
-                    found[original] = features_of_one
+                    computed[original] = features_of_one
                     if cache:
                         cache.store(digests[original], features_of_one)
     finally:
@@ -212,10 +216,14 @@ def extract_features(
             cache.flush()  # what was computed is kept, even when the run stops here
     if cache:
         cache.report_damaged()
-    readable = sorted(found)
+    readable = sorted({*np.flatnonzero(hit).tolist(), *computed})
     if not readable:
         return torch.zeros(0, 2, 0), [], errors
-    return from_storable(np.stack([found[i] for i in readable])), readable, errors
+    if stored is None or not hit.any():
+        return from_storable(np.stack([computed[i] for i in readable])), readable, errors
+    for i, features_of_one in computed.items():
+        stored[i] = features_of_one
+    return from_storable(stored if len(readable) == len(paths) else stored[readable]), readable, errors
 
 
 # What identifies the frozen weights, in the cache's key: SHA-256 of a module's weights (names, shapes, values). The

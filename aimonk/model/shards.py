@@ -101,17 +101,19 @@ def finite_rows(rows: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.isfinite(values).all(axis=1)
 
 
-def read_shards(folder: Path, wanted: set[bytes], entry_bytes: int, dtype: np.dtype,
-                damaged: Counter[str]) -> dict[bytes, np.ndarray]:
-    """The entries (rows of bytes) of the wanted image digests that the shards in `folder` hold intact, the newest
-    shard's where several do. Damaged shards and entries are counted in `damaged` by why; a damaged shard is
-    deleted (its images are recomputed into a new one)."""
-    found: dict[bytes, np.ndarray] = {}
+def read_shards(folder: Path, wanted: list[bytes], entry_bytes: int, dtype: np.dtype,
+                damaged: Counter[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The entries (rows of bytes, one per wanted image digest) that the shards in `folder` hold intact, the newest
+    shard's where several do, and which were found. Damaged shards and entries are counted in `damaged` by why; a
+    damaged shard is deleted (its images are recomputed into a new one)."""
+    position = {name: i for i, name in enumerate(wanted)}
+    rows, found = np.zeros((len(wanted), entry_bytes), np.uint8), np.zeros(len(wanted), bool)
+    left = len(wanted)
     for path in shard_paths(folder):
-        if len(found) == len(wanted):
+        if not left:
             break
         try:
-            names, rows = read_shard(path, entry_bytes)
+            names, entries = read_shard(path, entry_bytes)
         except DamagedShard as error:
             damaged[str(error)] += 1
             with contextlib.suppress(OSError):
@@ -120,11 +122,16 @@ def read_shards(folder: Path, wanted: set[bytes], entry_bytes: int, dtype: np.dt
         except OSError as error:
             damaged[f"unreadable: {error.strerror or error}"] += 1
             continue
-        take = [i for i, name in enumerate(names) if name in wanted and name not in found]
-        if not take:
+        pairs = [(row, position[name]) for row, name in enumerate(names) if name in position]
+        source, target = np.array(pairs, np.int64).reshape(-1, 2).T
+        new = ~found[target]
+        source, target = source[new], target[new]
+        if not len(source):
             continue
-        finite = finite_rows(rows[take], dtype)
+        block = entries[source]
+        finite = finite_rows(block, dtype)
         if not finite.all():
             damaged["not finite"] += int((~finite).sum())
-        found.update((names[i], rows[i]) for i, ok in zip(take, finite.tolist(), strict=True) if ok)
-    return found
+        rows[target[finite]], found[target[finite]] = block[finite], True
+        left = len(wanted) - int(found.sum())
+    return rows, found
