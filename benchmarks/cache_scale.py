@@ -12,6 +12,8 @@ hours; `train_speed.py` times real extraction), then each recipe runs warm in a 
 (the process, imports, labels, model: everything before the images' digests), finding the digests, reading the
 features, training (the rest: split, epochs, writing the model). Peak resident memory of that process too. The
 baseline: the same bytes of features read in one large read from one file (page cache warm, as for the runs).
+On a shared machine wall times swell with the load; the CPU seconds of the digest and reading parts (one thread,
+no workers there) much less.
 The older checkout is made with `git worktree add` into /tmp and run with PYTHONPATH.
 """
 
@@ -78,12 +80,13 @@ def child(arguments: list[str]) -> None:
 
     def timed(name: str, function):  # noqa: ANN001, ANN202
         def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 marks.setdefault(f"{name}_start", start)
                 marks[name] = marks.get(name, 0.0) + time.perf_counter() - start
+                marks[f"{name}_cpu"] = marks.get(f"{name}_cpu", 0.0) + time.process_time() - cpu
         return wrapper
 
     if arguments[0] == "--fill":  # features of the right shape without running the backbone: what they cost to read
@@ -103,7 +106,8 @@ def child(arguments: list[str]) -> None:
     end = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     print(json.dumps({"code": code, "before": marks.get("digests_start", end) - started, "total": end - started,
-                      "digests": marks.get("digests", 0), "reading": marks.get("reading", 0), "peak_mib": peak}))
+                      "peak_mib": peak, **{name: marks.get(name, 0.0) for name in
+                                           ("digests", "reading", "digests_cpu", "reading_cpu")}}))
 
 
 def fake_batches(runner, dataset, batch_size, num_workers):  # noqa: ANN001, ANN201, ARG001
@@ -168,7 +172,8 @@ def measure(images: int, kilobytes: int, layouts: dict[str, Path], recipes: list
             runs = [warm_run(root, [*common, "--recipe", recipe]) for _ in range(repeats)]
             best = min(runs, key=lambda parts: parts["wall"])
             print(f"{images:>7} x {kilobytes:>3} KB  {layout:>3}  {recipe:<11}  start-up {best['startup']:5.2f} s  "
-                  f"digests {best['digests']:6.2f} s  reading {best['reading']:6.2f} s  training "
+                  f"digests {best['digests']:6.2f} s (CPU {best['digests_cpu']:5.2f} s)  reading "
+                  f"{best['reading']:6.2f} s (CPU {best['reading_cpu']:5.2f} s)  training "
                   f"{best['training']:6.2f} s  total {best['wall']:6.2f} s  peak {best['peak_mib']:6.0f} MiB  "
                   f"(one read of the {size / 2**20:.0f} MiB: {baseline:.2f} s; digests + reading "
                   f"{best['digests'] + best['reading'] - baseline:+.2f} s over it)", flush=True)
