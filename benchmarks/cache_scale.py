@@ -130,6 +130,8 @@ def warm_run(root: Path, arguments: list[str]) -> dict:
     if run.returncode:
         raise SystemExit(f"warm run failed:\n{run.stderr[-3000:]}")
     parts = json.loads(run.stdout.splitlines()[-1])
+    if parts["code"]:
+        raise SystemExit(f"warm run failed:\n{run.stderr[-3000:]}")
     parts["startup"] = wall - parts["total"] + parts["before"]
     parts["training"] = parts["total"] - parts["before"] - parts["digests"] - parts["reading"]
     parts["wall"] = wall
@@ -160,7 +162,7 @@ def old_checkout(commit: str) -> Path:
 def measure(images: int, kilobytes: int, layouts: dict[str, Path], recipes: list[str], repeats: int) -> None:
     data = dataset(images, kilobytes)
     for layout, root in layouts.items():
-        cache, out = DATA / f"cache_{layout}_{images}x{kilobytes}kb", DATA / "out"
+        cache, out = DATA / f"cache_{layout}_{images}x{kilobytes}kb", DATA / f"out_{layout}_{images}x{kilobytes}kb"
         common = ["--data-dir", str(data), "--out-dir", str(out), "--cache-dir", str(cache), "--image-size", "64",
                   *RUN]
         if not cache.exists():
