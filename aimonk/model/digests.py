@@ -63,14 +63,14 @@ class DigestIndex:
         for path in paths:
             name = os.path.abspath(path)
             stat = os.stat(name)
-            known = self.known.get(name)
-            if known is not None and known[0] == identity(stat):
+            now_is, known = identity(stat), self.known.get(name)
+            if known is not None and known[0] == now_is:
                 found.append(known[1].hex())
                 continue
             found.append(file_digest(Path(name)))
             self.hashed += 1
             if now - stat.st_mtime_ns >= FRESH_SECONDS * 1e9:
-                self.added[name] = self.known[name] = (identity(stat), bytes.fromhex(found[-1]))
+                self.added[name] = self.known[name] = (now_is, bytes.fromhex(found[-1]))
         return found
 
     def save(self, write: Callable[[Path, bytes], None]) -> None:

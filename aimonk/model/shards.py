@@ -107,7 +107,7 @@ def read_shards(folder: Path, wanted: list[bytes], entry_bytes: int, dtype: np.d
     shard's where several do, and which were found. Damaged shards and entries are counted in `damaged` by why; a
     damaged shard is deleted (its images are recomputed into a new one)."""
     position = {name: i for i, name in enumerate(wanted)}
-    rows, found = np.zeros((len(wanted), entry_bytes), np.uint8), np.zeros(len(wanted), bool)
+    rows, found = np.empty((len(wanted), entry_bytes), np.uint8), np.zeros(len(wanted), bool)
     left = len(wanted)
     for path in shard_paths(folder):
         if not left:
@@ -124,14 +124,14 @@ def read_shards(folder: Path, wanted: list[bytes], entry_bytes: int, dtype: np.d
             continue
         pairs = [(row, position[name]) for row, name in enumerate(names) if name in position]
         source, target = np.array(pairs, np.int64).reshape(-1, 2).T
-        new = ~found[target]
-        source, target = source[new], target[new]
-        if not len(source):
-            continue
-        block = entries[source]
-        finite = finite_rows(block, dtype)
-        if not finite.all():
-            damaged["not finite"] += int((~finite).sum())
-        rows[target[finite]], found[target[finite]] = block[finite], True
+        keep = ~found[target] & finite_rows(entries, dtype)[source]
+        if not_finite := int((~found[target] & ~keep).sum()):
+            damaged["not finite"] += not_finite
+        source, target = source[keep], target[keep]
+        if len(source) and (np.diff(source) == 1).all() and (np.diff(target) == 1).all():  # in order: one copy
+            rows[target[0] : target[-1] + 1] = entries[source[0] : source[-1] + 1]
+        else:
+            rows[target] = entries[source]
+        found[target] = True
         left = len(wanted) - int(found.sum())
     return rows, found
