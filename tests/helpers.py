@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.io import LOCK_FILE
+from aimonk.model.shards import encode_shard, parse_header, read_shard, shard_entries
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the embedded demo set (images/, labels.txt), README.md
 
@@ -100,14 +102,21 @@ def holder_pid(out: Path) -> int | None:
         return None
 
 
-# Ways to damage a feature-cache entry (an .npy file of 2 x 8 features), by the name the cache's warning gives.
+def _rewrite_shard(shard: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Write `shard` again, complete, with its entries (rows of bytes) changed by `change`."""
+    names, rows = read_shard(shard, parse_header(shard.read_bytes()[:32])[1])
+    shard.write_bytes(encode_shard([name.hex() for name in names], list(change(rows))))
+
+
+# Ways to damage a feature-cache shard (of fp32 entries), by the reason the cache's warning gives.
 DAMAGE = {
-    "empty": lambda entry: entry.write_bytes(b""),
-    "truncated": lambda entry: entry.write_bytes(entry.read_bytes()[:-10]),
-    "garbage": lambda entry: entry.write_bytes(np.random.default_rng(0).bytes(300)),
-    "another shape": lambda entry: np.save(entry, np.zeros((2, 7), np.float32)),
-    "not finite": lambda entry: np.save(entry, np.full((2, 8), np.nan, np.float32)),
-    "pickled objects": lambda entry: np.save(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+    "empty": lambda shard: shard.write_bytes(b""),
+    "truncated": lambda shard: shard.write_bytes(shard.read_bytes()[:-10]),
+    "not a shard file": lambda shard: shard.write_bytes(np.random.default_rng(0).bytes(300)),
+    "of another shape or dtype": lambda shard: _rewrite_shard(shard, lambda rows: rows[:, :-4]),
+    "longer than its header says": lambda shard: shard.write_bytes(shard.read_bytes() + b"\0"),
+    "not finite": lambda shard: _rewrite_shard(
+        shard, lambda rows: np.full((len(rows), rows.shape[1] // 4), np.nan, np.float32).view(np.uint8)),
 }
 
 
@@ -139,3 +148,15 @@ def planted_flips():  # noqa: ANN201
     flipped = known & (rng.random(truth.shape) < 0.05)
     oof.targets = np.where(flipped, 1 - truth, truth) * known
     return oof, flipped
+
+
+def cached_entries(folder: Path) -> int:
+    """How many entries the shards under `folder` hold (each image once, unless recomputed)."""
+    return sum(shard_entries(path) for path in Path(folder).rglob("shard-*.bin"))
+
+
+def feature_cache_message(folder: Path, reasons: str, count: int = 1) -> str:
+    """The one warning of a run that found `count` damaged shards or entries in cache folder `folder`."""
+    held = "it held was" if count == 1 else "they held were"
+    return f"{count} damaged feature-cache {'file was' if count == 1 else 'files were'} set aside ({reasons}) in " \
+           f"{folder}; the images {held} recomputed"

@@ -44,8 +44,11 @@ def run_train(args: argparse.Namespace) -> int:
     if not distributed.is_main():
         return 0
     data = result.data
-    print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
-          f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
+    cached = "" if data.from_cache is None else f", {data.from_cache} of {len(data.table)} images' features from " \
+                                                "the cache"
+    print(f"trained on {len(data.train_rows)} images by {data.processes} process{'es' if data.processes > 1 else ''}, "
+          f"{len(data.val_rows)} held out for validation, {len(data.skipped)} skipped{cached}; final loss "
+          f"{result.history[-1]:.4f}")
     for line in result.report:
         print(line)
     print(f"recipe: {recipe_description(result.config)}")
