@@ -1,0 +1,7 @@
+"""The labels themselves, judged by the model the repository trains, cross-fitted so that no label judges itself.
+
+- crossfit.py  OutOfFold: every entry's calibrated out-of-fold probability, and which attributes beat chance
+- audit.py     suspected label errors among the known labels (cleanlab's confident learning, per attribute)
+- complete.py  NA entries filled where the fills' precision, estimated on the known labels, reaches a level
+- next.py      the NA entries to label next, as a CSV and a Label Studio import file
+"""
