@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from aimonk.labelling.heldout import mean_ap, train_and_score
 from aimonk.labelling.corruption import Corrupted
+from aimonk.labelling.heldout import mean_ap, train_and_score
 
 
 def revealed(corrupted: Corrupted, entries: np.ndarray) -> Corrupted:
