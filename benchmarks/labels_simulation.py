@@ -38,12 +38,13 @@ def main() -> None:
     parser.add_argument("--level", type=float, default=0.95)
     parser.add_argument("--flip", type=float, default=0.05)
     parser.add_argument("--hide", type=float, default=0.2)
+    parser.add_argument("--cv-folds", type=int, default=5, help="folds on which lbfgs chooses each attribute's L2")
     parser.add_argument("--self-training", action="store_true", help="also measure one round of self-training")
     parser.add_argument("--quick", action="store_true", help="one seed, budgets 0 and 50, L2 chosen on 2 folds")
     args = parser.parse_args()
     seeds, budgets = (1, [0, 50]) if args.quick else (args.seeds, [int(k) for k in args.budgets.split(",")])
     base = {"backbone": args.backbone, "weights": args.weights, "image_size": args.image_size, "workers": 1,
-            **({"cv_folds": 2} if args.quick else {})}
+            "cv_folds": 2 if args.quick else args.cv_folds}
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
     with tempfile.TemporaryDirectory(prefix="aimonk-demo-") as demo:

@@ -73,7 +73,7 @@ def simulate(labels_path: Path, image_dir: Path, base: dict[str, Any], seeds: Se
 
 
 def audit_sentence(simulation: Simulation) -> str:
-    overall = simulation.audit.loc[OVERALL]
+    overall = simulation.audit[simulation.audit.index == OVERALL]
     found, flips = int(overall["flips in top k"].sum()), int(overall["flips"].sum())
     na = int(simulation.audit["NA flagged"].sum())
     recall = found / flips if flips else float("nan")
@@ -106,14 +106,16 @@ def curve_sentence(simulation: Simulation) -> str:
     summary = summary[summary.index > 0]
     if summary.empty:
         return "**next:** no labelling budget above 0 was tried."
-    parts = [f"k = {k}: {row['next']:.3f} vs {row['random']:.3f}, difference {row['next - random']:+.3f} "
-             f"[{row['next - random low']:+.3f}, {row['next - random high']:+.3f}]" for k, row in summary.iterrows()]
+    seeds = int(summary["seeds"].iloc[0])
+    parts = [f"k = {k}: {row['next']:.3f} vs {row['random']:.3f}, difference {row['next - random']:+.3f}"
+             + (f" [{row['next - random low']:+.3f}, {row['next - random high']:+.3f}]" if seeds > 1 else "")
+             for k, row in summary.iterrows()]
     behind = [k for k, row in summary.iterrows() if row["next"] < row["random"]]
     verdict = ("at every k, next's mean mAP is at least random's" if not behind else
                f"next is NOT at least as good as random choice at k = {', '.join(map(str, behind))}")
+    spread = "t interval of the paired difference" if seeds > 1 else "one seed: no interval, a hint only"
     return (f"**next:** mAP on held-out images after k revealed labels, chosen by next vs at random (mean over "
-            f"{int(summary['seeds'].iloc[0])} seed(s), t interval of the paired difference): {'; '.join(parts)}; "
-            f"{verdict}.")
+            f"{seeds} seed(s), {spread}): {'; '.join(parts)}; {verdict}.")
 
 
 def sentences(simulation: Simulation) -> list[str]:
