@@ -70,8 +70,8 @@ def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, help_text
         parser.add_argument(flag, type=parse, default=argparse.SUPPRESS, help=help_text, metavar=metavar)
 
 
-def config_from_arguments(arguments: argparse.Namespace) -> TrainConfig:
-    """The recipe named on the command line (or `reference`), with the options given on top."""
+def config_from_arguments(arguments: argparse.Namespace, default_recipe: str = "reference") -> TrainConfig:
+    """The recipe named on the command line (or `default_recipe`), with the options given on top."""
     given = {name: getattr(arguments, name) for name in setting_names() if hasattr(arguments, name)}
     named_recipe = "recipe" in given
-    return TrainConfig.from_recipe(given.pop("recipe", "reference"), named_recipe, **given)
+    return TrainConfig.from_recipe(given.pop("recipe", default_recipe), named_recipe, **given)

@@ -30,7 +30,7 @@ def audit(oof: OutOfFold) -> pd.DataFrame:
         given = (oof.targets[rows, j] > 0.5).astype(np.int64)
         p = oof.probabilities[rows, j]
         pred_probs = np.column_stack([1 - p, p])
-        flagged = find_label_issues(given, pred_probs, return_indices_ranked_by="self_confidence")
+        flagged = find_label_issues(given, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
         scores = get_label_quality_scores(given, pred_probs, method="self_confidence")
         frames.append(pd.DataFrame({
             "image": [oof.images[rows[i]] for i in flagged], "attribute": oof.attributes[j],

@@ -53,7 +53,7 @@ def least_strict(scores: np.ndarray, correct: np.ndarray, level: float, confiden
     order = np.argsort(-scores, kind="stable")
     sorted_scores, hits = scores[order], np.cumsum(correct[order])
     total = np.arange(1, len(scores) + 1)
-    ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])  # a threshold takes its ties
+    ends = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], bool(len(scores))])  # with its ties
     ends = ends[sorted_scores[ends] > 0.5]  # a fill is what the model decides: never against its probability
     if not len(ends):
         return {"threshold": None, "known": 0, "precision": np.nan, "precision_low": np.nan, "precision_high": np.nan}
@@ -91,7 +91,7 @@ def complete(oof: OutOfFold, level: float = 0.95, confidence: float = 0.95) -> C
                 reason, rule["threshold"] = oof.why_not(j), None
             elif rule["threshold"] is None:
                 reason = (f"no threshold reaches precision {level:g} (lower bound of the {confidence:.0%} interval); "
-                          f"best {estimate(rule)}")
+                          f"best: {estimate(rule)}")
             else:
                 reason = ""
             chosen = ~known & (scores >= rule["threshold"]) if rule["threshold"] is not None else np.zeros_like(known)
@@ -106,7 +106,7 @@ def complete(oof: OutOfFold, level: float = 0.95, confidence: float = 0.95) -> C
 def estimate(rule: dict) -> str:
     """A rule's precision on the known labels it would fill, with its interval."""
     if not rule["known"]:
-        return "no known labels to estimate it on"
+        return "no known label is on that side of p = 0.5"
     return (f"precision {rule['precision']:.3f} [{rule['precision_low']:.3f}, {rule['precision_high']:.3f}] on "
             f"{rule['known']} known labels")
 
