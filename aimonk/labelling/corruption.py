@@ -100,6 +100,7 @@ def completion_check(filled: np.ndarray, values: np.ndarray, corrupted: Corrupte
         n = int(checked.sum())
         precision = right / n if n else np.nan
         result.append({"attribute": name, "hidden": int(corrupted.hidden[:, j].sum()), "hidden filled": n,
+                       "hidden right": right,
                        "other NA filled": int((filled[:, j] & ~corrupted.hidden[:, j]).sum()),
                        "realised precision": precision, "level": level,
                        "meets level - 0.02": bool(not n or precision >= level - 0.02)})
