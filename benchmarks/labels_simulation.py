@@ -8,7 +8,7 @@ Per seed: 20 % of the images held out (the labelling curve's judge), the rest co
 labels file in a temporary folder (never over the original), out-of-fold probabilities as `aimonk audit` computes
 them. Prints audit precision and recall at the top k = 2 x flips (and NA entries flagged: must be 0), complete's
 realised precision per attribute against the level asked, and the labelling curve (mAP after k labels revealed,
-chosen by `next` or at random; mean and t interval over seeds). With --self-training, also one round of
+chosen by `next` or at random; mean and t interval over seeds). `--measure self-training`: one round of
 self-training on complete's fills against training on the labels as given (paired bootstrap, no corruption).
 Features come from aimonk's feature cache, so a rerun skips the backbone.
 """
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--flip", type=float, default=0.05)
     parser.add_argument("--hide", type=float, default=0.2)
     parser.add_argument("--cv-folds", type=int, default=5, help="folds on which lbfgs chooses each attribute's L2")
-    parser.add_argument("--self-training", action="store_true", help="also measure one round of self-training")
+    parser.add_argument("--measure", choices=["simulation", "self-training", "both"], default="simulation")
     parser.add_argument("--quick", action="store_true", help="one seed, budgets 0 and 50, L2 chosen on 2 folds")
     args = parser.parse_args()
     seeds, budgets = (1, [0, 50]) if args.quick else (args.seeds, [int(k) for k in args.budgets.split(",")])
@@ -51,17 +51,19 @@ def main() -> None:
         data_dir = args.data_dir or make_demo_dataset(Path(demo)).parent
         labels, images = data_dir / "labels.txt", data_dir / "images"
         start = time.perf_counter()
-        simulation = simulate(labels, images, base, range(seeds), args.flip, args.hide, args.level, budgets)
-        print(f"{data_dir}, {args.backbone} ({args.weights}), {seeds} seed(s), "
-              f"{time.perf_counter() - start:.0f} s\n")
-        print("audit (top k = 2 x flips):", simulation.audit.round(3), sep="\n", end="\n\n")
-        print("complete:", simulation.completion.round(3), sep="\n", end="\n\n")
-        print("labelling curve (mAP on held-out images):", simulation.curve_summary().round(4), sep="\n", end="\n\n")
-        print("\n".join(sentences(simulation)))
-        if args.self_training:
+        if args.measure != "self-training":
+            simulation = simulate(labels, images, base, range(seeds), args.flip, args.hide, args.level, budgets)
+            print(f"{data_dir}, {args.backbone} ({args.weights}), {seeds} seed(s), "
+                  f"{time.perf_counter() - start:.0f} s\n")
+            print("audit (top k = 2 x flips):", simulation.audit.round(3), sep="\n", end="\n\n")
+            print("complete:", simulation.completion.round(3), sep="\n", end="\n\n")
+            print("labelling curve (mAP on held-out images):", simulation.curve_summary().round(4), sep="\n",
+                  end="\n\n")
+            print("\n".join(sentences(simulation)), flush=True)
+        if args.measure != "simulation":
             comparison = self_training(labels, images, base, args.level)
-            print("\nself-training:", comparison.readable(ORIGINAL), comparison.sentence(SELF_TRAINED, ORIGINAL),
-                  sep="\n")
+            print(f"\nself-training ({data_dir}, {args.backbone}), {time.perf_counter() - start:.0f} s:",
+                  comparison.readable(ORIGINAL).to_string(), comparison.sentence(SELF_TRAINED, ORIGINAL), sep="\n")
 
 
 if __name__ == "__main__":
