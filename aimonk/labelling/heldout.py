@@ -19,6 +19,13 @@ from aimonk.io import atomic_file
 from aimonk.train.training import train
 
 
+def config_from(base: dict[str, Any], **settings: Any) -> TrainConfig:
+    """The TrainConfig of `base` (settings by name, `recipe` among them: default `recommended`) and `settings`,
+    without progress bars."""
+    given = {"recipe": "recommended", "progress": False, **base, **settings}
+    return TrainConfig.from_recipe(given.pop("recipe"), **given)
+
+
 def write_labels(table: LabelTable, path: Path) -> Path:
     """`table` as a labels file with a header naming the attributes (atomically)."""
     lines = ["filename " + " ".join(table.attributes)]
@@ -40,13 +47,10 @@ def train_and_score(train_table: LabelTable, held_out: LabelTable, image_dir: Pa
                     seed: int = 0) -> Scores:
     """Train on every image of `train_table` (`base`: TrainConfig settings, the recommended recipe by default) and
     return the model's probabilities for the images of `held_out`, with their labels, at thresholds 0.5."""
-    settings = {"recipe": "recommended", "progress": False, **base}
     with tempfile.TemporaryDirectory(prefix="aimonk-heldout-") as work:
         labels = write_labels(with_unlabelled(train_table, held_out.filenames), Path(work) / "labels.txt")
-        config = TrainConfig.from_recipe(settings.pop("recipe"), **settings, labels=str(labels),
-                                         image_dir=str(image_dir), val_fraction=0.0, seed=seed,
-                                         out_dir=str(Path(work) / "model"))
-        result = train(config)
+        result = train(config_from(base, labels=str(labels), image_dir=str(image_dir), val_fraction=0.0, seed=seed,
+                                   out_dir=str(Path(work) / "model")))
     data, model = result.data, result.model
     if not data.head_inputs_cached(model):
         raise ValueError("scoring held-out images needs a frozen backbone with cached features")

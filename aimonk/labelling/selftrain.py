@@ -13,12 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable, read_labels, stratified_split
 from aimonk.evaluate.comparison import Comparison
 from aimonk.labelling.complete import complete, write_completed
 from aimonk.labelling.crossfit import out_of_fold
-from aimonk.labelling.heldout import train_and_score, write_labels
+from aimonk.labelling.heldout import config_from, train_and_score, write_labels
 
 ORIGINAL, SELF_TRAINED = "labels as given", "self-trained on the fills"
 
@@ -26,8 +25,7 @@ ORIGINAL, SELF_TRAINED = "labels as given", "self-trained on the fills"
 def completed_labels(table: LabelTable, image_dir: Path, base: dict[str, Any], level: float = 0.95,
                      seed: int = 0) -> LabelTable:
     """`table` with its NA entries filled where `complete` reaches `level` (the rest stay NA)."""
-    settings = {"recipe": "recommended", "progress": False, **base}
-    config = TrainConfig.from_recipe(settings.pop("recipe"), **settings)
+    config = config_from(base)
     with tempfile.TemporaryDirectory(prefix="aimonk-selftrain-") as work:
         given = write_labels(table, Path(work) / "labels.txt")
         completion = complete(out_of_fold(given, image_dir, config, seed=seed), level=level)
@@ -48,7 +46,3 @@ def self_training(labels_path: Path, image_dir: Path, base: dict[str, Any], leve
             SELF_TRAINED: train_and_score(filled, validation, image_dir, base, seed)}
     return Comparison(validation, runs, n_bootstrap=n_bootstrap, seed=seed)
 
-
-def fills(original: LabelTable, filled: LabelTable) -> int:
-    """How many NA entries of `original` `filled` gives a value."""
-    return int((filled.known & ~original.known).sum())

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aimonk.config import TrainConfig
 from aimonk.labelling.audit import audit
 from aimonk.labelling.complete import NOT_FILLED, Completion, complete
 from aimonk.labelling.corruption import Corrupted, audit_check, completion_check, corrupt
 from aimonk.labelling.crossfit import out_of_fold
 from aimonk.labelling.curve import curve_summary, labelling_curve
+from aimonk.labelling.heldout import config_from
 from aimonk.labelling.next import next_to_label
 
 OVERALL = "all attributes"
@@ -44,7 +44,8 @@ def fills_by_row(completion: Completion, corrupted: Corrupted) -> tuple[np.ndarr
     """(filled, value) over the images of `corrupted.table`, from the completion's fills (its images by name)."""
     filled = np.zeros_like(corrupted.table.known)
     values = np.zeros(corrupted.table.known.shape)
-    rows = [corrupted.table.filenames.index(name) for name in completion.oof.images]
+    position = {name: row for row, name in enumerate(corrupted.table.filenames)}
+    rows = [position[name] for name in completion.oof.images]
     filled[rows] = completion.fills != NOT_FILLED
     values[rows] = completion.fills
     return filled, values
@@ -56,8 +57,7 @@ def simulate(labels_path: Path, image_dir: Path, base: dict[str, Any], seeds: Se
     """The three answers checked on `len(seeds)` corruptions of `labels_path` (each seed: its own held-out images,
     flips, hidden labels, folds and random choices); `base` holds TrainConfig settings (backbone, weights...) on
     top of the recommended recipe."""
-    settings = {"recipe": "recommended", "progress": False, **base}
-    config = TrainConfig.from_recipe(settings.pop("recipe"), **settings)
+    config = config_from(base)
     audits, completions, curves = [], [], []
     with tempfile.TemporaryDirectory(prefix="aimonk-simulation-") as work:
         for seed in seeds:
