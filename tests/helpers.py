@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -108,3 +109,33 @@ DAMAGE = {
     "not finite": lambda entry: np.save(entry, np.full((2, 8), np.nan, np.float32)),
     "pickled objects": lambda entry: np.save(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True),
 }
+
+
+def scored_labels(truth: np.ndarray, known: np.ndarray, separation: np.ndarray, seed: int = 0,
+                  better: np.ndarray | None = None):  # noqa: ANN201  (an OutOfFold)
+    """Out-of-fold probabilities whose truth is known (`aimonk.labelling`): logits that tell `truth` apart by
+    `separation` (logit units, per attribute) plus unit noise; a weaker attribute gets a wider AP interval."""
+    from aimonk.labelling.crossfit import OutOfFold
+
+    rng = np.random.default_rng(seed)
+    logits = (2 * truth - 1) * separation + rng.normal(size=truth.shape)
+    attributes = [f"Attr{j + 1}" for j in range(truth.shape[1])]
+    width = 1 / np.asarray(separation, float)
+    metrics = pd.DataFrame({"ap_low": 0.9 - width, "ap_high": np.full(len(attributes), 0.95), "roc_auc": 0.5,
+                            "roc_auc_low": 0.4, "roc_auc_high": 0.6, "verdict": "no better than chance"},
+                           index=pd.Index(attributes, name="attribute"))
+    better = np.ones(len(attributes), bool) if better is None else better
+    return OutOfFold([f"image_{i}.jpg" for i in range(len(truth))], attributes, truth * known, known,
+                     1 / (1 + np.exp(-logits)), better, metrics, np.ones(len(attributes)),
+                     np.arange(len(truth)) % 5, Path("labels.txt"), Path("images"), [])
+
+
+def planted_flips():  # noqa: ANN201
+    """600 images, 3 learnable attributes, 10 % NA, 5 % of the known labels flipped: (OutOfFold, flipped entries)."""
+    rng = np.random.default_rng(1)
+    truth = (rng.random((600, 3)) < [0.5, 0.3, 0.8]).astype(float)
+    known = rng.random(truth.shape) > 0.1
+    oof = scored_labels(truth, known, np.array([3.0, 3.0, 3.0]))
+    flipped = known & (rng.random(truth.shape) < 0.05)
+    oof.targets = np.where(flipped, 1 - truth, truth) * known
+    return oof, flipped

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 
 from aimonk.commands.files import output_file, output_path
+from aimonk.errors import AimonkError
 from aimonk.io import output_lock
 
 
@@ -54,6 +56,8 @@ def run_complete(args: argparse.Namespace) -> int:
     config = labelling_config(args)
     labels, reads = config.labels_path, [config.labels_path, config.images_path]
     target = output_path(args.out or completed_path(labels), ".txt", "--out", reads)
+    if target.parent.is_dir() and not os.access(target.parent, os.W_OK):  # said before the work, not after
+        raise AimonkError(f"{target.parent}: cannot write there (read-only): name the completed file with --out FILE")
     with output_file(args.csv, ".csv", "--csv", [*reads, target], newline="", encoding="utf-8") as table:
         oof = out_of_fold_from(config, args.folds)
         completion = complete(oof, args.level)

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aimonk import distributed
 from aimonk.config import TrainConfig
 from aimonk.data.images import Preprocessing
-from aimonk.data.labels import LabelTable, read_labels, stratified_folds
+from aimonk.data.labels import read_labels, stratified_folds
 from aimonk.errors import AimonkError
 from aimonk.evaluate.calibration import calibrated, temperature_if_it_helps
 from aimonk.evaluate.metrics import LEARNABLE, evaluate, short_verdict
@@ -45,11 +46,6 @@ class OutOfFold:
     image_dir: Path
     skipped: list[str]  # missing or unreadable images, left out
 
-    @property
-    def table(self) -> LabelTable:
-        return LabelTable(self.labels_path, list(self.images), list(self.attributes),
-                          self.targets.astype(np.float32), self.known)
-
     def why_not(self, attribute: int) -> str:
         """Why an attribute that is not better than chance is left alone: its verdict, with the AUC interval."""
         row = self.metrics.iloc[attribute]
@@ -63,9 +59,9 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
     """Cross-fitted, calibrated probabilities of every entry of the usable images of `labels_path`.
 
     `config` (default: the `recommended` recipe) sets the backbone, features and loss; its solver must be lbfgs on
-    frozen features, and its split settings do not apply (every image is in a fold). Per
-    attribute, a temperature is fitted to the known labels' out-of-fold scores and kept where it lowers their log
-    loss out of fold; the verdicts (`better_than_chance`) are those of `aimonk evaluate` on the calibrated scores.
+    frozen features, and its split settings do not apply (every image is in a fold). Per attribute, a temperature
+    is fitted to the known labels' out-of-fold scores and kept where it lowers their log loss out of fold; the
+    verdicts (`better_than_chance`) are those of `aimonk evaluate` on the calibrated scores.
     """
     config = (config or TrainConfig.from_recipe("recommended", progress=False)).replace(
         labels=str(labels_path), image_dir=str(image_dir), val_fraction=0.0, hide_labels=0.0, keep_labels=0)
@@ -75,6 +71,7 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
                           "lbfgs and --trainable-stages 0 (as --recipe recommended does)")
     table = read_labels(config.labels_path)
     model, _ = build_model(len(table.attributes), config.backbone, config.weights, config.trainable_stages)
+    model.to(device=distributed.start(config.device).device)  # where the features are extracted
     spec = BACKBONES[config.backbone]
     preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
     data = prepare_data(config, table, model, preprocessing, keep_features=True)
