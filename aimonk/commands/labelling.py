@@ -8,9 +8,9 @@ import csv
 import json
 import os
 
-from aimonk.commands.files import output_file, output_path
+from aimonk.commands.files import output_file, output_locks, output_path
 from aimonk.errors import AimonkError
-from aimonk.io import output_lock
+from aimonk.io import atomic_file
 
 
 def labelling_config(args: argparse.Namespace):  # noqa: ANN201  (a TrainConfig: imported by the command alone)
@@ -58,20 +58,21 @@ def run_complete(args: argparse.Namespace) -> int:
     target = output_path(args.out or completed_path(labels), ".txt", "--out", reads)
     if target.parent.is_dir() and not os.access(target.parent, os.W_OK):  # said before the work, not after
         raise AimonkError(f"{target.parent}: cannot write there (read-only): name the completed file with --out FILE")
-    with output_file(args.csv, ".csv", "--csv", [*reads, target], newline="", encoding="utf-8") as table:
+    table = output_path(args.csv, ".csv", "--csv", [*reads, target])
+    with output_locks([target, table]):
         oof = out_of_fold_from(config, args.folds)
         completion = complete(oof, args.level)
-        if table:  # every NA entry: its calibrated probability and what it was filled with
-            rows = csv.writer(table)
-            rows.writerow(["image", "attribute", "probability", "fill"])
-            for i, j in zip(*(~oof.known).nonzero(), strict=True):
-                fill = completion.fills[i, j]
-                rows.writerow([oof.images[i], oof.attributes[j], f"{oof.probabilities[i, j]:.6g}",
-                               "NA" if fill == NOT_FILLED else fill])
-    with output_lock(target.parent):
+        with atomic_file(table, "w", newline="", encoding="utf-8") as file:
+            if file:  # every NA entry: its calibrated probability and what it was filled with
+                rows = csv.writer(file)
+                rows.writerow(["image", "attribute", "probability", "fill"])
+                for i, j in zip(*(~oof.known).nonzero(), strict=True):
+                    fill = completion.fills[i, j]
+                    rows.writerow([oof.images[i], oof.attributes[j], f"{oof.probabilities[i, j]:.6g}",
+                                   "NA" if fill == NOT_FILLED else fill])
         write_completed(completion, labels, target)
     print("\n".join(completion_summary(completion)))
-    print(f"wrote {target}" + (f" and {args.csv}" if args.csv else ""))
+    print(f"wrote {target}" + (f" and {table}" if table else ""))
     return 0
 
 
@@ -81,21 +82,22 @@ def run_next(args: argparse.Namespace) -> int:
     config = labelling_config(args)
     reads = [config.labels_path, config.images_path]
     studio = output_path(args.label_studio, ".json", "--label-studio", reads)
-    with output_file(args.csv, ".csv", "--csv", [*reads, *([studio] if studio else [])], newline="",
-                     encoding="utf-8") as table:
+    table = output_path(args.csv, ".csv", "--csv", [*reads, studio] if studio else reads)
+    with output_locks([table, studio]):
         oof = out_of_fold_from(config, args.folds)
         chosen = next_to_label(oof, args.k)
-        if table:
-            chosen.to_csv(table, index=False)
-    if studio:
-        with output_file(studio, ".json", "--label-studio", reads, encoding="utf-8") as file:
-            json.dump(label_studio_tasks(chosen, oof.image_dir), file, indent=1)
+        with atomic_file(table, "w", newline="", encoding="utf-8") as file:
+            if file:
+                chosen.to_csv(file, index=False)
+        with atomic_file(studio, "w", encoding="utf-8") as file:
+            if file:
+                json.dump(label_studio_tasks(chosen, oof.image_dir), file, indent=1)
     counts = chosen["attribute"].value_counts()
     print(f"the {len(chosen)} NA entries to label next (of {int((~oof.known).sum())}): " +
           ", ".join(f"{name} {int(counts.get(name, 0))}" for name in oof.attributes))
     for row in chosen.head(10).itertuples():
         print(f"  {row.image} {row.attribute}: p={row.probability:.2f}, priority {row.priority:.4f}")
-    for path in (args.csv, studio):
+    for path in (table, studio):
         if path:
             print(f"wrote {path}")
     return 0

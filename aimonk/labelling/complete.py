@@ -95,7 +95,7 @@ def complete(oof: OutOfFold, level: float = 0.95, confidence: float = 0.95) -> C
             else:
                 reason = ""
             chosen = ~known & (scores >= rule["threshold"]) if rule["threshold"] is not None else np.zeros_like(known)
-            fills[chosen & (fills[:, j] == NOT_FILLED), j] = value  # p >= t1 and p <= t0 at once: the first wins
+            fills[chosen, j] = value  # never both: each side's threshold is beyond 0.5
             threshold = rule.pop("threshold")
             rules.append({"attribute": name, "value": value, "threshold": np.nan if threshold is None else
                           (threshold if value else 1 - threshold), "filled": int((fills[:, j] == value).sum()),

@@ -13,6 +13,7 @@ from helpers import write_dataset
 
 from aimonk.cli import main
 from aimonk.data.labels import read_labels
+from aimonk.io import output_lock
 
 
 def quick(data: Path, *options: str) -> list[str]:
@@ -100,3 +101,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
     assert main([command, *quick(data), *(option.format(data=data) for option in options)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("aimonk: error: ") and all(word in err for word in words), err
+
+
+@pytest.mark.parametrize("command", ["audit --csv {out}/s.csv", "complete --out {out}/c.txt",
+                                     "complete --csv {out}/n.csv", "next --csv {out}/n.csv",
+                                     "next --label-studio {out}/t.json"])
+def test_a_folder_in_use_is_refused_before_the_work_and_nothing_is_written(tmp_path, capsys, command):
+    data = write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2}" for i in range(4)], size=32)
+    out = tmp_path / "out"
+    with output_lock(out):  # as another command writing there holds it
+        assert main([*command.format(out=out).split(), *quick(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: in use by process" in err, err
+    assert sorted(path.name for path in out.iterdir()) == []
