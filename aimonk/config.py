@@ -18,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from aimonk.errors import AimonkError
-from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, RECIPES, SAMPLERS, SOLVERS, Registry
+from aimonk.registry import (
+    BACKBONES,
+    LOSSES,
+    LR_SCHEDULES,
+    NA_MODES,
+    POS_WEIGHTS,
+    RECIPES,
+    RESIZES,
+    SAMPLERS,
+    SOLVERS,
+    Registry,
+)
 
 PRECISIONS = ("bf16", "fp32")
 Check = Callable[[Any], "str | None"]
@@ -101,6 +112,7 @@ class TrainConfig:
                               "(0 keeps all)", check=at_least(0))
     precision: str = option("bf16", "backbone arithmetic: bf16 autocast (CPU and GPU) or fp32", choices=PRECISIONS)
     image_size: int = option(224, "images are resized to this square", check=between(1, 4096))
+    resize: str = option("squash", "how a picture of any shape becomes that square", choices=RESIZES)
     feature_cache: bool = option(True, "keep what the frozen stages output for each image on disk, for every epoch "
                                  "and later runs")
     cache_dir: str | None = option(None, "feature cache (default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features)")

@@ -7,6 +7,8 @@ with test-time flip averaging (its probabilities averaged over each validation i
     python benchmarks/learnable.py                                       # once: the learnable set
     python benchmarks/model_quality.py --data-dir benchmarks/data/learnable --weights none
     python benchmarks/model_quality.py --backbone efficientnet_lite0 --weights imagenet --precision fp32
+    python benchmarks/model_quality.py --data-dir benchmarks/data/learnable_aspect --backbone efficientnet_lite0 \
+        --weights imagenet --resize crop     # photos of uneven shape (learnable.py --keep-aspect)
     python benchmarks/model_quality.py --data-dir . --backbone efficientnet_lite0 --weights auto   # the demo set
 """
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--weights", default="none")
     parser.add_argument("--precision", default="bf16", help="of the backbone: bf16 (aimonk's default) or fp32")
+    parser.add_argument("--resize", default="squash", help="how photos become squares: squash or crop")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--cache-dir", help="default: a temporary folder, so the first run is cold")
     args = parser.parse_args()
@@ -74,7 +77,7 @@ def main() -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as temporary_cache:
         base = {"data_dir": str(args.data_dir), "backbone": args.backbone, "weights": args.weights,
-                "precision": args.precision, "cache_dir": args.cache_dir or temporary_cache}
+                "precision": args.precision, "resize": args.resize, "cache_dir": args.cache_dir or temporary_cache}
         trained = run_experiments(base, {"reference": {}, "recommended": {"recipe": "recommended"}}, [0], Path(work))
         reference, recommended = trained
         runs = {"reference": reference.scores, "recommended": recommended.scores, "sklearn probe": probe(reference),
@@ -82,7 +85,8 @@ def main() -> None:
         table = reference.validation
         comparison = Comparison(table, runs, n_bootstrap=args.bootstrap)
     print(f"{args.data_dir}: {len(reference.result.data.train_rows)} training and {len(table)} validation images; "
-          f"{args.backbone}, weights {args.weights}, {args.precision}; {args.bootstrap} paired bootstrap resamples\n")
+          f"{args.backbone}, weights {args.weights}, {args.precision}, resize {args.resize}; "
+          f"{args.bootstrap} paired bootstrap resamples\n")
     for metric, title in (("ap", "AP"), ("roc_auc", "ROC AUC")):
         print(f"{title} per attribute [95% interval]")
         print(f"{'':15s}" + "".join(f"{name:>24s}" for name in runs))
