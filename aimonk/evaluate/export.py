@@ -97,9 +97,9 @@ def metadata(checkpoint: dict) -> dict[str, str]:
         "output": f"{OUTPUT}: float32 (batch, attributes), the sigmoid of one logit per attribute; an attribute is "
                   "present where its probability reaches its threshold",
         "input": f"{INPUT}: float32 (batch, 3, image_size, image_size), RGB made a square (bilinear) as "
-                 "preprocessing's `resize` says (squash: the whole picture stretched to image_size x image_size; crop: the shorter "
-                 "side resized to int(image_size * 256 / 224), the central square kept), scaled to [0, 1], then "
-                 "(x - mean) / std per channel",
+                 "preprocessing's `resize` says (squash: the whole picture stretched to image_size x image_size; "
+                 "crop: the shorter side resized to int(image_size * 256 / 224), the central square kept), scaled to "
+                 "[0, 1], then (x - mean) / std per channel",
         "preprocessing": {**checkpoint["preprocessing"], "resize": resize, "interpolation": "bilinear"},
         "backbone": checkpoint["backbone"],
         "weights_origin": checkpoint["weights_origin"],
