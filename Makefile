@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The PyTorch build to install; override for another platform, e.g. make TORCH="torch torchvision" test
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Test processes of `make test` (one thread each); e.g. make TEST_WORKERS=8 test on a larger machine
+TEST_WORKERS ?= 2
 
 .PHONY: setup train test lint notebooks demo mutants clean
 
@@ -23,8 +25,10 @@ lint: setup  ## ruff, and the layers of the house (import-linter: no import runs
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Test workers of one thread each: the suite is many short tests, subprocesses and file work, so two processes
+# keep both cores busy where one process of two BLAS threads leaves one idle (docs/testing.md: measured)
 test: lint  ## unit tests, then the notebooks under nbval; notebooks write to a temporary folder, not models/
-	$(BIN)/python -m pytest tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 	AIMONK_NOTEBOOK_OUT_DIR=$$(mktemp -d) $(BIN)/python -m pytest --nbval notebooks
 
 notebooks: setup  ## re-execute the notebooks in place with default parameters (their committed outputs)

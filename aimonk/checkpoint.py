@@ -101,6 +101,7 @@ def _check_values(path: Path | str, data: dict, intro: str = "malformed") -> Non
 def save_model_checkpoint(
     path: Path, model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
     precision: str, train_config: dict, train_files: list[str], val_files: list[str], skipped_files: list[str],
+    label_counts: dict,
 ) -> Path:
     """The inference checkpoint: weights plus everything needed to predict and evaluate."""
     return save_atomic(
@@ -117,6 +118,7 @@ def save_model_checkpoint(
             "train_files": list(train_files),
             "val_files": list(val_files),
             "skipped_files": list(skipped_files),
+            "label_counts": label_counts,
         },
         path,
     )
@@ -205,6 +207,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     return lambda name, value: None if value in choices else f"{name} is {_SHOWN.repr(value)}, not one of {choices}"
 
 
+COUNT = _number("a count is an int >= 0", lambda v: isinstance(v, int) and v >= 0)
 TEXT, TEXTS, MEAN = _kind(str, "a str"), _list(_kind(str, "a str")), _number("a mean is finite", lambda v: True)
 CHECKS: dict[str, Check] = {
     "state_dict": _tensors,
@@ -226,13 +229,22 @@ CHECKS: dict[str, Check] = {
     "train_files": TEXTS,
     "val_files": TEXTS,
     "skipped_files": TEXTS,
+    "label_counts": _fields({  # the images a run used and, per attribute, its known and positive labels
+        **dict.fromkeys(("images", "train", "validation", "skipped"), COUNT), "known": _list(COUNT),
+        "positive": _list(COUNT)}),
+    "validation": _fields({  # metrics on the validation images at the saved thresholds (aimonk.card shows them)
+        "images": COUNT, "bootstrap": COUNT, "seed": COUNT, "metrics": _kind(dict, "a dict"),
+        "confidence": _number("a confidence is in (0, 1)", lambda v: 0 < v < 1)}),
 }
 
 
-def save_tuning(path: str | Path, **per_attribute: list) -> None:
-    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures) into a checkpoint, atomically;
-    a value that the checkpoint could not be read back with is refused, and nothing written."""
+def save_tuning(path: str | Path, validation: dict | None = None, **per_attribute: list) -> None:
+    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures), and the `validation` metrics if
+    given, into a checkpoint, atomically; a value that the checkpoint could not be read back with is refused, and
+    nothing written."""
     data = load_checkpoint(path)
+    if validation is not None:
+        data["validation"] = validation
     for key, values in per_attribute.items():
         if key not in PER_ATTRIBUTE:
             raise ValueError(f"{key} is not a per-attribute entry of a checkpoint")

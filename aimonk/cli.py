@@ -1,4 +1,5 @@
-"""`aimonk train | predict | evaluate | tune | explain | export | cache | demo`: the command line.
+"""`aimonk train | predict | evaluate | tune | explain | export | audit | complete | next | cache | demo`: the command
+line.
 
 Each command is a `run_*` function of `aimonk.commands`; this module only builds the parser and turns every input
 problem into one line on stderr and exit code 2 (never a traceback).
@@ -13,11 +14,15 @@ from pathlib import Path
 
 from aimonk import distributed
 from aimonk.commands import (
+    LABELLING_RECIPE,
+    run_audit,
     run_cache,
+    run_complete,
     run_demo,
     run_evaluate,
     run_explain,
     run_export,
+    run_next,
     run_predict,
     run_train,
     run_tune,
@@ -30,6 +35,10 @@ from aimonk.options import add_config_options, add_number
 DEFAULT_MODEL = str(Path(TrainConfig.out_dir) / MODEL_FILE)  # where `aimonk train` writes it
 BATCH = between(1, 65536)  # images per forward pass
 MAX_RESAMPLES = 100_000  # bootstrap resamples: more only fills memory
+
+
+def LEVEL(value: float) -> str | None:  # noqa: N802  (a check, named like the others)
+    return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +85,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="aimonk", description="Multi-label image attributes with missing (NA) labels: train a "
-                    "model, predict, evaluate, tune, explain, export it; manage the feature cache; make the demo data.")
+                    "model, predict, evaluate, tune, explain, export it; audit and complete the labels, choose which "
+                    "to label next; manage the feature cache; make the demo data.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train on DATA_DIR/images + DATA_DIR/labels.txt",
@@ -131,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--device", default="cpu")
     tune.set_defaults(run=run_tune)
 
+    add_labelling_commands(commands)
+
     cache = commands.add_parser("cache", help="show the feature cache's size, or clear it")
     cache.add_argument("--cache-dir", help="default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features")
     cache.add_argument("--clear", action="store_true",
@@ -158,6 +170,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_number(demo, "--size", int, between(32, 4096), 96, "image side in pixels")
     demo.set_defaults(run=run_demo)
     return parser
+
+
+def add_labelling_commands(commands: argparse._SubParsersAction) -> None:
+    """audit, complete, next: out-of-fold probabilities of the head the training options describe (default
+    `--recipe recommended`), cross-fitted over the labelled images."""
+    about = ("Every training option sets the cross-fitted heads (default --recipe recommended: lbfgs on frozen, "
+             "standardised features); --seed also seeds the folds.")
+    audit = commands.add_parser("audit", help="rank the known labels that look wrong (cleanlab, out of fold)",
+                                description="Suspected label errors per attribute better than chance: cleanlab's "
+                                "confident learning on the known labels' out-of-fold probabilities (NA never "
+                                "flagged). " + about)
+    audit.add_argument("--csv", metavar="FILE", help="write the suspects: image, attribute, given, probability, "
+                       "rank, score")
+    complete = commands.add_parser("complete", help="fill NA labels where the fills' precision reaches a level",
+                                   description="Fill NA entries where the precision of the fill, estimated on the "
+                                   "known labels scored out of fold, reaches --level (lower bound of its 95%% "
+                                   "interval); every other entry stays NA. Writes a completed labels file beside the "
+                                   "original, never over it. " + about)
+    add_number(complete, "--level", float, LEVEL, 0.95, "precision the fills must reach")
+    complete.add_argument("--out", metavar="FILE", help="completed labels file (default: LABELS stem + "
+                          ".completed.txt, beside it)")
+    complete.add_argument("--csv", metavar="FILE", help="also write every NA entry: image, attribute, calibrated "
+                          "probability, fill (1, 0 or NA)")
+    next_ = commands.add_parser("next", help="the NA entries whose labels would help most, for Label Studio",
+                                description="Rank NA entries by p(1-p) of their calibrated probability times the "
+                                "width of their attribute's AP interval. " + about)
+    add_number(next_, "--k", int, between(1, 10_000_000), 50, "entries to propose")
+    next_.add_argument("--csv", metavar="FILE", help="write them: image, attribute, probability, priority")
+    next_.add_argument("--label-studio", metavar="FILE", help="write them as a Label Studio import file (JSON "
+                       "tasks; labelling config: docs/cli.md)")
+    for command, run in ((audit, run_audit), (complete, run_complete), (next_, run_next)):
+        add_number(command, "--folds", int, between(2, 100), 5, "folds of the labelled images for cross-fitting")
+        add_config_options(command, LABELLING_RECIPE)
+        command.set_defaults(run=run)
 
 
 def add_inference_options(command: argparse.ArgumentParser, workers: int) -> None:

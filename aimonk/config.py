@@ -1,12 +1,10 @@
 """TrainConfig: every setting of a training run, one field each, with its help text and valid values beside it.
 
-`aimonk train` has one option per setting (`--batch-size` sets `batch_size`), generated from this class, so a new
-setting is one field here. Choices that name a method come from its registry (LOSSES, SAMPLERS, SOLVERS, ...), and
-a method's own settings (`focal_gamma` of the focal loss) are declared by its registry entry (`EntryOption`), not
-here: they are settings like the others (`config.focal_gamma`, `--focal-gamma`, stored in the checkpoint).
-RECIPES are named sets of settings; any option given explicitly overrides the recipe.
-
-This module imports only the registry: checking `--loss focal` loads the losses, never the training code.
+`aimonk train` has one option per setting (`--batch-size` sets `batch_size`), generated from this class. Choices
+that name a method come from its registry (LOSSES, SOLVERS, RESIZES, ...); a method's own settings (`focal_gamma`
+of the focal loss) are declared by its registry entry (`EntryOption`) and are settings like the others. RECIPES are
+named sets of settings; any option given explicitly overrides the recipe. This module imports only the registry:
+checking `--loss focal` loads the losses, never the training code.
 """
 
 from __future__ import annotations
@@ -163,8 +161,7 @@ class TrainConfig:
     def check(self) -> None:
         """Refuse unknown settings and values outside each one's choices or checks, with the option's name."""
         declared = entry_options()
-        unknown = sorted(set(self.options) - set(declared))
-        if unknown:
+        if unknown := sorted(set(self.options) - set(declared)):
             raise AimonkError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(setting_names())}")
         for spec in fields(self):
             value = getattr(self, spec.name)
@@ -175,6 +172,9 @@ class TrainConfig:
             _check(spec.name, value, spec.metadata.get("check"))
         for name, value in self.options.items():
             _check(name, value, declared[name].check)
+        if NA_MODES[self.na_mode].per_epoch and SOLVERS[self.solver].full_batch:
+            raise AimonkError(f"na_mode {self.na_mode} changes the loss epoch by epoch, and the {self.solver} solver "
+                              f"fits full-batch without epochs: use solver adam with it")
 
     @classmethod
     def from_recipe(cls, recipe: str = "reference", given_recipe: bool = False, **overrides: Any) -> TrainConfig:

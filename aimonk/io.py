@@ -24,6 +24,7 @@ MODEL_FILE = "aimonk_model.pth"
 STATE_FILE = "train_state.pth"
 HISTORY_FILE = "loss_history.csv"
 CURVE_FILE = "loss_curve.png"
+CARD_FILE = "MODEL_CARD.md"  # beside the checkpoint (aimonk.card)
 NAMES_SHOWN = 5  # names a message lists before pointing to the full list
 NAME_LENGTH = 150  # longer names are shortened in a message (the full list has them whole)
 
@@ -102,7 +103,7 @@ def listed(names: Sequence[str], full_list: str | Path | None = None) -> str:
 
 def remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary files left by a run killed while saving (they never replaced a good file)."""
-    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE):
+    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE, CARD_FILE):
         for stale in Path(out_dir).glob(f".{name}.*.tmp"):
             stale.unlink()
 

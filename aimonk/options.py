@@ -43,13 +43,15 @@ def add_number(parser: argparse.ArgumentParser, flag: str, kind: type, check: Ch
                         help=f"{help + ' ' if help else ''}[default: {default}]")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per setting. Options not given stay absent, so the recipe's values apply."""
+def add_config_options(parser: argparse.ArgumentParser, recipe: str = "reference") -> None:
+    """One option per setting, its help showing `recipe`'s value (the command's default recipe). Options not given
+    stay absent, so the recipe's values apply."""
+    defaults = TrainConfig.from_recipe(recipe)
     for spec in fields(TrainConfig):
         help_text, registry = spec.metadata["help"], spec.metadata.get("choices")
         if isinstance(registry, Registry):
             help_text += f" ({registry.describe()})"
-        _add_option(parser, spec.name, spec.type, help_text, spec.default, spec.metadata.get("check"),
+        _add_option(parser, spec.name, spec.type, help_text, getattr(defaults, spec.name), spec.metadata.get("check"),
                     choices_of(spec.name))
         for entry_option in registry.options() if isinstance(registry, Registry) else ():
             _add_option(parser, entry_option.name, type(entry_option.default).__name__, entry_option.help,
@@ -70,8 +72,8 @@ def _add_option(parser: argparse.ArgumentParser, name: str, kind: str, help_text
         parser.add_argument(flag, type=parse, default=argparse.SUPPRESS, help=help_text, metavar=metavar)
 
 
-def config_from_arguments(arguments: argparse.Namespace) -> TrainConfig:
-    """The recipe named on the command line (or `reference`), with the options given on top."""
+def config_from_arguments(arguments: argparse.Namespace, default_recipe: str = "reference") -> TrainConfig:
+    """The recipe named on the command line (or `default_recipe`), with the options given on top."""
     given = {name: getattr(arguments, name) for name in setting_names() if hasattr(arguments, name)}
     named_recipe = "recipe" in given
-    return TrainConfig.from_recipe(given.pop("recipe", "reference"), named_recipe, **given)
+    return TrainConfig.from_recipe(given.pop("recipe", default_recipe), named_recipe, **given)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -15,6 +17,7 @@ from PIL import Image
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.io import LOCK_FILE
+from aimonk.model.shards import encode_shard, parse_header, read_shard, shard_entries
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the embedded demo set (images/, labels.txt), README.md
 
@@ -99,12 +102,61 @@ def holder_pid(out: Path) -> int | None:
         return None
 
 
-# Ways to damage a feature-cache entry (an .npy file of 2 x 8 features), by the name the cache's warning gives.
+def _rewrite_shard(shard: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Write `shard` again, complete, with its entries (rows of bytes) changed by `change`."""
+    names, rows = read_shard(shard, parse_header(shard.read_bytes()[:32])[1])
+    shard.write_bytes(encode_shard([name.hex() for name in names], list(change(rows))))
+
+
+# Ways to damage a feature-cache shard (of fp32 entries), by the reason the cache's warning gives.
 DAMAGE = {
-    "empty": lambda entry: entry.write_bytes(b""),
-    "truncated": lambda entry: entry.write_bytes(entry.read_bytes()[:-10]),
-    "garbage": lambda entry: entry.write_bytes(np.random.default_rng(0).bytes(300)),
-    "another shape": lambda entry: np.save(entry, np.zeros((2, 7), np.float32)),
-    "not finite": lambda entry: np.save(entry, np.full((2, 8), np.nan, np.float32)),
-    "pickled objects": lambda entry: np.save(entry, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+    "empty": lambda shard: shard.write_bytes(b""),
+    "truncated": lambda shard: shard.write_bytes(shard.read_bytes()[:-10]),
+    "not a shard file": lambda shard: shard.write_bytes(np.random.default_rng(0).bytes(300)),
+    "of another shape or dtype": lambda shard: _rewrite_shard(shard, lambda rows: rows[:, :-4]),
+    "longer than its header says": lambda shard: shard.write_bytes(shard.read_bytes() + b"\0"),
+    "not finite": lambda shard: _rewrite_shard(
+        shard, lambda rows: np.full((len(rows), rows.shape[1] // 4), np.nan, np.float32).view(np.uint8)),
 }
+
+
+def scored_labels(truth: np.ndarray, known: np.ndarray, separation: np.ndarray, seed: int = 0,
+                  better: np.ndarray | None = None):  # noqa: ANN201  (an OutOfFold)
+    """Out-of-fold probabilities whose truth is known (`aimonk.labelling`): logits that tell `truth` apart by
+    `separation` (logit units, per attribute) plus unit noise; a weaker attribute gets a wider AP interval."""
+    from aimonk.labelling.crossfit import OutOfFold
+
+    rng = np.random.default_rng(seed)
+    logits = (2 * truth - 1) * separation + rng.normal(size=truth.shape)
+    attributes = [f"Attr{j + 1}" for j in range(truth.shape[1])]
+    width = 1 / np.asarray(separation, float)
+    metrics = pd.DataFrame({"ap_low": 0.9 - width, "ap_high": np.full(len(attributes), 0.95), "roc_auc": 0.5,
+                            "roc_auc_low": 0.4, "roc_auc_high": 0.6, "verdict": "no better than chance"},
+                           index=pd.Index(attributes, name="attribute"))
+    better = np.ones(len(attributes), bool) if better is None else better
+    return OutOfFold([f"image_{i}.jpg" for i in range(len(truth))], attributes, truth * known, known,
+                     1 / (1 + np.exp(-logits)), better, metrics, np.ones(len(attributes)),
+                     np.arange(len(truth)) % 5, Path("labels.txt"), Path("images"), [])
+
+
+def planted_flips():  # noqa: ANN201
+    """600 images, 3 learnable attributes, 10 % NA, 5 % of the known labels flipped: (OutOfFold, flipped entries)."""
+    rng = np.random.default_rng(1)
+    truth = (rng.random((600, 3)) < [0.5, 0.3, 0.8]).astype(float)
+    known = rng.random(truth.shape) > 0.1
+    oof = scored_labels(truth, known, np.array([3.0, 3.0, 3.0]))
+    flipped = known & (rng.random(truth.shape) < 0.05)
+    oof.targets = np.where(flipped, 1 - truth, truth) * known
+    return oof, flipped
+
+
+def cached_entries(folder: Path) -> int:
+    """How many entries the shards under `folder` hold (each image once, unless recomputed)."""
+    return sum(shard_entries(path) for path in Path(folder).rglob("shard-*.bin"))
+
+
+def feature_cache_message(folder: Path, reasons: str, count: int = 1) -> str:
+    """The one warning of a run that found `count` damaged shards or entries in cache folder `folder`."""
+    held = "it held was" if count == 1 else "they held were"
+    return f"{count} damaged feature-cache {'file was' if count == 1 else 'files were'} set aside ({reasons}) in " \
+           f"{folder}; the images {held} recomputed"

@@ -380,6 +380,11 @@ REFUSED = {
     "train-files-text": ({"train_files": "a.jpg"}, "malformed train_files: train_files is 'a.jpg', not a list"),
     "val-files-numbers": ({"val_files": ["a.jpg", 7]}, "malformed val_files: val_files[1] is 7, not a str"),
     "skipped-files-none": ({"skipped_files": [None]}, "malformed skipped_files: skipped_files[0] is None, not a str"),
+    "label-counts-negative": ({"label_counts": {"images": -1, "train": 0, "validation": 0, "skipped": 0,
+                                                "known": [0, 0, 0], "positive": [0, 0, 0]}},
+                              "malformed label_counts: label_counts.images is -1; a count is an int >= 0"),
+    "validation-without-metrics": ({"validation": {"images": 3, "bootstrap": 10, "seed": 0, "confidence": 0.95}},
+                                   "malformed validation: validation has no metrics"),
     "two-entries": ({"backbone": 18, "thresholds": [0.5, NAN, 0.5]},
                     "malformed backbone, thresholds: backbone is 18, not a str; thresholds[1] is nan; a threshold"),
 }
@@ -409,6 +414,7 @@ ACCEPTED = {
     "precision-fp32": {"precision": "fp32"},
     "no-precision": {"precision": None},
     "untuned": {"temperatures": None, "learnable": None, "verdicts": None},
+    "no-label-counts": {"label_counts": None},  # a checkpoint from before the model card
     "no-file-lists-or-config": {"train_config": None, "train_files": None, "val_files": None, "skipped_files": None},
     "unicode-and-neighbour-names": {"attributes": ["Größe", "Image", "p_"]},
     "names-with-dots-and-prefixes": {"attributes": ["a.b", "x_p_y", "pp_x"]},

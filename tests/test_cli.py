@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aimonk.cli import main
-from aimonk.config import choices_of, setting_names
+from aimonk.config import TrainConfig, choices_of, setting_names
 
 
 def test_help_lists_every_config_field_with_its_choices(capsys):
@@ -18,6 +18,16 @@ def test_help_lists_every_config_field_with_its_choices(capsys):
             assert choice in text, (name, choice)
     assert {"focal_gamma", "asl_clip", "repeat_threshold", "cv_folds"} <= set(setting_names())
 
+
+
+@pytest.mark.parametrize(("command", "recipe"), [("train", "reference"), ("audit", "recommended"),
+                                                 ("next", "recommended")])
+def test_help_shows_the_defaults_of_the_recipe_the_command_runs_without_one(command, recipe, capsys):
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    solver = TrainConfig.from_recipe(recipe).solver
+    assert f"[default: {recipe}]" in text
+    assert f"seconds) [default: {solver}]" in text  # the end of --solver's help
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--loss", "hinge", "unknown loss 'hinge'; choose one of bce"),

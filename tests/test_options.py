@@ -20,7 +20,8 @@ MISSING = {"train": ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"],
            "evaluate": ["--model", "{tmp}/missing.pth"], "tune": ["--model", "{tmp}/missing.pth"],
            "explain": ["{tmp}/none.jpg", "--out", "{tmp}/maps", "--model", "{tmp}/missing.pth"],
            "export": ["--model", "{tmp}/missing.pth"], "cache": ["--cache-dir", "{tmp}/cache"],
-           "demo": ["--out-dir", "{tmp}/taken"]}  # holds a labels.txt: refused
+           "demo": ["--out-dir", "{tmp}/taken"],  # holds a labels.txt: refused
+           **dict.fromkeys(("audit", "complete", "next"), ["--data-dir", "{tmp}/nowhere"])}
 BAD = ["-1", "0", "-0.5", "inf", "-inf", "nan", "1e30", "99999999999999999999", "-99999999999999999999"]
 
 
@@ -82,6 +83,8 @@ def test_any_value_of_any_numeric_option_is_one_error_line_and_exit_2_never_a_tr
     (["tune", "--folds", "1"], "folds must be between 2 and 100, got 1"),
     (["demo", "--n-images", "0"], "n_images must be between 1 and 1000000, got 0"),
     (["demo", "--size", "31"], "size must be between 32 and 4096, got 31"),
+    (["complete", "--level", "0.4"], "level must be in [0.5, 1), got 0.4"),
+    (["next", "--folds", "1"], "folds must be between 2 and 100, got 1"),
 ])
 def test_the_reported_values_are_refused_naming_the_option(argv, message):
     code, err = _run(argv)

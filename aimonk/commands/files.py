@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +25,16 @@ def output_file(path: str | Path | None, suffix: str, option: str, reads: Sequen
         return
     with output_lock(target.parent), atomic_file(target, mode, **options) as file:
         yield file
+
+
+@contextmanager
+def output_locks(paths: Sequence[Path | None]) -> Iterator[None]:
+    """The lock of each folder that `paths` (checked by `output_path`; None: not asked for) write into, each taken
+    once, held for the whole of a command that writes several files."""
+    with ExitStack() as stack:
+        for folder in sorted({Path(path).resolve().parent for path in paths if path is not None}):
+            stack.enter_context(output_lock(folder))
+        yield
 
 
 def output_path(path: str | Path | None, suffix: str, option: str, reads: Sequence[str | Path]) -> Path | None:

@@ -6,10 +6,15 @@ import argparse
 import gc
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aimonk import distributed
-from aimonk.io import output_lock
+from aimonk.io import CARD_FILE, output_lock
+
+if TYPE_CHECKING:
+    from aimonk.config import TrainConfig
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -34,16 +39,34 @@ def run_train(args: argparse.Namespace) -> int:
         if distributed.is_main():
             print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
         return 130
+    if len(result.data.val_rows):
+        score_validation(result.model_path, result.config)
     if not distributed.is_main():
         return 0
     data = result.data
-    print(f"trained on {len(data.train_rows)} images, {len(data.val_rows)} held out for validation, "
-          f"{len(data.skipped)} skipped; final loss {result.history[-1]:.4f}")
+    cached = "" if data.from_cache is None else f", {data.from_cache} of {len(data.table)} images' features from " \
+                                                "the cache"
+    print(f"trained on {len(data.train_rows)} images by {data.processes} process{'es' if data.processes > 1 else ''}, "
+          f"{len(data.val_rows)} held out for validation, {len(data.skipped)} skipped{cached}; final loss "
+          f"{result.history[-1]:.4f}")
     for line in result.report:
         print(line)
     print(f"recipe: {recipe_description(result.config)}")
-    print(f"wrote {result.model_path}, loss_history.csv and loss_curve.png in {result.model_path.parent}")
+    print(f"wrote {result.model_path}, loss_history.csv, loss_curve.png and {CARD_FILE} in {result.model_path.parent}")
     return 0
+
+
+def score_validation(model_path: Path, config: TrainConfig) -> None:
+    """The new checkpoint's metrics on its validation images at the default thresholds, saved into it and onto its
+    model card (every process scores its share under torchrun; rank 0 writes)."""
+    from aimonk.evaluate.tuning import save_thresholds, score_checkpoint
+
+    distributed.world().all_gather(None)  # under torchrun: rank 0 has written the checkpoint before any reads it
+    with output_lock(model_path.parent) if distributed.is_main() else nullcontext():
+        scores = score_checkpoint(model_path, config.labels_path, config.images_path, device=config.device,
+                                  num_workers=config.workers)
+        if distributed.is_main():
+            save_thresholds(model_path, scores, seed=config.seed)
 
 
 def run_cache(args: argparse.Namespace) -> int:

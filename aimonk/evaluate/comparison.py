@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from aimonk.data.labels import LabelTable
-from aimonk.evaluate.metrics import Scores, bootstrap_weights, percentile_interval, resampled_metrics
+from aimonk.evaluate.metrics import Scores, bootstrap_draws, percentile_interval, resampled_metrics
 from aimonk.evaluate.report import with_interval
 
 METRICS = ("ap", "roc_auc", "f1")
@@ -28,10 +28,9 @@ class Comparison:
                  confidence: float = 0.95):
         self.table, self.confidence = table, confidence
         self.attributes = [*table.attributes, OVERALL]
-        rng = np.random.default_rng(seed)
-        samples = rng.integers(0, len(table), size=(n_bootstrap, len(table)))
         # Row 0: the validation images themselves (weight 1 each); then one row per resample.
-        self.weights = np.vstack([np.ones(len(table)), bootstrap_weights(samples, len(table))])
+        draws = bootstrap_draws(len(table), n_bootstrap, np.random.default_rng(seed))
+        self.weights = np.vstack([np.ones(len(table)), draws])
         # values[run]: (1 + n_bootstrap, attributes + 1, metrics)
         self.values = {name: self._metrics(run) for name, run in runs.items()}
 

@@ -57,12 +57,10 @@ def evaluate(
                                   "negatives": int((~truth).sum())}
         row["prevalence"] = truth.mean() if truth.size else np.nan
         row["threshold"] = float(thresholds[j])
-        point = point_metrics(truth, scores, thresholds[j])
-        samples = rng.integers(0, truth.size, size=(n_bootstrap, truth.size)) if truth.size else np.zeros((0, 0))
-        resampled = resampled_metrics(truth, scores, thresholds[j], bootstrap_weights(samples, truth.size))
-        for metric in METRICS:
-            low, high = percentile_interval(resampled[metric], confidence)
-            row.update({metric: point[metric], f"{metric}_low": low, f"{metric}_high": high})
+        estimates = metrics_with_intervals(truth, scores, thresholds[j], bootstrap_draws(truth.size, n_bootstrap, rng),
+                                           confidence)
+        for metric, (point, low, high) in estimates.items():
+            row.update({metric: point, f"{metric}_low": low, f"{metric}_high": high})
         row["f1_all_positive"] = baselines_for(truth)["all positive"]["f1"]
         row["verdict"] = verdict(row)
         rows.append(row)
@@ -83,6 +81,19 @@ def point_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float) -> di
     auc = roc_auc_score(truth, scores) if 0 < truth.sum() < truth.size else nan
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "ap": float(ap),
             "roc_auc": float(auc)}
+
+
+def bootstrap_draws(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """The weights of `n_bootstrap` resamples of `n` items (see `bootstrap_weights`), drawn from `rng`."""
+    samples = rng.integers(0, n, size=(n_bootstrap, n)) if n else np.zeros((0, 0))
+    return bootstrap_weights(samples, n)
+
+
+def metrics_with_intervals(truth: np.ndarray, scores: np.ndarray, threshold: float, weights: np.ndarray,
+                           confidence: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """Each metric of METRICS as (point, low, high): the interval over the resamples that `weights` describe."""
+    point, resampled = point_metrics(truth, scores, threshold), resampled_metrics(truth, scores, threshold, weights)
+    return {metric: (point[metric], *percentile_interval(resampled[metric], confidence)) for metric in METRICS}
 
 
 def percentile_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Figures of the notebooks: ROC and precision-recall, prediction grid,
+"""Figures of the notebooks: ROC and precision-recall, precision/recall/F1 over the threshold, prediction grid,
 reliability diagrams, grids of images (explanations, galleries), forest plots of compared runs.
 
 matplotlib is imported inside each function: `aimonk predict` never needs it.
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from aimonk.evaluate.comparison import Comparison
+    from aimonk.evaluate.metrics import Scores
     from aimonk.evaluate.prediction import Prediction
 
 def roc_pr_figure(table: LabelTable, probabilities: np.ndarray, where: str = "the validation split") -> Figure:
@@ -35,6 +36,29 @@ def roc_pr_figure(table: LabelTable, probabilities: np.ndarray, where: str = "th
     roc.plot([0, 1], [0, 1], "k:", linewidth=1)
     roc.set_title(f"ROC on {where}")
     pr.set_title(f"Precision-recall on {where}")
+    figure.tight_layout()
+    return figure
+
+
+def threshold_figure(scores: Scores, where: str = "the validation split") -> Figure:
+    """Per attribute, precision, recall and F1 (known labels) over the decision threshold, the saved threshold
+    marked: the static view of the threshold explorer, for a notebook run headless."""
+    from matplotlib.figure import Figure
+
+    from aimonk.evaluate.metrics import point_metrics
+
+    table, grid = scores.table, np.linspace(0, 1, 101)
+    figure = Figure(figsize=(3.2 * len(table.attributes), 3.4))
+    for j, ax in enumerate(np.atleast_1d(figure.subplots(1, len(table.attributes)))):
+        known, truth = table.known_labels(j)
+        curves = [point_metrics(truth, scores.probabilities[known, j], threshold) for threshold in grid]
+        for metric in ("precision", "recall", "f1"):
+            ax.plot(grid, [curve[metric] for curve in curves], label=metric)
+        ax.axvline(scores.thresholds[j], color="k", linestyle=":", linewidth=1)
+        ax.set(title=f"{table.attributes[j]} (threshold {scores.thresholds[j]:.2f})", xlabel="threshold",
+               xlim=(0, 1), ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    figure.suptitle(f"Precision, recall and F1 over the threshold, on {where}", fontsize=10)
     figure.tight_layout()
     return figure
 

@@ -1,5 +1,6 @@
 """A checkpoint's probabilities for labelled images (by default the validation images it held out at training),
-and what is tuned from them: each attribute's verdict, temperature and decision threshold (`aimonk tune`)."""
+and what is tuned from them: each attribute's verdict, temperature and decision threshold (`aimonk tune`), saved
+with the validation metrics at those thresholds and the model card (`save_thresholds`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aimonk.card import write_model_card
 from aimonk.checkpoint import load_checkpoint, save_tuning
 from aimonk.data.images import report_unusable_images
 from aimonk.data.labels import read_labels
@@ -96,11 +98,35 @@ def tune_checkpoint(
         after.append(expected_calibration_error(truth, calibrated(scores.probabilities[known, j], fitted[0])))
     probabilities = calibrated(scores.probabilities, np.array(temperatures))
     thresholds = tune_out_of_fold(table, probabilities, learnable, folds, seed)
-    save_tuning(model_path, thresholds=thresholds["threshold"].tolist(), verdicts=verdicts["verdict"].tolist(),
-                learnable=learnable, temperatures=temperatures)
+    save_thresholds(model_path, Scores(table, probabilities, thresholds["threshold"].tolist(), scores.image_dir),
+                    n_bootstrap, seed, verdicts=verdicts["verdict"].tolist(), learnable=learnable,
+                    temperatures=temperatures)
     frame = thresholds.copy()
     frame.insert(0, "verdict", short)
     frame.insert(1, "roc_auc", verdicts["roc_auc"])
     frame.insert(3, "temperature", temperatures)
     frame["ece_before"], frame["ece_after"] = before, after
     return frame
+
+
+def save_thresholds(model_path: str | Path, scores: Scores, n_bootstrap: int = 1000, seed: int = 0,
+                    **tuning: list) -> pd.DataFrame:
+    """Save `scores.thresholds` into the checkpoint with the validation metrics at them (and any other per-attribute
+    `tuning`: verdicts, learnable, temperatures) in one atomic write, then rewrite the model card. `scores` are the
+    probabilities the thresholds apply to: calibrated by the temperatures saved, as `aimonk predict` computes them.
+
+    The one call of `aimonk train` (the default thresholds), `aimonk tune` and the threshold explorer's Save.
+    Returns the metrics saved (`evaluate`'s table).
+    """
+    metrics = evaluate(scores.table, scores.probabilities, scores.thresholds, n_bootstrap, seed)
+    rows = {name: {key: _plain(value) for key, value in row.items()} for name, row in metrics.iterrows()}
+    validation = {"images": len(scores.table), "bootstrap": n_bootstrap, "seed": seed, "confidence": 0.95,
+                  "metrics": rows}
+    save_tuning(model_path, validation, thresholds=list(scores.thresholds), **tuning)
+    write_model_card(model_path)
+    return metrics
+
+
+def _plain(value: object) -> object:
+    """A Python int, float or str for a numpy scalar: a checkpoint holds plain data only (weights_only)."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -5,6 +5,6 @@
 - runtime.py       a frozen backbone for inference: BatchNorm folded, channels_last, bf16, in workers
 - features.py      on-disk cache of what the frozen stages output, keyed by image bytes and weights fingerprints
 - cache_folders.py the cache's folders: the marker only it writes, what each holds, clearing only what it made
-- losses.py        LOSSES (bce, focal, asymmetric), NA_MODES (ignore, negative), POS_WEIGHTS; masked reduction
+- losses.py        LOSSES (bce, focal, asymmetric), NA_MODES (ignore, negative, large_loss), POS_WEIGHTS; masking
 - linear_heads.py  full-batch fit of linear heads (L-BFGS-B), L2 chosen per attribute on training folds
 """

@@ -7,17 +7,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 
 from aimonk.errors import AimonkError
 from aimonk.io import listed
+from aimonk.model.digests import INDEX, LOCK
+from aimonk.model.old_entries import ENTRY
+from aimonk.model.shards import SHARD, shard_entries
 
 MARKER = "aimonk-cache.json"  # written by the cache alone, into each folder it makes
 MARKER_TEXT = json.dumps({"format": "aimonk-feature-cache-v1"}).encode()
 KEY = "key.json"  # what was run: backbone fingerprint, preprocessing, precision
-ENTRY = re.compile(r"([0-9a-f]{2})/\1[0-9a-f]{62}\.npy")  # <2 hex>/<image sha256>.npy, as FeatureCache._file
 
 
 def read_json(path: Path) -> object:
@@ -34,13 +35,14 @@ def is_cache_folder(folder: Path) -> bool:
 
 
 def made_by_cache(relative: str) -> bool:
-    """Whether a file at this path inside a cache folder ('ab/abcd....npy') is one the cache writes: the marker,
-    key.json, an entry, or a temporary file of one of them left by an interrupted atomic write."""
+    """Whether a file at this path inside a cache folder is one the cache writes: the marker, key.json, a shard, the
+    digest index and its lock, an entry of the old layout ('ab/abcd....npy'), or a temporary file of one of them
+    left by an interrupted atomic write."""
     folder, _, name = relative.rpartition("/")
     if name.startswith(".") and name.endswith(".tmp"):  # atomic_file's ".{name}.{random}.tmp"
         name = name[1:].rsplit(".", 2)[0]
     path = f"{folder}/{name}" if folder else name
-    return path in (MARKER, KEY) or ENTRY.fullmatch(path) is not None
+    return path in (MARKER, KEY, INDEX, LOCK) or SHARD.fullmatch(path) is not None or ENTRY.fullmatch(path) is not None
 
 
 def _files(folder: Path) -> list[str]:
@@ -60,13 +62,16 @@ def _size(path: Path) -> int:
 
 
 def cache_contents(root: Path) -> list[dict]:
-    """One entry per cache folder under `root`: its key (what was run) and how many entries and bytes it holds."""
+    """One entry per cache folder under `root`: its key (what was run) and how many entries ("files", from each
+    shard's header, and old one-file entries) and bytes it holds."""
     entries = []
     for folder in sorted(marker.parent for marker in Path(root).glob(f"*/{MARKER}") if is_cache_folder(marker.parent)):
-        files = [folder / name for name in _files(folder) if ENTRY.fullmatch(name)]
+        names = _files(folder)
+        shards = [folder / name for name in names if SHARD.fullmatch(name)]
+        old = [folder / name for name in names if ENTRY.fullmatch(name)]
         key = read_json(folder / KEY)
-        entries.append({"folder": folder, "key": key if isinstance(key, dict) else {}, "files": len(files),
-                        "bytes": sum(map(_size, files))})
+        entries.append({"folder": folder, "key": key if isinstance(key, dict) else {},
+                        "files": sum(map(shard_entries, shards)) + len(old), "bytes": sum(map(_size, shards + old))})
     return entries
 
 

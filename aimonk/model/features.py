@@ -13,9 +13,8 @@ Entries are not fsynced: one torn by a crash is found and recomputed the next ti
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -33,47 +32,16 @@ from aimonk.data.images import ImageDataset, Preprocessing
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file
 from aimonk.model.cache_folders import KEY, MARKER, MARKER_TEXT, is_cache_folder, read_json
+from aimonk.model.digests import DigestIndex, file_digest
+from aimonk.model.old_entries import entry_path, has_old_entries, read_old_entries
 from aimonk.model.runtime import BackboneRunner, backbone_batches, inference_backbone, output_shape
+from aimonk.model.shards import MAX_BYTES, MAX_ENTRIES, encode_shard, read_shards, shard_name
 
 FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v4"  # bump when decoding, resizing or the forward pass changes
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("AIMONK_CACHE_DIR") or Path.home() / ".cache" / "aimonk" / "features")
-
-
-class DamagedEntry(ValueError):
-    """A cache file that is not a complete entry of the expected shape, dtype and finite values; says why."""
-
-
-@functools.cache
-def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    """What `np.save` writes before the values of an array of this shape and dtype."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.zeros(shape, dtype))
-    return buffer.getvalue()[: -int(np.prod(shape)) * dtype.itemsize or None]
-
-
-def read_entry(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """The array at `path`, which must be exactly what `np.save` writes for `shape` and `dtype` (so only a bounded
-    read, and no parsing), with finite values; DamagedEntry saying why not (OSError if it cannot be opened)."""
-    header, size = npy_header(shape, dtype), int(np.prod(shape)) * dtype.itemsize
-    with open(path, "rb") as file:
-        data = file.read(len(header) + size + 1)
-    if not data.startswith(header):
-        if not data:
-            raise DamagedEntry("empty")
-        if header.startswith(data):
-            raise DamagedEntry("truncated")
-        raise DamagedEntry("of another shape or dtype" if data.startswith(b"\x93NUMPY") else "not an array file")
-    if len(data) != len(header) + size:
-        raise DamagedEntry("truncated" if len(data) < len(header) + size else "longer than its header says")
-    array = np.frombuffer(data, dtype, offset=len(header)).reshape(shape)
-    exponent = 0x7F80 if dtype == np.int16 else None  # bf16 bits: all exponent bits set is inf or NaN
-    finite = ((array.view(np.uint16) & exponent) != exponent).all() if exponent else np.isfinite(array).all()
-    if not finite:
-        raise DamagedEntry("not finite")
-    return array
 
 
 def to_storable(outputs: torch.Tensor) -> np.ndarray:
@@ -89,14 +57,19 @@ def from_storable(array: np.ndarray) -> torch.Tensor:
 
 
 class FeatureCache:
-    """One folder per (frozen weights, preprocessing, precision); one `.npy` file per image: (2, *output shape)."""
+    """One folder per (frozen weights, preprocessing, precision): shards of entries, each (2, *output shape), and the
+    index of the images' digests."""
 
     def __init__(self, root: Path, backbone: nn.Module, preprocessing: Preprocessing, precision: str):
         # an entry: the output for an image in both orientations; bf16 kept as its raw bits (see to_storable)
         self.shape = output_shape(backbone, (2, 3, preprocessing.image_size, preprocessing.image_size))
         self.dtype = np.dtype(np.int16 if precision == "bf16" else np.float32)
+        self.entry_bytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self.writable = self.readable = True  # until a write fails; until the folder is found unusable
-        self.damaged: Counter[str] = Counter()  # why entries read this run were not usable
+        self.damaged: Counter[str] = Counter()  # why shards or entries read this run were not usable
+        self.pending: list[tuple[str, np.ndarray]] = []  # stored, not yet in a shard
+        self.repacked: list[Path] = []  # old one-file entries now pending: deleted once in a shard
+        self.hits = 0  # images whose features came from the cache
         description = {
             "backbone_sha256": module_fingerprint(backbone),
             "frozen_stages": len(backbone) if isinstance(backbone, nn.Sequential) else None,
@@ -108,6 +81,7 @@ class FeatureCache:
         self.folder = Path(root) / key
         self._open(description)
         self.readable = self.readable and os.access(self.folder, os.R_OK | os.X_OK)
+        self.index = DigestIndex(self.folder) if self.readable else None
 
     def _open(self, description: dict) -> None:
         """Make the folder the cache's (key.json, then the marker), adopt one an older aimonk made without the
@@ -128,29 +102,56 @@ class FeatureCache:
         self.writable = self.readable = False
         warnings.warn(f"{why}; the feature cache is not used for this run", stacklevel=4)
 
-    def _file(self, digest: str) -> Path:
-        return self.folder / digest[:2] / f"{digest}.npy"
+    def digests(self, paths: Sequence[Path]) -> list[str]:
+        """Each image's digest, from the index where the file is as it was when it was hashed."""
+        return self.index.digests(paths) if self.index else [file_digest(path) for path in paths]
 
-    def load(self, digest: str) -> np.ndarray | None:
-        """The entry of the image with this digest, or None if absent or damaged (then counted in `damaged`)."""
-        if not self.readable:
-            return None
-        try:
-            return read_entry(self._file(digest), self.shape, self.dtype)
-        except FileNotFoundError:
-            return None
-        except DamagedEntry as error:
-            self.damaged[str(error)] += 1
-        except OSError as error:
-            self.damaged[f"unreadable: {error.strerror or error}"] += 1
-        return None
+    def load_many(self, digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The entries (one per digest, in order) the cache holds intact of the images with these digests, newest
+        shard first, and which were found; damaged shards and entries are counted in `damaged` (a damaged shard is
+        deleted: its images are recomputed)."""
+        unique = list(dict.fromkeys(digests))
+        rows, found = np.zeros((len(unique), self.entry_bytes), np.uint8), np.zeros(len(unique), bool)
+        if self.readable:
+            rows, found = read_shards(self.folder, [bytes.fromhex(digest) for digest in unique], self.entry_bytes,
+                                      self.dtype, self.damaged)
+        missing = [digest for digest, hit in zip(unique, found.tolist(), strict=True) if not hit]
+        if missing and self.readable and has_old_entries(self.folder):
+            old = read_old_entries(self.folder, missing, self.shape, self.dtype, self.damaged)
+            position = {digest: i for i, digest in enumerate(unique)}
+            for digest, entry in old.items():  # moved into the next shard; their files deleted once it is written
+                rows[position[digest]], found[position[digest]] = entry.reshape(-1).view(np.uint8), True
+                self.repacked.append(entry_path(self.folder, digest))
+                self.store(digest, entry)
+            if old:
+                warnings.warn(f"{self.folder}: {len(old)} entries in the one-file-per-image layout of an older "
+                              f"aimonk were read{' and moved into shards' if self.writable else ''}", stacklevel=3)
+        if len(unique) < len(digests):  # copies of an image: its entry for each
+            inverse = np.array(list(map({digest: i for i, digest in enumerate(unique)}.__getitem__, digests)))
+            rows, found = rows[inverse], found[inverse]
+        return rows.view(self.dtype).reshape(len(digests), *self.shape), found
 
     def store(self, digest: str, features: np.ndarray) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, features, allow_pickle=False)  # in memory first: numpy's failed write names no cause
-        self._write(self._file(digest), buffer.getbuffer())
+        """Keep an entry for the next shard, written once it is full (or at `flush`)."""
+        self.pending.append((digest, features))
+        if len(self.pending) >= MAX_ENTRIES or len(self.pending) * self.entry_bytes >= MAX_BYTES:
+            self.flush()
 
-    def _write(self, path: Path, data: memoryview | bytes) -> None:
+    def flush(self) -> None:
+        """Write the entries kept into a new shard, delete the old files moved into it, save the digest index."""
+        if self.pending:
+            self._write(self.folder / shard_name(), encode_shard(*map(list, zip(*self.pending, strict=True))))
+        self.pending.clear()
+        if self.writable:
+            for path in self.repacked:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    path.parent.rmdir()  # once empty
+            if self.index:
+                self.index.save(self._write)
+        self.repacked.clear()
+
+    def _write(self, path: Path, data: bytes) -> None:
         """Write atomically, unless a write already failed; a failure is one warning, never an error."""
         if not self.writable:
             return
@@ -162,12 +163,13 @@ class FeatureCache:
             warnings.warn(f"{error}; the feature cache is not written for the rest of this run", stacklevel=2)
 
     def report_damaged(self) -> None:
-        """One warning for the damaged entries read so far (then forgotten)."""
+        """One warning for the damaged shards and entries read so far (then forgotten)."""
         if self.damaged:
             count = sum(self.damaged.values())
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.damaged.most_common())
-            warnings.warn(f"{count} damaged feature-cache {'entry was' if count == 1 else 'entries were'} recomputed "
-                          f"({reasons}) in {self.folder}", stacklevel=2)
+            held = "it held was" if count == 1 else "they held were"
+            warnings.warn(f"{count} damaged feature-cache {'file was' if count == 1 else 'files were'} set aside "
+                          f"({reasons}) in {self.folder}; the images {held} recomputed", stacklevel=2)
             self.damaged.clear()
 
 
@@ -184,46 +186,48 @@ def extract_features(
     """Outputs of `backbone` (n_readable, 2, ...) for the readable images, their indices into `paths`, read errors.
 
     Returns an empty (0, 2, 0) tensor if no image is readable. The dtype is bf16 or float32, as computed.
-    Cached images are not decoded; the rest stream through a DataLoader so memory stays bounded.
+    Cached images are not decoded (`cache.hits` counts them); the rest stream through a DataLoader so memory stays
+    bounded, into new shards of the cache.
     """
-    digests = [file_digest(path) for path in paths]
-    found = {i: cache.load(digest) for i, digest in enumerate(digests)} if cache else {}
-    found = {i: features for i, features in found.items() if features is not None}
-    todo = [i for i in range(len(paths)) if i not in found]
+    digests = cache.digests(paths) if cache else []
+    stored, hit = cache.load_many(digests) if cache else (None, np.zeros(len(paths), bool))
+    todo, computed = np.flatnonzero(~hit).tolist(), {}
     errors: list[str] = []
-    if todo:
-        dataset = ImageDataset.unlabelled([paths[i] for i in todo], preprocessing, both_orientations=True)
-        runner = BackboneRunner(inference_backbone(backbone), precision)
-        batches = backbone_batches(runner, dataset, batch_size, num_workers)
-        for batch in tqdm(batches, total=-(-len(todo) // batch_size), desc="backbone features", unit="batch",
-                          disable=not progress):
-            errors.extend(message for _, message in batch["errors"])
-            if batch["features"] is None:
-                continue
-            for position, features_of_one in zip(batch["index"].tolist(), to_storable(batch["features"]), strict=True):
-                original = todo[position]
-                found[original] = features_of_one
-                if cache:
-                    cache.store(digests[original], features_of_one)
+    if cache:
+        cache.hits += len(paths) - len(todo)
+    try:
+        if todo:
+            dataset = ImageDataset.unlabelled([paths[i] for i in todo], preprocessing, both_orientations=True)
+            runner = BackboneRunner(inference_backbone(backbone), precision)
+            batches = backbone_batches(runner, dataset, batch_size, num_workers)
+            for batch in tqdm(batches, total=-(-len(todo) // batch_size), desc="backbone features", unit="batch",
+                              disable=not progress):
+                errors.extend(message for _, message in batch["errors"])
+                if batch["features"] is None:
+                    continue
+                for position, features_of_one in zip(batch["index"].tolist(), to_storable(batch["features"]),
+                                                     strict=True):
+                    original = todo[position]
+                    computed[original] = features_of_one
+                    if cache:
+                        cache.store(digests[original], features_of_one)
+    finally:
+        if cache:
+            cache.flush()  # what was computed is kept, even when the run stops here
     if cache:
         cache.report_damaged()
-    readable = sorted(found)
+    readable = sorted({*np.flatnonzero(hit).tolist(), *computed})
     if not readable:
         return torch.zeros(0, 2, 0), [], errors
-    return from_storable(np.stack([found[i] for i in readable])), readable, errors
+    if stored is None or not hit.any():
+        return from_storable(np.stack([computed[i] for i in readable])), readable, errors
+    for i, features_of_one in computed.items():
+        stored[i] = features_of_one
+    return from_storable(stored if len(readable) == len(paths) else stored[readable]), readable, errors
 
 
-# What identifies an input, the cache's keys: SHA-256 of a file's bytes, and of a module's weights (names, shapes,
-# values). The resumable state names the frozen weights by theirs too.
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes: a renamed or copied image hits the cache, an edited one misses."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
+# What identifies the frozen weights, in the cache's key: SHA-256 of a module's weights (names, shapes, values). The
+# resumable state names the frozen weights by theirs too. An image's is in `aimonk.model.digests`.
 
 def module_fingerprint(module: nn.Module) -> str:
     """SHA-256 over a module's parameters and buffers (names, shapes and values)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -114,16 +115,89 @@ def asymmetric(config: TrainConfig) -> EntryLoss:
         logits, targets, pos_weight, config.asl_gamma_pos, config.asl_gamma_neg, config.asl_clip)
 
 
-@NA_MODES.register("ignore")
+@dataclass(frozen=True)
+class NAMode:
+    """What an NA label means to the loss: `counted(targets, known)` gives the labels as the loss counts them (numpy
+    tables or torch batches alike); a mode with `large_losses` also changes each minibatch's losses, by epoch, so
+    it needs a solver with epochs (`TrainConfig.check` refuses the others)."""
+
+    counted: Callable[[Labels, Labels], tuple[Labels, Labels]]
+    large_losses: Literal["reject", "correct"] | None = None  # what becomes of the NA entries with large losses
+
+    @property
+    def per_epoch(self) -> bool:
+        return self.large_losses is not None
+
+
 def ignore_na(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
-    """NA entries are left out of the loss (the reference)"""
+    """NA entries are left out of the loss."""
     return targets, known
 
 
-@NA_MODES.register("negative")
 def na_as_negative(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
-    """an NA label counts as absent: every entry trains"""
+    """An NA label counts as absent: every entry trains."""
     return targets * known, known | ~known
+
+
+def large_loss_share(epoch: int, delta_rel: float) -> float:
+    """The share of a batch's NA entries whose losses count as large at `epoch` (0-based): none in the first
+    epoch, `delta_rel` more in each later one, at most all (the reference's `clean_rate`, 1 - share)."""
+    return min(1.0, epoch * delta_rel)
+
+
+def largest_na_losses(terms: torch.Tensor, na: torch.Tensor, share: float) -> torch.Tensor:
+    """Where the ceil(share x NA entries) NA entries with the largest losses are (exactly that many; a tie goes to
+    the earlier entry). Known entries are never chosen."""
+    count = min(int(na.sum()), math.ceil(round(share * int(na.sum()), 9)))  # round: 0.3 x 10 is 3, not 4
+    chosen = torch.zeros(terms.numel(), dtype=torch.bool, device=terms.device)
+    if count:
+        ranked = torch.where(na, terms.detach(), torch.full_like(terms, -math.inf)).flatten()
+        chosen[ranked.topk(count).indices] = True
+    return chosen.view_as(na)
+
+
+def with_large_losses(terms: EntryLoss, na: torch.Tensor, share: float,
+                      large_losses: Literal["reject", "correct"]) -> EntryLoss:
+    """`terms` with NA entries counted as negatives, after Kim et al., CVPR 2022, "Large Loss Matters in Weakly
+    Supervised Multi-Label Classification": the `share` of the NA entries (`na`) with the largest losses is
+    rejected (LL-R: loss 0, and so its gradient) or corrected (LL-Ct: counted as a positive, for this step only).
+
+    Rejected entries stay in the mean's count, as in the reference's `final_loss_matrix.mean()`. The reference's
+    rate is a share of all of a batch's entries, nearly all NA in its single-positive setting; here the NA share
+    varies by data set, so the rate is a share of the NA entries. Under torchrun each process ranks those of its
+    share of the batch."""
+
+    def revised(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+        losses = terms(logits, targets, pos_weight)
+        chosen = largest_na_losses(losses, na, share)
+        replaced = terms(logits, torch.ones_like(targets), pos_weight) if large_losses == "correct" else 0.0
+        return torch.where(chosen, replaced, losses)
+
+    return revised
+
+
+LARGE_LOSS_DELTA = EntryOption("ll_delta_rel", 0.002, "share of the NA entries counted as negatives whose large "
+                               "losses are rejected or corrected, added each epoch (large_loss modes; the paper's "
+                               "0.001 to 0.005)", fraction)
+NA_MODES.add("ignore", NAMode(ignore_na), "NA entries are left out of the loss (the reference)")
+NA_MODES.add("negative", NAMode(na_as_negative), "an NA label counts as absent: every entry trains")
+NA_MODES.add("large_loss", NAMode(na_as_negative, "reject"),
+             "NA counts as absent, but the NA entries with the largest losses are left out, a share growing each "
+             "epoch (LL-R, Kim et al. 2022; --ll-delta-rel; adam solver)", [LARGE_LOSS_DELTA])
+NA_MODES.add("large_loss_correct", NAMode(na_as_negative, "correct"),  # --ll-delta-rel is declared once, above
+             "as large_loss, but those entries count as positives for the step (LL-Ct, Kim et al. 2022; adam solver)")
+
+
+def na_mode_loss(
+    mode: NAMode, terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+    pos_weight: torch.Tensor | None = None, share: float = 0.0,
+) -> torch.Tensor:
+    """The loss of a batch of labels as read (`known` False at NA entries) under NA `mode`: `terms` averaged over
+    the entries the mode counts, with the `share` of large NA losses of a mode with `large_losses`."""
+    counted_targets, counted = mode.counted(targets, known)
+    if mode.large_losses:
+        terms = with_large_losses(terms, ~known, share, mode.large_losses)
+    return masked_loss(terms, logits, counted_targets, counted, pos_weight)
 
 
 def masked_mean(terms: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

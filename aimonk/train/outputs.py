@@ -1,4 +1,5 @@
-"""What a training run writes besides the checkpoint: the loss history as a table and as a curve."""
+"""What a training run writes: the checkpoint (with the counts of the labels it learned from), the loss history as a
+table and as a curve, and the model card."""
 
 from __future__ import annotations
 
@@ -7,12 +8,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimonk.io import CURVE_FILE, HISTORY_FILE, atomic_file
+from aimonk.card import write_model_card
+from aimonk.checkpoint import save_model_checkpoint
+from aimonk.config import TrainConfig
+from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, atomic_file
+from aimonk.model.classifier import AttributeClassifier
+from aimonk.train.prepare import TrainingData
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TITLE = "Aimonk_multilabel_problem"
+
+
+def write_outputs(out_dir: Path, model: AttributeClassifier, data: TrainingData, config: TrainConfig,
+                  weights_origin: str, preprocessing: dict, history: list[float]) -> Path:
+    """`aimonk_model.pth`, the loss history and curve, and `MODEL_CARD.md` (see `aimonk.card`) in `out_dir`."""
+    model_path = save_model_checkpoint(
+        out_dir / MODEL_FILE, model, attributes=data.table.attributes, backbone=config.backbone,
+        weights_origin=weights_origin, preprocessing=preprocessing, precision=config.precision,
+        train_config=config.to_dict(), train_files=data.files(data.train_rows), val_files=data.files(data.val_rows),
+        skipped_files=data.skipped, label_counts=label_counts(data),
+    )
+    write_history(out_dir, history)
+    write_model_card(model_path)
+    return model_path
+
+
+def label_counts(data: TrainingData) -> dict:
+    """The images a run used, and per attribute its known and positive labels among them (for the model card)."""
+    return {"images": len(data.table), "train": len(data.train_rows), "validation": len(data.val_rows),
+            "skipped": len(data.skipped), "known": data.table.known.sum(0).tolist(),
+            "positive": data.table.positives().sum(0).tolist()}
 
 
 def write_history(out_dir: Path, history: list[float]) -> None:

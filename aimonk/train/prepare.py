@@ -39,6 +39,8 @@ class TrainingData:
     val_rows: np.ndarray
     features: torch.Tensor | None  # (images, 2, ...): frozen-stage outputs, as is and flipped (bf16 or float32)
     skipped: list[str]  # missing or unreadable images, left out
+    processes: int = 1  # that prepared the data, and train
+    from_cache: int | None = None  # images whose features the feature cache held (all processes); None: not used
 
     def files(self, rows: np.ndarray) -> list[str]:
         return [self.table.filenames[i] for i in rows]
@@ -70,9 +72,8 @@ def prepare_data(
     table, missing = drop_missing_images(table, image_dir)
     report_left_out("missing", missing, config)
     paths = [image_dir / name for name in table.filenames]
-    features = None
+    features, cache = None, None
     if keep_features and len(model.frozen_part):
-        cache = None
         if config.feature_cache:
             cache_root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
             cache = FeatureCache(cache_root, model.frozen_part, preprocessing, config.precision)
@@ -94,7 +95,10 @@ def prepare_data(
         table = table.hide(train_rows, config.hide_labels, config.keep_labels, config.seed)
     require_known_labels(table.subset(train_rows), "training")
     warn_unknown_attributes(table.subset(train_rows))
-    return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable)
+    world = distributed.world()
+    from_cache = sum(world.all_gather(cache.hits)) if cache else None
+    return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable, world.world_size,
+                        from_cache)
 
 
 def require_known_labels(table: LabelTable, kind: str) -> None:

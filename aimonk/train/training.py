@@ -17,19 +17,18 @@ import torch
 from tqdm import tqdm
 
 from aimonk import distributed
-from aimonk.checkpoint import save_model_checkpoint
 from aimonk.config import TrainConfig
 from aimonk.data.images import ImageDataset, Preprocessing, image_batches
 from aimonk.data.labels import LabelTable, read_labels
 from aimonk.data.sampling import Plan, cached_batches, epoch_plan
 from aimonk.io import MODEL_FILE, STATE_FILE, output_lock, remove_stale_temporaries
 from aimonk.model.classifier import AttributeClassifier, TrainedPart, build_model
-from aimonk.model.losses import EntryLoss, masked_loss
+from aimonk.model.losses import EntryLoss, large_loss_share, na_mode_loss
 from aimonk.model.runtime import BackboneRunner, inference_backbone
 from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, SAMPLERS, SOLVERS
 from aimonk.train.divergence import refuse_diverged, refuse_overflow
 from aimonk.train.optim import parameter_groups
-from aimonk.train.outputs import write_history
+from aimonk.train.outputs import write_outputs
 from aimonk.train.prepare import TrainingData, prepare_data
 from aimonk.train.resume import (
     TrainingInterrupted,
@@ -91,7 +90,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     keep_features = config.feature_cache or SOLVERS[config.solver].full_batch
     data = prepare_data(config, labelled, model, preprocessing, keep_features)
 
-    targets, known = NA_MODES[config.na_mode](data.table.targets, data.table.known)
+    targets, known = NA_MODES[config.na_mode].counted(data.table.targets, data.table.known)
     counted = replace(data.table, targets=targets, known=known)  # the labels as the loss counts them
     pos_weight = POS_WEIGHTS[config.pos_weight](targets[data.train_rows], known[data.train_rows])
     run = TrainingRun(config, model, data, counted, LOSSES[config.loss](config),
@@ -108,13 +107,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     model_path = out_dir / MODEL_FILE
     if distributed.is_main():
         try:
-            save_model_checkpoint(
-                model_path, model, attributes=data.table.attributes, backbone=config.backbone,
-                weights_origin=weights_origin, preprocessing=preprocessing.as_dict(), precision=config.precision,
-                train_config=config.to_dict(), train_files=data.files(data.train_rows),
-                val_files=data.files(data.val_rows), skipped_files=data.skipped,
-            )
-            write_history(out_dir, run.history)
+            write_outputs(out_dir, model, data, config, weights_origin, preprocessing.as_dict(), run.history)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
     return TrainResult(model_path, run.history, data, config, run.report, model)
@@ -140,9 +133,10 @@ class TrainingRun:
     def train_table(self) -> LabelTable:
         return self.data.table.subset(self.data.train_rows)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch: the config's loss averaged over the entries that count."""
-        return masked_loss(self.terms, logits, targets, known, self.pos_weight)
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, epoch: int = 0) -> torch.Tensor:
+        """A batch's training loss from its labels as read: the config's loss and NA mode, at `epoch` (0-based)."""
+        share = large_loss_share(epoch, self.config.ll_delta_rel)
+        return na_mode_loss(NA_MODES[self.config.na_mode], self.terms, logits, targets, known, self.pos_weight, share)
 
 
 @dataclass(frozen=True)
@@ -190,7 +184,7 @@ def fit_adam(run: TrainingRun) -> None:
                 # The mean over this share's known entries, weighed by its part of the whole batch's: summed over
                 # the processes, the batch's mean (times the world size, as DistributedDataParallel averages).
                 part = world.world_size * _entries(counted, share) / max(_entries(counted, batch), 1)
-                loss = run.loss(trained(frozen), targets.to(frozen.device), known.to(frozen.device)) * part
+                loss = run.loss(trained(frozen), targets.to(frozen.device), known.to(frozen.device), epoch) * part
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 value = (world.sum(loss.detach()) / world.world_size).item()
@@ -223,17 +217,16 @@ SOLVERS.add("adam", Solver(fit_adam, full_batch=False, diverged_hint="lower --lr
 
 
 def step_inputs(run: TrainingRun, plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(output of the frozen stages on the run's device, targets, known) per planned batch of training rows.
+    """(output of the frozen stages on the run's device, targets, known as read) per planned batch of training rows.
 
     From the cache, or from images run through the same BatchNorm-folded frozen stages: both compute the same
-    thing (`TrainedPart` then runs the trainable stages and the head).
-    """
-    data, counted, device = run.data, run.counted, distributed.world().device
+    thing (`TrainedPart` then runs the trainable stages and the head)."""
+    data, labels, device = run.data, run.data.table, distributed.world().device
     if data.features is not None:
-        yield from cached_batches(data.features, data.train_rows, counted.targets, counted.known, plan, device)
+        yield from cached_batches(data.features, data.train_rows, labels.targets, labels.known, plan, device)
         return
     rows = data.train_rows
-    dataset = ImageDataset(data.paths(rows), counted.targets[rows], counted.known[rows], run.preprocessing)
+    dataset = ImageDataset(data.paths(rows), labels.targets[rows], labels.known[rows], run.preprocessing)
     frozen_part = run.model.frozen_part
     runner = BackboneRunner(inference_backbone(frozen_part), run.config.precision) if len(frozen_part) else None
     for images, targets, known in image_batches(dataset, plan, run.config.workers):

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DAMAGE, train_arguments, train_config
+from helpers import DAMAGE, feature_cache_message, train_arguments, train_config
 
 from aimonk.cli import main
 from aimonk.train.training import train
@@ -20,15 +20,12 @@ def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_datase
                  str(cache), "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0",
                  "--no-progress"]
     assert main(arguments) == 0
-    entries = sorted(cache.rglob("*.npy"))
-    for kind, entry in zip(["empty", "truncated", "garbage", "another shape"], entries, strict=False):
-        DAMAGE[kind](entry)
+    [shard] = sorted(cache.rglob("shard-*.bin"))
+    DAMAGE["truncated"](shard)
     capsys.readouterr()
     assert main(arguments) == 0
     warning = capsys.readouterr().err
-    assert warning.startswith("aimonk: warning: 4 damaged feature-cache entries were recomputed (") and \
-        warning.count("\n") == 1, warning
-    assert all(f"1 {kind}" in warning for kind in ["empty", "truncated", "not an array file", "of another shape"])
+    assert warning == f"aimonk: warning: {feature_cache_message(shard.parent, '1 truncated')}\n"
     assert main(arguments) == 0 and capsys.readouterr().err == ""
 
     shutil.rmtree(cache)
@@ -96,3 +93,16 @@ def test_aimonk_train_with_a_file_as_cache_dir_warns_once_and_trains(small_datas
                                       f"cache is not used for this run\n"
     assert (tmp_path / "out" / "aimonk_model.pth").is_file()
     assert (tmp_path / "cache").read_text() == "a file, not a folder"
+
+
+def test_the_end_of_run_line_says_how_many_processes_trained_and_how_many_features_came_from_the_cache(
+        small_dataset, tmp_path, capsys):
+    arguments = train_arguments(small_dataset, tmp_path / "out", "--epochs", "1")
+    for from_cache in (0, 24):
+        assert main(arguments) == 0
+        [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trained on ")]
+        assert line.startswith("trained on 18 images by 1 process, 6 held out for validation, 0 skipped, "
+                               f"{from_cache} of 24 images' features from the cache; final loss "), line
+    assert main([*arguments, "--no-feature-cache"]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trained on ")]
+    assert line.startswith("trained on 18 images by 1 process, 6 held out for validation, 0 skipped; final loss ")

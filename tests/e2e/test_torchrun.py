@@ -19,21 +19,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, needs_gloo, write_dataset
+from helpers import ROOT, cached_entries, needs_gloo, write_dataset
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.data.images import image_files
-from aimonk.io import CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
 from aimonk.model.cache_folders import MARKER
 from aimonk.model.classifier import build_model
+from aimonk.model.digests import decode
 from aimonk.train.resume import load_train_state
 
 pytestmark = [needs_gloo, pytest.mark.slow]
 
 # Measured here: the 2-process loss history differs from one process's by at most 2e-7 (float reduction order).
 TOLERANCE = 1e-5
-OUTPUTS = {MODEL_FILE, HISTORY_FILE, CURVE_FILE, STATE_FILE}
+OUTPUTS = {MODEL_FILE, HISTORY_FILE, CURVE_FILE, STATE_FILE, CARD_FILE}
 
 
 def _torchrun(*arguments: str) -> list[str]:
@@ -87,8 +88,14 @@ def test_two_processes_train_like_one_and_only_rank_0_writes(trained):
     assert sorted(path.relative_to(two) for path in two.rglob("*") if path.is_file() and "cache" not in path.parts) \
         == sorted(Path("out") / name for name in OUTPUTS)  # rank 1 wrote nothing beside
     cached = [path.name for path in (two / "cache").rglob("*") if path.is_file()]
-    # Each image once, the cache folder's key and marker, no temporary file left.
-    assert len(cached) == 402 and cached.count("key.json") == 1 and cached.count(MARKER) == 1
+    # Each image once, in a shard of each process; the cache folder's key and marker, no temporary file left.
+    assert cached_entries(two / "cache") == 400 and sum(name.startswith("shard-") for name in cached) == 2
+    assert sorted(name for name in cached if not name.startswith("shard-")) == \
+        sorted(["key.json", MARKER, "digests.npz", "digests.lock"])
+    [index] = (two / "cache").rglob("digests.npz")
+    assert len(decode(index.read_bytes())) == 400  # the index: both processes' digests, merged
+    [line] = [line for line in run.stdout.splitlines() if line.startswith("trained on ")]
+    assert " images by 2 processes, " in line and ", 0 of 400 images' features from the cache; " in line
 
     single, double = load_checkpoint(one / "out" / MODEL_FILE), load_checkpoint(two / "out" / MODEL_FILE)
     assert double["train_files"] == single["train_files"] and double["val_files"] == single["val_files"]

@@ -1,5 +1,6 @@
 """The feature cache's folders: only those with the cache's marker are listed and cleared, and only the files the
-cache made in them are deleted (a user's folder with a key.json, or a note beside the entries, stays)."""
+cache made in them are deleted (a user's folder with a key.json, or a note beside the entries, stays); the entries
+are counted from the shards' headers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from torch import nn
 from aimonk.data.images import Preprocessing
 from aimonk.model.cache_folders import MARKER, cache_contents, clear_cache, is_cache_folder, made_by_cache
 from aimonk.model.features import FeatureCache
+from aimonk.model.old_entries import entry_path
+from aimonk.model.shards import shard_paths
 
 DIGEST = hashlib.sha256(b"an image").hexdigest()
 
@@ -25,6 +28,7 @@ def real_cache(root: Path, entries: int = 3) -> FeatureCache:
     cache = FeatureCache(root, backbone, Preprocessing(32), "fp32")
     for i in range(entries):
         cache.store(hashlib.sha256(bytes([i])).hexdigest(), np.zeros(cache.shape, cache.dtype))
+    cache.flush()
     return cache
 
 
@@ -77,9 +81,12 @@ def test_clear_cache_deletes_a_whole_cache_and_says_how_many_bytes_it_freed(tmp_
 
 def test_clear_cache_keeps_the_files_it_did_not_make_and_their_folders_and_names_them(tmp_path):
     cache = real_cache(tmp_path)
-    entry = cache._file(DIGEST)
-    cache.store(DIGEST, np.zeros(cache.shape, cache.dtype))
-    left_by_a_crash = [cache.folder / ".key.json.k3x_9abc.tmp", entry.parent / f".{entry.name}.q1w2e3r4.tmp"]
+    [shard] = shard_paths(cache.folder)
+    entry = entry_path(cache.folder, DIGEST)  # an entry of the old layout
+    entry.parent.mkdir()
+    np.save(entry, np.zeros(cache.shape, cache.dtype))
+    left_by_a_crash = [cache.folder / ".key.json.k3x_9abc.tmp", entry.parent / f".{entry.name}.q1w2e3r4.tmp",
+                       cache.folder / f".{shard.name}.a1b2c3.tmp", cache.folder / ".digests.npz.x1y2.tmp"]
     strays = [cache.folder / "notes.txt", cache.folder / "features.npy", entry.parent / "mine.npy",
               cache.folder / "cd" / entry.name, cache.folder / ".notes.txt.abc.tmp", entry.parent / "sub" / "x"]
     for path in left_by_a_crash + strays:
@@ -110,6 +117,10 @@ def test_one_stray_file_is_named_in_the_warning(tmp_path):
     (f"ab/cd{DIGEST[2:]}.npy", False), (f"AB/AB{DIGEST[2:].upper()}.npy", False), (f"ab/ab{DIGEST[3:]}.npy", False),
     (f"ab{DIGEST[2:]}.npy", False), (f"x/ab/ab{DIGEST[2:]}.npy", False), (f"ab/ab{DIGEST[2:]}.npy.txt", False),
     (".notes.txt.a1b2.tmp", False), (".key.json.tmp", False), ("key.json.a1b2.tmp", False),
+    ("shard-0123456789abcdef-01234567.bin", True), (".shard-0123456789abcdef-01234567.bin.k2j3.tmp", True),
+    ("digests.npz", True), ("digests.lock", True), (".digests.npz.a1b2.tmp", True),
+    ("shard-0123456789abcdef-0123456.bin", False), ("ab/shard-0123456789abcdef-01234567.bin", False),
+    ("shard-0123456789ABCDEF-01234567.bin", False), ("ab/digests.npz", False),
 ])
 def test_the_files_the_cache_makes_are_known_by_name(name, made):
     assert made_by_cache(name) is made

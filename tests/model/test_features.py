@@ -5,24 +5,29 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import DAMAGE, train_config
+from helpers import DAMAGE, cached_entries, feature_cache_message, train_config
 from PIL import Image
 from torch import nn
 
 import aimonk.data.images
+import aimonk.model.digests
+import aimonk.model.features
 import aimonk.train.training
 from aimonk.data.images import Preprocessing, open_rgb
 from aimonk.evaluate.prediction import Predictor
 from aimonk.model.cache_folders import MARKER, cache_contents, clear_cache
 from aimonk.model.classifier import build_model
-from aimonk.model.features import FeatureCache, extract_features, file_digest, to_storable
+from aimonk.model.digests import file_digest
+from aimonk.model.features import FeatureCache, extract_features, to_storable
 from aimonk.model.runtime import inference_backbone
+from aimonk.model.shards import encode_shard, shard_entries, shard_paths
 from aimonk.train.training import train
 
 
@@ -172,7 +177,7 @@ def test_unreadable_image_is_reported_and_left_out(small_dataset: Path, tmp_path
 def test_trained_backbone_never_uses_the_cache(small_dataset: Path, tmp_path: Path):
     result = train(train_config(small_dataset, tmp_path / "cache", trainable_stages=5, epochs=1, batch_size=16))
     assert result.data.features is None
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+    assert cached_entries(tmp_path / "cache") == 0
 
 
 def test_backbone_in_workers_gives_the_features_of_the_main_process(small_dataset: Path, tmp_path: Path):
@@ -203,12 +208,15 @@ def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(smal
         torch.testing.assert_close(torch.tensor(probabilities), expected, rtol=1e-5, atol=1e-6)
 
 
-def _entry(cache: FeatureCache, path: Path) -> Path:
-    return cache._file(file_digest(path))
+def _extract(cache_root: Path, paths: list[Path], precision: str = "fp32") -> FeatureCache:
+    """Extract through a cache at `cache_root`: each call stores what it computed into a new shard."""
+    cache = FeatureCache(cache_root, tiny_backbone(), Preprocessing(32), precision)
+    extract_features(tiny_backbone(), paths, Preprocessing(32), cache, precision, num_workers=0, progress=False)
+    return cache
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_entry_is_recomputed_rewritten_and_reported_once(small_dataset, tmp_path, decoded, damage):
+def test_a_damaged_shard_is_recomputed_rewritten_and_reported_once(small_dataset, tmp_path, decoded, damage):
     paths = sorted((small_dataset / "images").iterdir())[:6]
     preprocessing, backbone = Preprocessing(32), tiny_backbone()
 
@@ -220,15 +228,14 @@ def test_a_damaged_entry_is_recomputed_rewritten_and_reported_once(small_dataset
                                               progress=False)
         return features, [str(warning.message) for warning in caught]
 
-    expected, _ = extract()
-    cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
-    DAMAGE[damage](_entry(cache, paths[3]))
+    cache = _extract(tmp_path, paths[:3] + paths[4:])
+    expected, _ = extract()  # paths[3] alone in the newest shard
+    newest, _ = shard_paths(cache.folder)
+    DAMAGE[damage](newest)
     decoded.clear()
     features, messages = extract()
     assert torch.equal(features, expected) and decoded == [paths[3].name]
-    kind = {"garbage": "not an array file", "another shape": "of another shape or dtype",
-            "pickled objects": "of another shape or dtype"}.get(damage, damage)
-    assert messages == [f"1 damaged feature-cache entry was recomputed (1 {kind}) in {cache.folder}"]
+    assert messages == [feature_cache_message(cache.folder, f"1 {damage}")]
     decoded.clear()
     features, messages = extract()  # healed: read from the cache again
     assert torch.equal(features, expected) and decoded == [] and messages == []
@@ -236,14 +243,18 @@ def test_a_damaged_entry_is_recomputed_rewritten_and_reported_once(small_dataset
 
 def test_bf16_entries_are_checked_too(small_dataset, tmp_path):
     paths = sorted((small_dataset / "images").iterdir())[:2]
-    preprocessing, backbone = Preprocessing(32), tiny_backbone()
-    cache = FeatureCache(tmp_path, backbone, preprocessing, "bf16")
-    extract_features(backbone, paths, preprocessing, cache, "bf16", num_workers=0, progress=False)
-    assert cache.load(file_digest(paths[0])).dtype == np.int16
-    np.save(_entry(cache, paths[0]), to_storable(torch.full((2, 8), float("inf"), dtype=torch.bfloat16)))
-    np.save(_entry(cache, paths[1]), np.zeros((2, 8), np.float32))  # right shape, not bf16
-    assert cache.load(file_digest(paths[0])) is None and cache.load(file_digest(paths[1])) is None
-    assert cache.damaged == {"not finite": 1, "of another shape or dtype": 1}
+    digests = [file_digest(path) for path in paths]
+    cache = _extract(tmp_path, paths, "bf16")
+    entries, found = cache.load_many(digests)
+    assert found.all() and entries.dtype == np.int16 and entries.shape == (2, 2, 8)
+    [shard] = shard_paths(cache.folder)
+    infinite = to_storable(torch.full((2, 8), float("inf"), dtype=torch.bfloat16))
+    shard.write_bytes(encode_shard(digests, [infinite, np.zeros((2, 8), np.int16)]))
+    entries, found = cache.load_many([digests[1], *digests])  # an image and its copy, then the other
+    assert found.tolist() == [True, False, True] and not entries[[0, 2]].any() and cache.damaged == {"not finite": 1}
+    cache.damaged.clear()
+    shard.write_bytes(encode_shard(digests, [np.zeros((2, 8), np.float32)] * 2))  # right shape, not bf16
+    assert not cache.load_many(digests)[1].any() and cache.damaged == {"of another shape or dtype": 1}
 
 
 def test_a_full_cache_disk_continues_without_caching_with_one_warning(small_dataset, tmp_path, full_disk):
@@ -271,9 +282,9 @@ def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, 
     paths = sorted((small_dataset / "images").iterdir())
     preprocessing, backbone = Preprocessing(32), tiny_backbone()
     FeatureCache(tmp_path / "empty", backbone, preprocessing, "fp32")  # the folder exists, nothing else
-    warm = FeatureCache(tmp_path / "warm", backbone, preprocessing, "fp32")
+    warm = _extract(tmp_path / "warm", paths[1:])
     expected = extract_features(backbone, paths, preprocessing, warm, "fp32", num_workers=0, progress=False)
-    DAMAGE["empty"](_entry(warm, paths[0]))
+    DAMAGE["empty"](shard_paths(warm.folder)[0])  # the newest, with paths[0] alone
     read_only(tmp_path, code)
     shutil.rmtree(tmp_path / "empty")
     for root in ("empty", "warm"):
@@ -318,7 +329,7 @@ def test_a_cache_written_before_the_marker_is_adopted_then_listed_and_cleared(sm
     (expected, *_), _ = _extract_recording(root, paths)
     [folder] = [path.parent for path in root.glob("*/key.json")]
     (folder / MARKER).unlink()  # as aimonk left its caches before the marker
-    assert cache_contents(root) == [] and clear_cache(root) == 0 and len(list(folder.rglob("*.npy"))) == 6
+    assert cache_contents(root) == [] and clear_cache(root) == 0 and cached_entries(folder) == 6
     decoded.clear()
     (features, *_), messages = _extract_recording(root, paths)  # a run opens it: adopted, its entries used
     assert torch.equal(features, expected) and decoded == [] and messages == []
@@ -342,3 +353,81 @@ def test_a_folder_of_the_caches_name_that_the_cache_did_not_make_is_left_alone_w
                         f"is not used for this run"]
     assert len(decoded) == 3 and [path.name for path in folder.iterdir()] == ["key.json"]
     assert (folder / "key.json").read_bytes() == key
+
+
+def _old(paths: list[Path]) -> list[Path]:
+    """The images, last modified an hour ago: the digest index remembers them (it never does a file just written)."""
+    for path in paths:
+        os.utime(path, (time.time() - 3600,) * 2)
+    return paths
+
+
+def test_a_warm_run_hashes_no_image_and_reads_a_renamed_or_copied_one_from_the_cache(small_dataset, tmp_path, decoded,
+                                                                                   monkeypatch):
+    paths = _old(sorted((small_dataset / "images").iterdir()))
+    hashed: list[str] = []
+    digest = aimonk.model.digests.file_digest
+    monkeypatch.setattr(aimonk.model.digests, "file_digest", lambda path: hashed.append(path.name) or digest(path))
+    (expected, *_), _ = _extract_recording(tmp_path, paths)
+    assert len(hashed) == len(paths)
+    hashed.clear(), decoded.clear()
+    assert torch.equal(_extract_recording(tmp_path, paths)[0][0], expected) and hashed == [] and decoded == []
+    os.rename(paths[0], paths[0].with_name("renamed.jpg"))
+    shutil.copy2(paths[1], paths[1].with_name("copy.jpg"))
+    paths = sorted((small_dataset / "images").iterdir())  # both keep their modification time: old
+    for _ in range(2):  # the renamed and the copied image hashed once each, never decoded
+        (features, readable, _), messages = _extract_recording(tmp_path, paths)
+        assert len(readable) == len(paths) and messages == [] and decoded == []
+    assert sorted(hashed) == ["copy.jpg", "renamed.jpg"]
+
+
+def test_shards_hold_at_most_their_number_of_entries_and_all_are_read_back(small_dataset, tmp_path, decoded,
+                                                                           monkeypatch):
+    monkeypatch.setattr(aimonk.model.features, "MAX_ENTRIES", 5)
+    paths = sorted((small_dataset / "images").iterdir())
+    (expected, *_), _ = _extract_recording(tmp_path, paths)
+    [folder] = [entry["folder"] for entry in cache_contents(tmp_path)]
+    assert [shard_entries(path) for path in sorted(shard_paths(folder))] == [5, 5, 5, 5, 4]
+    assert cache_contents(tmp_path)[0]["files"] == 24
+    decoded.clear()
+    assert torch.equal(_extract_recording(tmp_path, paths)[0][0], expected) and decoded == []
+
+
+def test_two_runs_sharing_a_cache_both_keep_their_entries_and_the_newest_copy_is_read(small_dataset, tmp_path,
+                                                                                      decoded):
+    paths = sorted((small_dataset / "images").iterdir())
+    preprocessing, backbone = Preprocessing(32), tiny_backbone()
+    expected, *_ = extract_features(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
+    first, second = (FeatureCache(tmp_path, backbone, preprocessing, "fp32") for _ in range(2))  # both open at once
+    for cache, share in ((first, range(15)), (second, range(10, 24))):  # each computes its part, 5 images in both
+        for i in share:
+            cache.store(file_digest(paths[i]), expected[i].numpy())
+    first.flush()
+    second.flush()
+    assert len(shard_paths(first.folder)) == 2 and cached_entries(first.folder) == 15 + 14
+    decoded.clear()
+    (features, *_), messages = _extract_recording(tmp_path, paths)
+    assert torch.equal(features, expected) and decoded == [] and messages == []
+
+
+def test_an_old_one_file_per_image_cache_is_read_and_moved_into_a_shard_with_one_line(small_dataset, tmp_path,
+                                                                                       decoded):
+    paths = sorted((small_dataset / "images").iterdir())[:6]
+    expected, *_ = extract_features(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
+                                    progress=False)
+    folder = FeatureCache(tmp_path, tiny_backbone(), Preprocessing(32), "fp32").folder
+    for path, features in zip(paths, expected.numpy(), strict=True):  # as aimonk wrote entries before shards
+        digest = file_digest(path)
+        (folder / digest[:2]).mkdir(exist_ok=True)
+        np.save(folder / digest[:2] / f"{digest}.npy", features)
+    assert cache_contents(tmp_path)[0]["files"] == 6
+    decoded.clear()
+    (features, *_), messages = _extract_recording(tmp_path, paths)
+    assert torch.equal(features, expected) and decoded == []
+    assert messages == [f"{folder}: 6 entries in the one-file-per-image layout of an older aimonk were read and moved "
+                        f"into shards"]
+    assert not list(folder.rglob("*.npy")) and cached_entries(folder) == 6 and cache_contents(tmp_path)[0]["files"] == 6
+    (features, *_), messages = _extract_recording(tmp_path, paths)
+    assert torch.equal(features, expected) and decoded == [] and messages == []
+    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith("shard-")) == \
+        sorted(["aimonk-cache.json", "key.json"])  # the old entries' folders removed with them

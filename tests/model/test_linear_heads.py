@@ -92,7 +92,7 @@ def test_the_fit_reports_each_iterate_stops_at_max_iterations_and_warns_nothing(
 
 def test_the_fit_runs_on_one_thread_and_gives_the_callers_threads_back():
     """Problems this small ran 7x slower with torch and BLAS threads side by side."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     rows, targets, known, visits = _separable_problem()
     inside = []
@@ -102,9 +102,16 @@ def test_the_fit_runs_on_one_thread_and_gives_the_callers_threads_back():
         inside.append((torch.get_num_threads(), max(blas, default=1)))
 
     before = torch.get_num_threads()
-    fit_linear_heads(rows, targets, known, visits[None], None, _strength(0.1), bce_terms, threads, max_iterations=2)
+    torch.set_num_threads(2)  # a caller with two threads of each, whatever OMP_NUM_THREADS the tests run with
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            fit_linear_heads(rows, targets, known, visits[None], None, _strength(0.1), bce_terms, threads,
+                             max_iterations=2)
+            blas_after = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert torch.get_num_threads() == 2 and set(blas_after) == {2}
+    finally:
+        torch.set_num_threads(before)
     assert inside and set(inside) == {(1, 1)}
-    assert torch.get_num_threads() == before
 
 
 def test_lbfgs_chooses_strong_l2_for_noise_and_weak_l2_for_a_clean_signal():

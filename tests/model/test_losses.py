@@ -17,13 +17,16 @@ import aimonk.train.training
 from aimonk import read_labels
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
+from aimonk.errors import AimonkError
 from aimonk.model.losses import (
     asymmetric_terms,
     balanced_pos_weight,
     bce_terms,
     focal_terms,
+    large_loss_share,
     masked_bce_with_logits,
     masked_loss,
+    na_mode_loss,
 )
 from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.train.training import TrainingRun, train
@@ -226,10 +229,99 @@ def test_asymmetric_loss_discards_easy_negatives_below_the_margin():
 
 def test_na_as_negative_trains_every_entry_with_unknown_as_absent():
     logits, targets, known = _inputs()
-    na_targets, na_known = NA_MODES["negative"](targets, known)
+    na_targets, na_known = NA_MODES["negative"].counted(targets, known)
     assert na_known.all() and torch.equal(na_targets, targets * known)
-    ignore_targets, ignore_known = NA_MODES["ignore"](targets, known)
+    ignore_targets, ignore_known = NA_MODES["ignore"].counted(targets, known)
     assert torch.equal(ignore_targets, targets) and torch.equal(ignore_known, known)
+
+
+# --- large-loss rejection and correction (Kim et al., CVPR 2022) ---
+
+def _large_loss_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """8 NA entries whose NA-as-negative losses are all different, and known entries with larger losses still."""
+    logits = torch.tensor([[3.0, -2.0, 1.0, 0.5], [-1.0, 2.0, 8.0, -0.5], [0.0, 1.5, -3.0, 7.0]], requires_grad=True)
+    known = torch.tensor([[False, False, True, False], [False, False, True, False], [False, False, True, True]])
+    targets = torch.zeros(3, 4)  # the known entries are negatives predicted at logits 8 and 7: large losses
+    return logits, targets, known
+
+
+def _na_loss_terms(mode: str, epoch: int, delta_rel: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-entry losses a mode counts at `epoch` (sum of the masked mean x entries) and their gradients."""
+    logits, targets, known = _large_loss_batch()
+    run = TrainingRun(TrainConfig(na_mode=mode, ll_delta_rel=delta_rel), None, None, None, bce_terms, None, None,
+                      Path("."))
+    entries = []
+
+    def per_entry(x, t, w):  # noqa: ANN001, ANN202
+        entries.append(bce_terms(x, t, w))
+        return entries[-1]
+
+    run.terms = per_entry
+    loss = run.loss(logits, targets, known, epoch)
+    (gradient,) = torch.autograd.grad(loss, logits)
+    return loss.detach() * logits.numel(), gradient
+
+
+def test_large_loss_share_grows_by_delta_rel_each_epoch_from_none_in_the_first():
+    assert [large_loss_share(epoch, 0.25) for epoch in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_large_loss_rejects_the_largest_na_losses_at_the_scheduled_rate_and_never_a_known_one():
+    logits, targets, known = _large_loss_batch()
+    negative = bce_terms(logits, targets).detach()  # what every entry costs as a negative
+    na_losses = negative[~known]
+    epoch, delta_rel = 3, 0.1  # share 0.3 of the 8 NA entries: ceil(2.4) = 3 rejected
+    expected = negative.clone()
+    rejected = (negative >= na_losses.sort(descending=True).values[2]) & ~known
+    assert rejected.sum() == 3
+    expected[rejected] = 0
+    loss, gradient = _na_loss_terms("large_loss", epoch, delta_rel)
+    assert torch.allclose(loss, expected.sum())
+    assert torch.all(gradient[rejected] == 0) and torch.all(gradient[~rejected] != 0)
+    assert (negative[known] > na_losses.max()).any()  # the largest losses were known ones, and they still count
+
+
+def test_large_loss_in_the_first_epoch_is_na_as_negative():
+    for mode in ("large_loss", "large_loss_correct"):
+        assert torch.equal(_na_loss_terms(mode, 0, 0.5)[0], _na_loss_terms("negative", 0, 0.5)[0])
+        assert not torch.equal(_na_loss_terms(mode, 1, 0.5)[0], _na_loss_terms("negative", 1, 0.5)[0])
+
+
+def test_large_loss_correct_counts_the_largest_na_losses_as_positives():
+    logits, targets, known = _large_loss_batch()
+    negative, positive = bce_terms(logits, targets).detach(), bce_terms(logits, torch.ones_like(targets)).detach()
+    corrected = (negative >= negative[~known].sort(descending=True).values[3]) & ~known  # share 0.5 of 8: 4
+    loss, _ = _na_loss_terms("large_loss_correct", 1, 0.5)
+    assert torch.allclose(loss, torch.where(corrected, positive, negative).sum())
+
+
+def test_large_loss_with_every_na_rejected_is_ignore_over_every_entry():
+    logits, targets, known = _large_loss_batch()
+    loss = na_mode_loss(NA_MODES["large_loss"], bce_terms, logits, targets, known, share=1.0)
+    assert torch.allclose(loss, bce_terms(logits, targets)[known].sum() / logits.numel())
+
+
+@pytest.mark.parametrize("settings", [{"solver": "lbfgs"}, {"recipe": "recommended"}])
+@pytest.mark.parametrize("mode", ["large_loss", "large_loss_correct"])
+def test_large_loss_with_a_full_batch_solver_is_a_config_error_naming_both(settings: dict, mode: str):
+    with pytest.raises(AimonkError, match=f"na_mode {mode} .* lbfgs solver .* use solver adam"):
+        TrainConfig.from_recipe(settings.get("recipe", "reference"), na_mode=mode, solver="lbfgs").check()
+    TrainConfig(na_mode=mode, solver="adam").check()
+
+
+@pytest.mark.slow
+def test_large_loss_training_runs_its_first_epoch_as_negative_then_departs(small_dataset: Path, tmp_path: Path):
+    """End to end through train(): the epoch reaches the loss. Same seed: the first epoch's steps are NA-as-negative
+    exactly; from the second, half the NA entries' losses are rejected, which lowers the loss."""
+    def history(mode: str) -> list[float]:
+        config = train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / mode), image_size=32,
+                              na_mode=mode, ll_delta_rel=0.5, batch_size=6)
+        return train(config).history
+
+    negative, large_loss = history("negative"), history("large_loss")
+    first = len(negative) // 2  # 2 epochs of the same number of steps
+    assert large_loss[:first] == negative[:first]
+    assert all(ll < neg for ll, neg in zip(large_loss[first:], negative[first:], strict=True))
 
 
 def test_sqrt_weights_are_the_square_root_of_balanced():

@@ -1,0 +1,139 @@
+"""The model card: what a checkpoint says to a person, `MODEL_CARD.md` beside it, written from the checkpoint alone.
+
+`aimonk train` writes it, `aimonk tune` and the threshold explorer's Save (notebook 03) rewrite it, all through
+`write_model_card`. Every number on it is an entry of the checkpoint, or a share of two (tests/test_card.py checks
+each one against the checkpoint), so the card never says what the model file does not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+from aimonk.checkpoint import load_checkpoint
+from aimonk.config import TrainConfig, recipe_description
+from aimonk.io import CARD_FILE, atomic_file
+
+LIMITATIONS = (
+    "Every number here comes from the validation images held out at training: images of the same collection, "
+    "labelled the same way. On images of another kind (other cameras, places, people) it may not hold.",
+    "The intervals are bootstrap intervals over those images: they show how much the numbers move with the sample, "
+    "not how far they would move on another collection.",
+    "Thresholds tuned on the validation images make the F1 on them optimistic: `aimonk tune` prints F1 out of fold "
+    "(each image decided by a threshold tuned without it), the honest estimate.",
+    "Only what is labelled is learned: an attribute is judged on its known labels; NA labels are left out of "
+    "training and of every metric.",
+)
+
+
+def write_model_card(checkpoint_path: str | Path) -> Path:
+    """`MODEL_CARD.md` beside the checkpoint, from the checkpoint alone, written atomically."""
+    checkpoint_path = Path(checkpoint_path)
+    text = model_card(load_checkpoint(checkpoint_path), checkpoint_path.name)
+    path = checkpoint_path.parent / CARD_FILE
+    with atomic_file(path, "w", encoding="utf-8") as file:
+        file.write(text)
+    return path
+
+
+def model_card(checkpoint: dict, name: str) -> str:
+    """The card's markdown for a checkpoint (the dict `load_checkpoint` gives) saved as `name`."""
+    return "\n".join([f"# Model card: {name}", "",
+                      "Written from the checkpoint alone by aimonk (`aimonk train`; rewritten by `aimonk tune` and by "
+                      "the threshold explorer of notebook 03): every number below is stored in the checkpoint.", "",
+                      *_data(checkpoint), *_model(checkpoint), *_validation(checkpoint), *_cannot_judge(checkpoint),
+                      "## Limitations", "", *(f"- {line}" for line in LIMITATIONS), ""])
+
+
+def _data(checkpoint: dict) -> Iterator[str]:
+    yield from ["## Data", ""]
+    counts, config = checkpoint.get("label_counts"), checkpoint.get("train_config", {})
+    if config.get("data_dir") is not None:
+        yield f"- data: `{config.get('labels') or Path(config['data_dir']) / 'labels.txt'}` (labels), " \
+              f"`{config.get('image_dir') or Path(config['data_dir']) / 'images'}` (images)"
+    if counts is None:
+        yield from ["- the checkpoint records no label counts (written before aimonk stored them)", ""]
+        return
+    yield (f"- {counts['images']} labelled images used: {counts['train']} for training, {counts['validation']} held "
+           f"out for validation; {counts['skipped']} skipped (missing or unreadable)")
+    yield from ["", "| attribute | known labels | present | absent | NA share |", "| --- | --- | --- | --- | --- |"]
+    for name, known, positive in zip(checkpoint["attributes"], counts["known"], counts["positive"], strict=True):
+        yield f"| {name} | {known} | {positive} | {known - positive} | {percent(1 - known / counts['images'])} |"
+    yield ""
+
+
+def _model(checkpoint: dict) -> Iterator[str]:
+    config = checkpoint.get("train_config")
+    try:
+        recipe = recipe_description(TrainConfig(**config)) if config else "not recorded"
+    except KeyError:  # a recipe this version of aimonk does not have
+        recipe = str(config.get("recipe"))
+    preprocessing = checkpoint["preprocessing"]
+    yield from ["## Model", "",
+                f"- backbone: {checkpoint['backbone']}, weights: {checkpoint['weights_origin']}",
+                f"- recipe and the settings that differ from it: {recipe}",
+                f"- images made {preprocessing['image_size']} px squares by `{preprocessing.get('resize', 'squash')}`"
+                f" (squash: the whole picture stretched; crop: the central square); backbone arithmetic "
+                f"{checkpoint.get('precision', 'fp32')}", ""]
+
+
+def _validation(checkpoint: dict) -> Iterator[str]:
+    yield from ["## On the validation images", ""]
+    validation = checkpoint.get("validation")
+    if validation is None:
+        yield from ["Not scored: no images were held out (`--val-fraction 0`), or not yet (`aimonk tune` scores "
+                    "them).", ""]
+        return
+    yield (f"{validation['images']} validation images, known labels only, at the thresholds below; "
+           f"[{percent(validation['confidence'], 0)} bootstrap interval over {validation['bootstrap']} resamples, "
+           f"seed {validation['seed']}]. Trivial baselines: a constant score has AP = the share present and ROC AUC "
+           "0.5; `F1 all present` is predicting every image present.")
+    yield from ["", "| attribute | verdict | AP | AP baseline | ROC AUC | F1 | F1 all present | precision | recall "
+                "| threshold | temperature |", "| --- " * 11 + "|"]
+    temperatures = checkpoint.get("temperatures", [1.0] * len(checkpoint["attributes"]))
+    for j, name in enumerate(checkpoint["attributes"]):
+        row = validation["metrics"][name]
+        cells = [name, verdict_of(checkpoint, j), interval(row, "ap"), number(row["prevalence"]),
+                 interval(row, "roc_auc"), interval(row, "f1"), number(row["f1_all_positive"]),
+                 interval(row, "precision"), interval(row, "recall"), number(checkpoint["thresholds"][j]),
+                 number(temperatures[j])]
+        yield "| " + " | ".join(cells) + " |"
+    yield ""
+
+
+def _cannot_judge(checkpoint: dict) -> Iterator[str]:
+    yield from ["## What it cannot judge", ""]
+    learnable = checkpoint.get("learnable")
+    if learnable is None:
+        yield from ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, "
+                    "if any, are at the default thresholds); until then `aimonk predict` reports every attribute.", ""]
+        return
+    unable = [f"- {name}: {verdict_of(checkpoint, j)}; `aimonk predict` never reports it present"
+              for j, name in enumerate(checkpoint["attributes"]) if not learnable[j]]
+    yield from unable or ["Every attribute is better than chance on the validation images."]
+    yield ""
+
+
+def verdict_of(checkpoint: dict, attribute: int) -> str:
+    """The verdict `aimonk tune` recorded, else the one of the validation metrics."""
+    if "verdicts" in checkpoint:
+        return checkpoint["verdicts"][attribute]
+    return checkpoint["validation"]["metrics"][checkpoint["attributes"][attribute]]["verdict"]
+
+
+def number(value: float) -> str:
+    """Three decimals; `n/a` where undefined (NaN)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def interval(row: dict, metric: str) -> str:
+    """`0.912 [0.850, 0.960]`, or the point alone where there is no interval."""
+    low, high = row[f"{metric}_low"], row[f"{metric}_high"]
+    if number(low) == "n/a":
+        return number(row[metric])
+    return f"{number(row[metric])} [{number(low)}, {number(high)}]"
+
+
+def percent(share: float, decimals: int = 1) -> str:
+    return f"{100 * share:.{decimals}f} %"
