@@ -73,7 +73,8 @@ def _model(checkpoint: dict) -> Iterator[str]:
     yield from ["## Model", "",
                 f"- backbone: {checkpoint['backbone']}, weights: {checkpoint['weights_origin']}",
                 f"- recipe and the settings that differ from it: {recipe}",
-                f"- images resized to {preprocessing['image_size']} px square; backbone arithmetic "
+                f"- images made {preprocessing['image_size']} px squares by `{preprocessing.get('resize', 'squash')}`"
+                f" (squash: the whole picture stretched; crop: the central square); backbone arithmetic "
                 f"{checkpoint.get('precision', 'fp32')}", ""]
 
 

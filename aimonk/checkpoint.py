@@ -20,6 +20,7 @@ from torch import nn
 from aimonk.config import PRECISIONS
 from aimonk.errors import CheckpointError
 from aimonk.io import atomic_file, attribute_names_problem
+from aimonk.registry import RESIZES
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
@@ -163,14 +164,16 @@ def _list(item: Check, length: int | None = None, types: tuple[type, ...] = (lis
     return check
 
 
-def _fields(checks: dict[str, Check]) -> Check:
-    """A dict with each of these keys (and maybe others), each value passing its check."""
+def _fields(checks: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
+    """A dict with each of these keys (and maybe others, the `optional` ones checked if present), each value passing
+    its check."""
     def check(name: str, value: object) -> str | None:
         if not isinstance(value, dict):
             return f"{name} is {_SHOWN.repr(value)}, not a dict with keys {', '.join(checks)}"
         if missing := [key for key in checks if key not in value]:
             return f"{name} has no {', '.join(missing)}"
-        return next((problem for key, item in checks.items() if (problem := item(f"{name}.{key}", value[key]))), None)
+        present = {**checks, **{key: item for key, item in (optional or {}).items() if key in value}}
+        return next((problem for key, item in present.items() if (problem := item(f"{name}.{key}", value[key]))), None)
     return check
 
 
@@ -216,7 +219,7 @@ CHECKS: dict[str, Check] = {
                               lambda v: isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIZE),
         "mean": _list(MEAN, 3, (list, tuple)),
         "std": _list(_number("a standard deviation is finite and > 0", lambda v: v > 0), 3, (list, tuple)),
-    }),
+    }, {"resize": lambda name, value: _one_of(tuple(RESIZES))(name, value)}),  # none: squashed, as before it was one
     "precision": _one_of(PRECISIONS),
     "thresholds": _list(_number("a threshold is a probability in [0, 1]", lambda v: 0 <= v <= 1)),
     "temperatures": _list(_number("a temperature is finite and > 0", lambda v: v > 0)),

@@ -1,12 +1,10 @@
 """TrainConfig: every setting of a training run, one field each, with its help text and valid values beside it.
 
-`aimonk train` has one option per setting (`--batch-size` sets `batch_size`), generated from this class, so a new
-setting is one field here. Choices that name a method come from its registry (LOSSES, SAMPLERS, SOLVERS, ...), and
-a method's own settings (`focal_gamma` of the focal loss) are declared by its registry entry (`EntryOption`), not
-here: they are settings like the others (`config.focal_gamma`, `--focal-gamma`, stored in the checkpoint).
-RECIPES are named sets of settings; any option given explicitly overrides the recipe.
-
-This module imports only the registry: checking `--loss focal` loads the losses, never the training code.
+`aimonk train` has one option per setting (`--batch-size` sets `batch_size`), generated from this class. Choices
+that name a method come from its registry (LOSSES, SOLVERS, RESIZES, ...); a method's own settings (`focal_gamma`
+of the focal loss) are declared by its registry entry (`EntryOption`) and are settings like the others. RECIPES are
+named sets of settings; any option given explicitly overrides the recipe. This module imports only the registry:
+checking `--loss focal` loads the losses, never the training code.
 """
 
 from __future__ import annotations
@@ -18,7 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from aimonk.errors import AimonkError
-from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, RECIPES, SAMPLERS, SOLVERS, Registry
+from aimonk.registry import (
+    BACKBONES,
+    LOSSES,
+    LR_SCHEDULES,
+    NA_MODES,
+    POS_WEIGHTS,
+    RECIPES,
+    RESIZES,
+    SAMPLERS,
+    SOLVERS,
+    Registry,
+)
 
 PRECISIONS = ("bf16", "fp32")
 Check = Callable[[Any], "str | None"]
@@ -101,6 +110,7 @@ class TrainConfig:
                               "(0 keeps all)", check=at_least(0))
     precision: str = option("bf16", "backbone arithmetic: bf16 autocast (CPU and GPU) or fp32", choices=PRECISIONS)
     image_size: int = option(224, "images are resized to this square", check=between(1, 4096))
+    resize: str = option("squash", "how a picture of any shape becomes that square", choices=RESIZES)
     feature_cache: bool = option(True, "keep what the frozen stages output for each image on disk, for every epoch "
                                  "and later runs")
     cache_dir: str | None = option(None, "feature cache (default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features)")
@@ -151,8 +161,7 @@ class TrainConfig:
     def check(self) -> None:
         """Refuse unknown settings and values outside each one's choices or checks, with the option's name."""
         declared = entry_options()
-        unknown = sorted(set(self.options) - set(declared))
-        if unknown:
+        if unknown := sorted(set(self.options) - set(declared)):
             raise AimonkError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(setting_names())}")
         for spec in fields(self):
             value = getattr(self, spec.name)

@@ -7,6 +7,8 @@ with test-time flip averaging (its probabilities averaged over each validation i
     python benchmarks/learnable.py                                       # once: the learnable set
     python benchmarks/model_quality.py --data-dir benchmarks/data/learnable --weights none
     python benchmarks/model_quality.py --backbone efficientnet_lite0 --weights imagenet --precision fp32
+    python benchmarks/model_quality.py --data-dir benchmarks/data/learnable_aspect --backbone efficientnet_lite0 \
+        --weights imagenet --resize squash crop     # photos of uneven shape (learnable.py --keep-aspect)
     python benchmarks/model_quality.py --data-dir . --backbone efficientnet_lite0 --weights auto   # the demo set
 """
 
@@ -67,39 +69,56 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--weights", default="none")
     parser.add_argument("--precision", default="bf16", help="of the backbone: bf16 (aimonk's default) or fp32")
+    parser.add_argument("--resize", nargs="+", default=["squash"],
+                        help="how photos become squares (RESIZES); several are compared on the same resamples")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--cache-dir", help="default: a temporary folder, so the first run is cold")
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)
     print(machine())
+    runs, trained = {}, {}
     with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as temporary_cache:
-        base = {"data_dir": str(args.data_dir), "backbone": args.backbone, "weights": args.weights,
-                "precision": args.precision, "cache_dir": args.cache_dir or temporary_cache}
-        trained = run_experiments(base, {"reference": {}, "recommended": {"recipe": "recommended"}}, [0], Path(work))
-        reference, recommended = trained
-        runs = {"reference": reference.scores, "recommended": recommended.scores, "sklearn probe": probe(reference),
-                "recommended + flip TTA": flip_averaged(recommended)}
+        for resize in args.resize:
+            tag = f" ({resize})" if len(args.resize) > 1 else ""
+            base = {"data_dir": str(args.data_dir), "backbone": args.backbone, "weights": args.weights,
+                    "precision": args.precision, "resize": resize, "cache_dir": args.cache_dir or temporary_cache}
+            reference, recommended = run_experiments(
+                base, {"reference": {}, "recommended": {"recipe": "recommended"}}, [0], Path(work) / resize)
+            trained[resize] = reference, recommended
+            runs.update({f"reference{tag}": reference.scores, f"recommended{tag}": recommended.scores,
+                         f"sklearn probe{tag}": probe(reference),
+                         f"recommended + flip TTA{tag}": flip_averaged(recommended)})
         table = reference.validation
         comparison = Comparison(table, runs, n_bootstrap=args.bootstrap)
     print(f"{args.data_dir}: {len(reference.result.data.train_rows)} training and {len(table)} validation images; "
-          f"{args.backbone}, weights {args.weights}, {args.precision}; {args.bootstrap} paired bootstrap resamples\n")
+          f"{args.backbone}, weights {args.weights}, {args.precision}, resize {', '.join(args.resize)}; "
+          f"{args.bootstrap} paired bootstrap resamples\n")
+    width = max(24, *(len(name) + 2 for name in runs))
     for metric, title in (("ap", "AP"), ("roc_auc", "ROC AUC")):
         print(f"{title} per attribute [95% interval]")
-        print(f"{'':15s}" + "".join(f"{name:>24s}" for name in runs))
+        print(f"{'':15s}" + "".join(f"{name:>{width}s}" for name in runs))
         for attribute in comparison.attributes:
             cells = [comparison.estimate(name, attribute, metric) for name in runs]
             label = f"mean ({attribute})" if attribute == OVERALL else attribute
-            print(f"{label[:15]:15s}" + "".join(f"{v:8.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in cells))
+            print(f"{label[:15]:15s}" + "".join(f"{f'{v:8.3f} [{lo:.3f}, {hi:.3f}]':>{width}s}" for v, lo, hi in cells))
         print()
-    for run, other in (("recommended", "sklearn probe"), ("recommended", "reference"), ("sklearn probe", "reference"),
-                       ("recommended + flip TTA", "recommended")):
-        print(comparison.sentence(run, other))
-    verdicts = evaluate(table, recommended.scores.probabilities, n_bootstrap=args.bootstrap)["verdict"]
-    print("\nrecommended, verdict per attribute: " + "; ".join(f"{a}: {v}" for a, v in verdicts.items()))
-    print(f"\ntraining time (train(), the feature cache warm for recommended): reference {reference.seconds:.1f} s, "
-          f"recommended {recommended.seconds:.1f} s")
-    for line in recommended.result.report:
-        print(line)
+    first = args.resize[0]
+    for resize, (reference, recommended) in trained.items():
+        tag = f" ({resize})" if len(args.resize) > 1 else ""
+        pairs = [("recommended", "sklearn probe"), ("recommended", "reference"), ("sklearn probe", "reference"),
+                 ("recommended + flip TTA", "recommended")]
+        pairs += [] if resize == first else [("recommended", f"recommended ({first})"),
+                                             ("sklearn probe", f"sklearn probe ({first})"),
+                                             ("recommended", f"sklearn probe ({first})")]
+        for run, other in pairs:
+            print(comparison.sentence(run + tag, other if other.endswith(")") else other + tag))
+        verdicts = evaluate(table, recommended.scores.probabilities, n_bootstrap=args.bootstrap)["verdict"]
+        print(f"\nrecommended{tag}, verdict per attribute: " + "; ".join(f"{a}: {v}" for a, v in verdicts.items()))
+        print(f"training time (train(), the feature cache warm for recommended): reference {reference.seconds:.1f} s,"
+              f" recommended {recommended.seconds:.1f} s")
+        for line in recommended.result.report:
+            print(line)
+        print()
 
 
 if __name__ == "__main__":

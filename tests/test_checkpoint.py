@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 from helpers import write_dataset
+from PIL import Image
 
 from aimonk.checkpoint import FORMAT, _is, load_checkpoint, load_safely, save_atomic, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
+from aimonk.data.images import open_rgb
 from aimonk.errors import CheckpointError, WeightsUnavailableError
 from aimonk.evaluate.prediction import Predictor
 from aimonk.io import NAME_RULE, STATE_FILE
@@ -187,6 +189,8 @@ def _altered(trained: Path, tmp_path: Path, **changes) -> Path:
     ({"backbone": None, "thresholds": None}, "not an aimonk model checkpoint (missing backbone, thresholds)"),
     ({"thresholds": [0.5]}, "1 thresholds for 3 attributes"),
     ({"preprocessing": {"image_size": 32}}, "malformed preprocessing"),
+    ({"preprocessing": {"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "resize": "stretch"}},
+     "malformed preprocessing"),
     ({"attributes": "Attr1"}, "malformed attributes"),
     ({"backbone": 18}, "malformed backbone"),
     ({"thresholds": ["0.5", "0.5", "0.5"]}, "malformed thresholds"),
@@ -201,6 +205,23 @@ def test_checkpoints_that_do_not_describe_their_model_are_refused(trained, tmp_p
     assert main(["predict", str(image), "--model", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"aimonk: error: {path}: ") and error.count("\n") == 1 and words in error, error
+
+
+def test_predict_resizes_as_the_model_was_trained_and_an_older_checkpoint_squashes(trained, tmp_path):
+    rows = [f"img_{i}.jpg {i % 2} {(i // 2) % 2} NA" for i in range(12)]
+    data = write_dataset(tmp_path / "data", rows, size=32)
+    config = TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "crop"), weights="none", image_size=32, epochs=1,
+                         workers=0, progress=False, resize="crop")
+    cropping = Predictor(train(config).model_path)
+    assert cropping.preprocessing.resize == "crop" and Predictor(trained).preprocessing.resize == "squash"
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 80, 3), dtype=np.uint8)).save(wide)
+    [prediction] = cropping.predict([wide], num_workers=0)
+    expected = cropping.probabilities(cropping.preprocessing(open_rgb(wide))[None])[0]  # centre-cropped, as trained
+    np.testing.assert_allclose(prediction.probabilities, expected.numpy(), atol=1e-6)
+    older = load_checkpoint(trained)["preprocessing"]
+    del older["resize"]
+    assert Predictor(_altered(trained, tmp_path, preprocessing=older)).preprocessing == Predictor(trained).preprocessing
 
 
 def test_thresholds_of_another_length_are_not_saved(trained, tmp_path):

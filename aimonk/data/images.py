@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from aimonk.data.labels import LabelTable
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import listed
+from aimonk.registry import RESIZES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -26,22 +27,33 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize to a square, optional horizontal flip, to tensor, normalise. Recorded in checkpoints."""
+    """Resize to a square (a RESIZES entry), optional horizontal flip, to tensor, normalise. Recorded in
+    checkpoints (one without `resize` was squashed)."""
 
     image_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "squash"
 
     def as_dict(self) -> dict:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std), "resize": self.resize}
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocessing:
-        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]))
+        return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]),
+                   values.get("resize", "squash"))
+
+    def load(self, path: str | Path, flip: bool = False) -> torch.Tensor:
+        """The image file as this preprocessing's tensor (ImageReadError if it cannot be read)."""
+        return self(open_rgb(path, RESIZES[self.resize].cover(self.image_size)), flip)
+
+    def seen(self, image: Image.Image) -> Image.Image:
+        """The part of a picture that the square shows, at the picture's own resolution."""
+        return image.crop(RESIZES[self.resize].seen(*image.size))
 
     def __call__(self, image: Image.Image, flip: bool = False) -> torch.Tensor:
         """A normalised float tensor (3, size, size) from an RGB image."""
-        image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        image = RESIZES[self.resize].fit(image, self.image_size)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
@@ -148,7 +160,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, bool]) -> dict:
         index, flip = key if isinstance(key, tuple) else (key, False)
         try:
-            image = self.preprocessing(open_rgb(self.paths[index], self.preprocessing.image_size), flip)
+            image = self.preprocessing.load(self.paths[index], flip)
         except ImageReadError as error:
             return {"error": str(error), "index": index}
         if self.both_orientations:

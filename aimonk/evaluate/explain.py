@@ -77,7 +77,7 @@ def activation_maps(model: AttributeClassifier, images: torch.Tensor) -> tuple[t
 def explain(predictor: Predictor, paths: Sequence[Path]) -> Iterator[Explanation]:
     """An explanation per readable image, in order; an unreadable one raises ImageReadError naming it."""
     for path in paths:
-        image = predictor.preprocessing(open_rgb(path, predictor.preprocessing.image_size))[None]
+        image = predictor.preprocessing.load(path)[None]
         maps, logits, exact = activation_maps(predictor.model, image)
         probabilities = torch.sigmoid(logits / predictor.temperatures)[0].numpy()
         yield Explanation(Path(path), probabilities, maps[0].numpy(), exact)
@@ -114,7 +114,7 @@ def write_maps(predictor: Predictor, path: Path, attributes: Sequence[str], out_
     if any(target.resolve() in reads for target in targets.values()):
         raise AimonkError(f"--out {out_dir}: the maps of {path} would replace a file this command reads")
     explanation = next(explain(predictor, [path]))
-    image = open_rgb(path)
+    image = predictor.preprocessing.seen(open_rgb(path))
     for name, target in targets.items():
         with atomic_file(target) as file:
             heat = upsampled(explanation.maps[predictor.attributes.index(name)], image.size)

@@ -89,15 +89,18 @@ def export_model(model_path: str | Path, out_path: str | Path | None = None, for
 
 def metadata(checkpoint: dict) -> dict[str, str]:
     """What inference needs, each value a JSON string: names, thresholds, preprocessing, input and output."""
+    resize = checkpoint["preprocessing"].get("resize", "squash")  # a checkpoint made before the choice: squashed
     values = {
         "format": METADATA_FORMAT,
         "attributes": checkpoint["attributes"],
         "thresholds": checkpoint["thresholds"],
         "output": f"{OUTPUT}: float32 (batch, attributes), the sigmoid of one logit per attribute; an attribute is "
                   "present where its probability reaches its threshold",
-        "input": f"{INPUT}: float32 (batch, 3, image_size, image_size), RGB resized to image_size x image_size "
-                 "(bilinear), scaled to [0, 1], then (x - mean) / std per channel",
-        "preprocessing": {**checkpoint["preprocessing"], "resize": "bilinear"},
+        "input": f"{INPUT}: float32 (batch, 3, image_size, image_size), RGB made a square (bilinear) as "
+                 "preprocessing's `resize` says (squash: the whole picture stretched to image_size x image_size; "
+                 "crop: the shorter side resized to int(image_size * 256 / 224), the central square kept), scaled to "
+                 "[0, 1], then (x - mean) / std per channel",
+        "preprocessing": {**checkpoint["preprocessing"], "resize": resize, "interpolation": "bilinear"},
         "backbone": checkpoint["backbone"],
         "weights_origin": checkpoint["weights_origin"],
     }

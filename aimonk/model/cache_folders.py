@@ -110,5 +110,6 @@ def describe_folder(entry: dict) -> str:
     """One line of `aimonk cache` for an entry of `cache_contents`: its name, entries, size and what was run."""
     key = entry["key"]
     what = (f"{key.get('frozen_stages', '?')} frozen stage(s), {key.get('precision', '?')}, "
-            f"{key.get('preprocessing', {}).get('image_size', '?')} px")
+            f"{key.get('preprocessing', {}).get('image_size', '?')} px, "
+            f"{key.get('preprocessing', {}).get('resize', 'squash')}")
     return f"{entry['folder'].name}  {entry['files']:7d} images  {entry['bytes'] / 2**20:9.1f} MiB  {what}"

@@ -86,7 +86,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                                         config.trainable_stages)
     model.to(device=device, memory_format=torch.channels_last)
     spec = BACKBONES[config.backbone]
-    preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
+    preprocessing = Preprocessing(config.image_size, spec.mean, spec.std, config.resize)
     keep_features = config.feature_cache or SOLVERS[config.solver].full_batch
     data = prepare_data(config, labelled, model, preprocessing, keep_features)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import COLLECTION_ORDER as EXPECTED
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -200,6 +201,30 @@ def test_dataset_with_workers_reports_bad_images_without_a_worker_crash(tmp_path
     assert sorted(good) == list(range(len(BAD_KINDS), len(paths)))
     assert sorted(index for index, _ in errors) == list(range(len(BAD_KINDS)))
     assert all(message.startswith(str(paths[index])) for index, message in errors)
+
+
+@pytest.mark.parametrize("size", [(300, 517), (517, 300), (641, 640), (224, 224)])
+def test_crop_keeps_the_shape_and_cuts_the_centre_as_torchvisions_imagenet_evaluation(size):
+    transforms = pytest.importorskip("torchvision.transforms")
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    expected = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                   transforms.Normalize(mean, std)])(picture)
+    assert torch.allclose(Preprocessing(224, mean, std, "crop")(picture), expected, atol=1e-6)
+    squashed = Preprocessing(224, mean, std)(picture)
+    assert squashed.shape == expected.shape and (size == (224, 224) or not torch.allclose(squashed, expected))
+
+
+def test_crop_decodes_large_jpegs_to_cover_the_side_it_resizes_to(tmp_path: Path, monkeypatch):
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (2048, 1900), (10, 120, 200)).save(path)
+    decoded = []
+    monkeypatch.setattr(Preprocessing, "__call__", lambda self, image, flip=False: decoded.append(image.size))
+    Preprocessing(224).load(path)
+    Preprocessing(224, resize="crop").load(path)
+    assert decoded == [(256, 238), (512, 475)]  # 1/8 covers 224 a side, not the 256 that crop resizes to
+    Preprocessing(100, resize="crop").load(path)
+    assert decoded[-1] == (256, 238)
 
 
 def test_large_jpeg_is_decoded_at_reduced_size(tmp_path: Path):

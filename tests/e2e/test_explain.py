@@ -48,3 +48,16 @@ def test_explain_bad_input_is_one_line(model, tmp_path, capsys, arguments, messa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("aimonk: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_cropping_model_lays_its_maps_over_the_central_square_it_sees(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2} 1" for i in range(8)], size=32)
+    assert main(["train", "--data-dir", str(data), "--out-dir", str(tmp_path / "model"), "--weights", "none",
+                 "--image-size", "32", "--resize", "crop", "--epochs", "1", "--workers", "0", "--no-progress",
+                 "--val-fraction", "0"]) == 0
+    Image.new("RGB", (80, 40), (200, 10, 10)).save(tmp_path / "wide.jpg")
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "wide.jpg"), "--model", str(tmp_path / "model" / "aimonk_model.pth"),
+                 "--out", str(out), "--attributes", "Attr1"]) == 0
+    [written] = out.rglob("*.png")
+    assert Image.open(written).size == (35, 35)  # the central 7/8 of the shorter side, what the model read

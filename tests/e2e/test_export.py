@@ -69,7 +69,7 @@ def test_the_metadata_says_what_inference_needs(exported):
     meta = {key: json.loads(value) for key, value in
             onnxruntime.InferenceSession(str(path)).get_modelmeta().custom_metadata_map.items()}
     assert meta["attributes"] == ["Attr1", "Attr2"] and meta["thresholds"] == checkpoint["thresholds"]
-    assert meta["preprocessing"] == {**checkpoint["preprocessing"], "resize": "bilinear"}
+    assert meta["preprocessing"] == {**checkpoint["preprocessing"], "resize": "squash", "interpolation": "bilinear"}
     assert meta["backbone"] == "resnet18" and meta["weights_origin"] == "random"
     assert meta["output"].startswith("probabilities: ") and meta["input"].startswith("images: ")
 

@@ -101,9 +101,10 @@ def test_edited_image_is_recomputed_alone(small_dataset: Path, tmp_path: Path, d
     assert decoded == ["img_5.jpg"]
 
 
-def test_other_image_size_or_precision_misses_the_cache(small_dataset: Path, tmp_path: Path, decoded: list[str]):
+def test_other_image_size_precision_or_resize_misses_the_cache(small_dataset: Path, tmp_path: Path,
+                                                               decoded: list[str]):
     train(train_config(small_dataset, tmp_path / "cache"))
-    for overrides in ({"image_size": 48}, {"precision": "bf16"}):
+    for overrides in ({"image_size": 48}, {"precision": "bf16"}, {"resize": "crop"}):
         decoded.clear()
         train(train_config(small_dataset, tmp_path / "cache", **overrides))
         assert len(decoded) == 24, overrides
