@@ -105,14 +105,12 @@ def _validation(checkpoint: dict) -> Iterator[str]:
 def _cannot_judge(checkpoint: dict) -> Iterator[str]:
     yield from ["## What it cannot judge", ""]
     learnable = checkpoint.get("learnable")
-    if learnable is None:
-        yield from ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, "
-                    "if any, are at the default thresholds); until then `aimonk predict` reports every attribute.", ""]
-        return
     unable = [f"- {name}: {verdict_of(checkpoint, j)}; `aimonk predict` never reports it present"
-              for j, name in enumerate(checkpoint["attributes"]) if not learnable[j]]
-    yield from unable or ["Every attribute is better than chance on the validation images."]
-    yield ""
+              for j, name in enumerate(checkpoint["attributes"]) if learnable is not None and not learnable[j]]
+    if learnable is None:
+        unable = ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, if "
+                  "any, are at the default thresholds); until then `aimonk predict` reports every attribute."]
+    yield from [*(unable or ["Every attribute is better than chance on the validation images."]), ""]
 
 
 def verdict_of(checkpoint: dict, attribute: int) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import photo_collection, write_dataset
+from helpers import photo_collection, tiny_checkpoint, write_dataset
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -120,15 +120,8 @@ def small_dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of two attributes trained one epoch on 16 generated 32x32 images (random backbone), 4 held out."""
-    from aimonk.config import TrainConfig
-    from aimonk.train.training import train
-
-    values = ["1", "0", "NA", "1"]
-    rows = [f"img_{i}.jpg {values[i % 4]} {values[(i // 2) % 4]}" for i in range(16)]
-    data = write_dataset(tmp_path_factory.mktemp("tiny-data"), rows, size=32)
-    config = TrainConfig(data_dir=str(data), out_dir=str(tmp_path_factory.mktemp("tiny-model")), weights="none",
-                         image_size=32, epochs=1, val_fraction=0.25, workers=0, progress=False)
-    return train(config).model_path
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny-data"), tmp_path_factory.mktemp("tiny-model"),
+                           ["1", "0", "NA", "1"], 16)
 
 
 @pytest.fixture

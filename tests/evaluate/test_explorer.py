@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_dataset
+from helpers import tiny_checkpoint
 
 from aimonk.checkpoint import load_checkpoint
-from aimonk.config import TrainConfig
 from aimonk.evaluate.explorer import ThresholdExplorer
 from aimonk.evaluate.metrics import METRICS, Scores, evaluate
 from aimonk.evaluate.thresholds import tune_out_of_fold
 from aimonk.evaluate.tuning import score_checkpoint
-from aimonk.train.training import train
 
 pytest.importorskip("ipywidgets")
 pytestmark = pytest.mark.slow  # trains a small model
@@ -24,12 +22,8 @@ pytestmark = pytest.mark.slow  # trains a small model
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of two attributes, 12 of 48 images held out (random backbone)."""
-    values = ["1", "0", "NA", "1", "0", "1"]
-    rows = [f"img_{i}.jpg {values[i % 6]} {values[(i // 2) % 6]}" for i in range(48)]
-    data = write_dataset(tmp_path_factory.mktemp("data"), rows, size=32)
-    config = TrainConfig(data_dir=str(data), out_dir=str(tmp_path_factory.mktemp("model")), weights="none",
-                         image_size=32, epochs=1, val_fraction=0.25, workers=0, progress=False)
-    return train(config).model_path
+    return tiny_checkpoint(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("model"),
+                           ["1", "0", "NA", "1", "0", "1"], 48)
 
 
 @pytest.fixture
