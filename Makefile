@@ -26,10 +26,11 @@ lint: setup  ## ruff, and the layers of the house (import-linter: no import runs
 	$(BIN)/lint-imports
 
 # Test workers of one thread each: the suite is many short tests, subprocesses and file work, so two processes
-# keep both cores busy where one process of two BLAS threads leaves one idle (docs/testing.md: measured)
-test: lint  ## unit tests, then the notebooks under nbval; notebooks write to a temporary folder, not models/
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
-	AIMONK_NOTEBOOK_OUT_DIR=$$(mktemp -d) $(BIN)/python -m pytest --nbval notebooks
+# keep both cores busy where one process of two BLAS threads leaves one idle. Each test file runs whole in one worker,
+# and the notebooks, in order, in one (notebooks/conftest.py). docs/testing.md: the times measured.
+test: lint  ## the tests, and the notebooks under nbval (they write to a temporary folder, not models/)
+	AIMONK_NOTEBOOK_OUT_DIR=$$(mktemp -d) OMP_NUM_THREADS=1 \
+	    $(BIN)/python -m pytest tests notebooks --nbval -n $(TEST_WORKERS) --dist loadfile
 
 notebooks: setup  ## re-execute the notebooks in place with default parameters (their committed outputs)
 	cd notebooks && for nb in 0*.ipynb; do ../$(BIN)/papermill --cwd . $$nb $$nb || exit 1; done

@@ -1,0 +1,19 @@
+"""The notebooks under nbval run one after another in one process, in order, also in `make test`'s pytest-xdist
+workers (`--dist loadfile`): 03 reads the model that 02 trains into AIMONK_NOTEBOOK_OUT_DIR."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201  (xdist's types)
+    """loadfile, with every notebook in one unit of work (xdist's loadgroup marks are lost under pytest 9.2)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class NotebooksTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "notebooks" if nodeid.endswith(".ipynb") or ".ipynb::" in nodeid else super()._split_scope(nodeid)
+
+    return NotebooksTogether(config, log)
