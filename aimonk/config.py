@@ -172,9 +172,8 @@ class TrainConfig:
             _check(spec.name, value, spec.metadata.get("check"))
         for name, value in self.options.items():
             _check(name, value, declared[name].check)
-        if NA_MODES[self.na_mode].per_epoch and SOLVERS[self.solver].full_batch:
-            raise AimonkError(f"na_mode {self.na_mode} changes the loss epoch by epoch, and the {self.solver} solver "
-                              f"fits full-batch without epochs: use solver adam with it")
+        if problem := NA_MODES[self.na_mode].problem(self):
+            raise AimonkError(problem)
 
     @classmethod
     def from_recipe(cls, recipe: str = "reference", given_recipe: bool = False, **overrides: Any) -> TrainConfig:

@@ -95,7 +95,7 @@ class Registry(Generic[T]):
 
 BACKBONES: Registry = Registry("backbone", ["aimonk.model.backbones"])
 LOSSES: Registry = Registry("loss", ["aimonk.model.losses"])
-NA_MODES: Registry = Registry("NA mode", ["aimonk.model.losses"])
+NA_MODES: Registry = Registry("NA mode", ["aimonk.model.losses", "aimonk.labelling.selftrain"])
 POS_WEIGHTS: Registry = Registry("positive weighting", ["aimonk.model.losses"])
 SAMPLERS: Registry = Registry("sampler", ["aimonk.data.sampling"])
 SOLVERS: Registry = Registry("solver", ["aimonk.train.training", "aimonk.train.lbfgs"])

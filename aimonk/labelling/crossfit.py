@@ -19,11 +19,11 @@ import torch
 from aimonk import distributed
 from aimonk.config import TrainConfig
 from aimonk.data.images import Preprocessing
-from aimonk.data.labels import read_labels, stratified_folds
+from aimonk.data.labels import LabelTable, read_labels, stratified_folds
 from aimonk.errors import AimonkError
 from aimonk.evaluate.calibration import calibrated, temperature_if_it_helps
 from aimonk.evaluate.metrics import LEARNABLE, evaluate, short_verdict
-from aimonk.model.classifier import AttributeClassifier, build_model
+from aimonk.model.classifier import build_model, standardising
 from aimonk.model.linear_heads import choose_l2, fit_linear_heads
 from aimonk.registry import BACKBONES, LOSSES, NA_MODES, POS_WEIGHTS, SAMPLERS
 from aimonk.train.prepare import TrainingData, prepare_data
@@ -54,15 +54,19 @@ class OutOfFold:
         return f"{row['verdict']}{interval}"
 
 
-def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainConfig | None = None, folds: int = 5,
-                seed: int = 0, n_bootstrap: int = 1000) -> OutOfFold:
+FOLDS = 5  # cross-fitting folds: each head is fitted on four fifths of the images
+
+
+class TooFewImages(AimonkError):
+    """Too few images for the folds of a cross-fit."""
+
+
+def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainConfig | None = None,
+                folds: int = FOLDS, seed: int = 0, n_bootstrap: int = 1000) -> OutOfFold:
     """Cross-fitted, calibrated probabilities of every entry of the usable images of `labels_path`.
 
     `config` (default: the `recommended` recipe) sets the backbone, features and loss; its solver must be lbfgs on
-    frozen features, and its split settings do not apply (every image is in a fold). Per attribute, a temperature
-    is fitted to the known labels' out-of-fold scores and kept where it lowers their log loss out of fold; the
-    verdicts are those of `aimonk evaluate` on the calibrated scores, and `better_than_chance` is true where they rank
-    better than chance (AUC interval above 0.5: "above chance" or "ranks only", the attributes predict reports).
+    frozen features, and its split settings do not apply (every image is in a fold). See `cross_fitted`.
     """
     config = (config or TrainConfig.from_recipe("recommended", progress=False)).replace(
         labels=str(labels_path), image_dir=str(image_dir), val_fraction=0.0, hide_labels=0.0, keep_labels=0)
@@ -76,42 +80,58 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
     spec = BACKBONES[config.backbone]
     preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
     data = prepare_data(config, table, model, preprocessing, keep_features=True)
-    fold = stratified_folds(data.table, folds, seed)
+    return cross_fitted(config, data, np.arange(len(data.table)), folds, seed, n_bootstrap)
+
+
+def cross_fitted(config: TrainConfig, data: TrainingData, rows: np.ndarray, folds: int = FOLDS, seed: int = 0,
+                 n_bootstrap: int = 1000) -> OutOfFold:
+    """Cross-fitted, calibrated probabilities of every entry of the images `rows` of `data` (prepared with their
+    frozen features in memory), from heads fitted on the known labels of those images alone; raises TooFewImages
+    where there are fewer than 2 images a fold.
+
+    `config` sets the heads' loss, NA mode, sampler, positive weights and standardisation (`fold_logits`). Per
+    attribute, a temperature is fitted to the known labels' out-of-fold scores and kept where it lowers their log
+    loss out of fold; the verdicts are those of `aimonk evaluate` on the calibrated scores, and `better_than_chance`
+    is true where they rank better than chance (AUC interval above 0.5: "above chance" or "ranks only", the
+    attributes predict reports).
+    """
+    table = data.table.subset(rows)
+    fold = stratified_folds(table, folds, seed)
     if fold is None:
-        raise AimonkError(f"{config.labels_path}: {len(data.table)} usable images, too few for {folds} folds "
-                          "(at least 2 a fold)")
-    logits = fold_logits(config, model, data, fold)
+        raise TooFewImages(f"{table.path}: {len(table)} images to cross-fit, too few for {folds} folds (at least 2 "
+                           "a fold)")
+    logits = fold_logits(config, table, data.features[torch.as_tensor(rows)], fold)
     raw = 1.0 / (1.0 + np.exp(-logits))
     temperatures = np.ones(len(table.attributes))
     for j in range(len(table.attributes)):
-        known, truth = data.table.known_labels(j)
+        known, truth = table.known_labels(j)
         temperatures[j] = temperature_if_it_helps(truth, raw[known, j], folds, seed)[0]
     probabilities = calibrated(raw, temperatures)
-    metrics = evaluate(data.table, probabilities, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = evaluate(table, probabilities, n_bootstrap=n_bootstrap, seed=seed)
     # Confident learning needs scores that rank above chance, not decisions better than calling every image
     # present: counting only "above chance" cost the learnable set's subtle attributes their audit (33 % of 5 %
     # planted flips found in the top 2 x flips, against 67 % with ranking attributes: docs/evidence.md)
     better = np.array([short_verdict(row) in LEARNABLE for row in metrics.reset_index().to_dict("records")])
-    return OutOfFold(list(data.table.filenames), list(data.table.attributes), data.table.targets.astype(np.float64),
-                     data.table.known.copy(), probabilities, better, metrics, temperatures, fold,
-                     Path(config.labels_path), Path(config.images_path), data.skipped)
+    return OutOfFold(list(table.filenames), list(table.attributes), table.targets.astype(np.float64),
+                     table.known.copy(), probabilities, better, metrics, temperatures, fold, Path(table.path),
+                     Path(data.image_dir), data.skipped)
 
 
-def fold_logits(config: TrainConfig, model: AttributeClassifier, data: TrainingData, fold: np.ndarray) -> np.ndarray:
-    """(images, attributes) logits, each image's from the head fitted on the other folds' labels.
+def fold_logits(config: TrainConfig, table: LabelTable, features: torch.Tensor, fold: np.ndarray) -> np.ndarray:
+    """(images, attributes) logits of `table`'s images, each from the head fitted on the other folds' labels;
+    `features` (images, 2 orientations, dim) are theirs.
 
     As the lbfgs solver fits it (both orientations of each image, the config's loss, NA mode, sampler and positive
     weights), with the folds solved as independent problems of one L-BFGS run. Two shortcuts, neither of which lets
     a label score itself: the standardisation is that of every image's features (no label enters it), and each
     attribute's L2 strength is chosen once, on these same folds, rather than again inside each fold.
     """
-    targets, known = NA_MODES[config.na_mode].counted(data.table.targets, data.table.known)
-    counted = replace(data.table, targets=targets, known=known)  # the labels as the loss counts them
+    targets, known = NA_MODES[config.na_mode].counted(table.targets, table.known)
+    counted = replace(table, targets=targets, known=known)  # the labels as the loss counts them
     terms = LOSSES[config.loss](config)
-    features = data.features.double()  # (images, 2 orientations, dim)
+    features = features.double()
     if config.standardise_features:
-        model.standardise_head_input(features.flatten(0, 1).float())
-        mean, scale = model.input_scaling
+        mean, scale = standardising(features.flatten(0, 1).float())
         features = (features - mean.double()) / scale.double()
     rows = features.flatten(0, 1)
     targets = torch.from_numpy(targets).double().repeat_interleave(2, 0)

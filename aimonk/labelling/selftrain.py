@@ -1,48 +1,60 @@
-"""One round of self-training on the confident fills of `complete`, measured: does training on the completed labels
-beat training on the labels as given?
+"""The `self_train` NA mode: one round of self-training on the confident fills of `complete`, as a training option.
 
-For a user it is two steps (docs/cli.md): `aimonk complete` writes the completed labels file beside the original,
-then `aimonk train --labels` that file. Measured here without letting a validation label help: the images are split
-first (stratified), `complete` sees the training images alone, and both heads are scored on the same validation
-images with their given labels, paired on the same bootstrap resamples (`aimonk.evaluate.comparison`).
+Before the fit, the NA entries of the training images (never the validation images) are completed as `aimonk
+complete` completes a labels file: out-of-fold probabilities cross-fitted over the training images alone
+(`crossfit.cross_fitted`, lbfgs heads on the frozen features, with the run's settings but NA ignored), then filled
+where the precision of the fill, estimated on the known labels, reaches `--self-train-level`. The filled entries
+then count as known labels; the others stay NA, left out of the loss (as `ignore`). The cross-fit is lbfgs whatever
+the run's solver, so an adam run gets the same fills as an lbfgs one; both are deterministic from the seed (a
+resumed run finds them again).
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
-from aimonk.data.labels import LabelTable, read_labels, stratified_split
-from aimonk.evaluate.comparison import Comparison
-from aimonk.labelling.complete import complete, write_completed
-from aimonk.labelling.crossfit import out_of_fold
-from aimonk.labelling.heldout import config_from, train_and_score, write_labels
+import numpy as np
 
-ORIGINAL, SELF_TRAINED = "labels as given", "self-trained on the fills"
-
-
-def completed_labels(table: LabelTable, image_dir: Path, base: dict[str, Any], level: float = 0.95,
-                     seed: int = 0) -> LabelTable:
-    """`table` with its NA entries filled where `complete` reaches `level` (the rest stay NA)."""
-    config = config_from(base)
-    with tempfile.TemporaryDirectory(prefix="aimonk-selftrain-") as work:
-        given = write_labels(table, Path(work) / "labels.txt")
-        completion = complete(out_of_fold(given, image_dir, config, seed=seed), level=level)
-        filled = Path(work) / "labels.completed.txt"
-        write_completed(completion, given, filled)
-        return read_labels(filled)
+from aimonk.config import EntryOption, TrainConfig
+from aimonk.data.labels import LabelTable
+from aimonk.model.classifier import AttributeClassifier
+from aimonk.model.losses import NAMode, ignore_na
+from aimonk.registry import NA_MODES
+from aimonk.train.prepare import TrainingData
 
 
-def self_training(labels_path: Path, image_dir: Path, base: dict[str, Any], level: float = 0.95,
-                  val_fraction: float = 0.2, seed: int = 0, n_bootstrap: int = 1000) -> Comparison:
-    """Heads trained on the training images' labels as given and as completed, compared on the validation images
-    (`base`: TrainConfig settings on top of the recommended recipe)."""
-    table = read_labels(labels_path)
-    train_rows, val_rows = stratified_split(table, val_fraction, seed)
-    training, validation = table.subset(train_rows), table.subset(val_rows)
-    filled = completed_labels(training, image_dir, base, level, seed)
-    runs = {ORIGINAL: train_and_score(training, validation, image_dir, base, seed),
-            SELF_TRAINED: train_and_score(filled, validation, image_dir, base, seed)}
-    return Comparison(validation, runs, n_bootstrap=n_bootstrap, seed=seed)
+def precision_level(value: float) -> str | None:
+    return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
 
+
+def completed_training_labels(config: TrainConfig, model: AttributeClassifier,
+                              data: TrainingData) -> tuple[LabelTable, list[str]]:
+    """`data`'s labels with the NA entries of its training images filled where `complete` reaches the config's
+    `self_train_level`, and the report's lines: per attribute and value, how many were filled at what estimated
+    precision, or why none."""
+    # Imported here: every NA_MODES lookup loads this module, and a training run without self_train needs none of it
+    from aimonk.labelling.complete import NOT_FILLED, complete, completion_summary
+    from aimonk.labelling.crossfit import FOLDS, TooFewImages, cross_fitted
+
+    rows = data.train_rows
+    heading = (f"self_train: NA entries of the {len(rows)} training images completed by {FOLDS}-fold cross-fitted "
+               f"lbfgs heads (as aimonk complete), level {config.self_train_level:g}")
+    try:
+        oof = cross_fitted(config.replace(na_mode="ignore"), data, rows, FOLDS, config.seed)
+    except TooFewImages as error:
+        return data.table, [f"{heading}: nothing filled: {error}"]
+    completion = complete(oof, level=config.self_train_level)
+    filled = completion.fills != NOT_FILLED
+    targets, known = data.table.targets.copy(), data.table.known.copy()
+    targets[rows] = np.where(filled, completion.fills, targets[rows])
+    known[rows] |= filled
+    return (replace(data.table, targets=targets, known=known),
+            [f"{heading}:", *(f"  {line}" for line in completion_summary(completion))])
+
+
+NA_MODES.add("self_train", NAMode(ignore_na, completes=completed_training_labels),
+             "one round of self-training: NA entries of the training images filled first where their estimated "
+             "precision reaches --self-train-level (as aimonk complete), the rest ignored; frozen backbone",
+             [EntryOption("self_train_level", 0.95, "precision that the fills of na_mode self_train must reach (the "
+                          "lower bound of its 95 % interval, estimated on the training images' known labels)",
+                          precision_level)])

@@ -20,6 +20,14 @@ def backbone_autocast(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def standardising(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, scale) that standardise `features` (rows x dims): the population deviation, and 1 for a dimension
+    without spread, as scikit-learn's StandardScaler."""
+    mean = features.mean(0)
+    scale = features.std(0, correction=0)
+    return mean, torch.where(scale > 1e-6 * scale.max().clamp(min=1e-12), scale, torch.ones_like(scale))
+
+
 class AttributeClassifier(nn.Module):
     """Backbone stages -> (optionally standardised) features -> linear head."""
 
@@ -72,14 +80,9 @@ class AttributeClassifier(nn.Module):
         return self.head_logits(self.trainable_part(self.frozen_part(images)))
 
     def standardise_head_input(self, features: torch.Tensor) -> None:
-        """Feed the head features standardised with the mean and deviation of `features` (rows x dims).
-
-        The deviation is the population one (divided by the number of rows) and a dimension without spread keeps
-        scale 1, as scikit-learn's StandardScaler does.
-        """
-        mean = features.mean(0)
-        scale = features.std(0, correction=0)
-        scale = torch.where(scale > 1e-6 * scale.max().clamp(min=1e-12), scale, torch.ones_like(scale))
+        """Feed the head features standardised with the mean and deviation of `features` (rows x dims), as
+        `standardising` finds them."""
+        mean, scale = standardising(features)
         self.input_scaling = (mean.to(self.head.weight), scale.to(self.head.weight))
 
     def fold_input_scaling(self) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from aimonk.config import EntryOption, TrainConfig, at_least, fraction
-from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS
+from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS, SOLVERS
 
 EntryLoss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
@@ -119,14 +119,28 @@ def asymmetric(config: TrainConfig) -> EntryLoss:
 class NAMode:
     """What an NA label means to the loss: `counted(targets, known)` gives the labels as the loss counts them (numpy
     tables or torch batches alike); a mode with `large_losses` also changes each minibatch's losses, by epoch, so
-    it needs a solver with epochs (`TrainConfig.check` refuses the others)."""
+    it needs a solver with epochs. A mode that `completes` fills NA entries of the training images before the fit:
+    `completes(config, model, data)` gives the labels the run learns from (a LabelTable of `data`'s images) and
+    lines for the run's report; it cross-fits heads on the frozen features, so it needs a frozen backbone."""
 
     counted: Callable[[Labels, Labels], tuple[Labels, Labels]]
     large_losses: Literal["reject", "correct"] | None = None  # what becomes of the NA entries with large losses
+    completes: Callable[..., tuple[Any, list[str]]] | None = None  # (TrainConfig, model, TrainingData)
 
     @property
     def per_epoch(self) -> bool:
         return self.large_losses is not None
+
+    def problem(self, config: TrainConfig) -> str | None:
+        """Why `config` cannot train with this mode (its `na_mode`), or None."""
+        if self.per_epoch and SOLVERS[config.solver].full_batch:
+            return (f"na_mode {config.na_mode} changes the loss epoch by epoch, and the {config.solver} solver fits "
+                    "full-batch without epochs: use solver adam with it")
+        if self.completes and config.trainable_stages:
+            return (f"na_mode {config.na_mode} completes the NA entries with lbfgs heads cross-fitted on the frozen "
+                    f"backbone's features, and --trainable-stages {config.trainable_stages} fine-tunes it: use "
+                    "--trainable-stages 0 with it (any solver)")
+        return None
 
 
 def ignore_na(targets: Labels, known: Labels) -> tuple[Labels, Labels]:

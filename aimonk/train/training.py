@@ -52,6 +52,7 @@ class TrainResult:
     config: TrainConfig  # the settings that ran (those of the interrupted run, after --resume)
     report: list[str]  # what the solver chose, for the user
     model: AttributeClassifier  # as saved (standardisation folded into the head)
+    learned: LabelTable  # the labels it learned from: `data.table`, with the fills of an NA mode that completes
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -87,14 +88,16 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     model.to(device=device, memory_format=torch.channels_last)
     spec = BACKBONES[config.backbone]
     preprocessing = Preprocessing(config.image_size, spec.mean, spec.std, config.resize)
-    keep_features = config.feature_cache or SOLVERS[config.solver].full_batch
+    mode = NA_MODES[config.na_mode]
+    keep_features = config.feature_cache or SOLVERS[config.solver].full_batch or mode.completes is not None
     data = prepare_data(config, labelled, model, preprocessing, keep_features)
 
-    targets, known = NA_MODES[config.na_mode].counted(data.table.targets, data.table.known)
-    counted = replace(data.table, targets=targets, known=known)  # the labels as the loss counts them
+    learned, report = mode.completes(config, model, data) if mode.completes else (data.table, [])
+    targets, known = mode.counted(learned.targets, learned.known)
+    counted = replace(learned, targets=targets, known=known)  # the labels as the loss counts them
     pos_weight = POS_WEIGHTS[config.pos_weight](targets[data.train_rows], known[data.train_rows])
-    run = TrainingRun(config, model, data, counted, LOSSES[config.loss](config),
-                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir)
+    run = TrainingRun(config, model, replace(data, table=learned), counted, LOSSES[config.loss](config),
+                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir, report=report)
     if config.standardise_features:  # from the weights the run starts with, so a resumed run gets the same
         model.standardise_head_input(head_inputs(run))
     if state is not None:
@@ -110,7 +113,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
             write_outputs(out_dir, model, data, config, weights_origin, preprocessing.as_dict(), run.history)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
-    return TrainResult(model_path, run.history, data, config, run.report, model)
+    return TrainResult(model_path, run.history, data, config, run.report, model, learned)
 
 
 @dataclass
@@ -119,7 +122,7 @@ class TrainingRun:
 
     config: TrainConfig
     model: AttributeClassifier
-    data: TrainingData
+    data: TrainingData  # its table: the labels the run learns from (with the fills of an NA mode that completes)
     counted: LabelTable  # the data's labels as the loss counts them (after the NA mode)
     terms: EntryLoss  # per-entry loss of LOSSES[config.loss]
     pos_weight: torch.Tensor | None
