@@ -1,6 +1,6 @@
-"""Train a head on some labels and score images it never saw: the measurement behind the labelling curve and the
-self-training comparison. The held-out images are written into the training labels file as all-NA rows, so their
-features come from the same run (and the feature cache) while no label of theirs reaches the loss."""
+"""Train a head on some labels and score images it never saw: the measurement behind the labelling curve. The
+held-out images are written into the training labels file as all-NA rows, so their features come from the same run
+(and the feature cache) while no label of theirs reaches the loss."""
 
 from __future__ import annotations
 

@@ -12,15 +12,18 @@ resumed run finds them again).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aimonk.config import EntryOption, TrainConfig
-from aimonk.data.labels import LabelTable
-from aimonk.model.classifier import AttributeClassifier
 from aimonk.model.losses import NAMode, ignore_na
 from aimonk.registry import NA_MODES
-from aimonk.train.prepare import TrainingData
+
+if TYPE_CHECKING:  # every NA_MODES lookup loads this module: it imports what a run with self_train needs when called
+    from aimonk.data.labels import LabelTable
+    from aimonk.model.classifier import AttributeClassifier
+    from aimonk.train.prepare import TrainingData
 
 
 def precision_level(value: float) -> str | None:
@@ -32,7 +35,6 @@ def completed_training_labels(config: TrainConfig, model: AttributeClassifier,
     """`data`'s labels with the NA entries of its training images filled where `complete` reaches the config's
     `self_train_level`, and the report's lines: per attribute and value, how many were filled at what estimated
     precision, or why none."""
-    # Imported here: every NA_MODES lookup loads this module, and a training run without self_train needs none of it
     from aimonk.labelling.complete import NOT_FILLED, complete, completion_summary
     from aimonk.labelling.crossfit import FOLDS, TooFewImages, cross_fitted
 
@@ -55,6 +57,6 @@ def completed_training_labels(config: TrainConfig, model: AttributeClassifier,
 NA_MODES.add("self_train", NAMode(ignore_na, completes=completed_training_labels),
              "one round of self-training: NA entries of the training images filled first where their estimated "
              "precision reaches --self-train-level (as aimonk complete), the rest ignored; frozen backbone",
-             [EntryOption("self_train_level", 0.95, "precision that the fills of na_mode self_train must reach (the "
-                          "lower bound of its 95 % interval, estimated on the training images' known labels)",
+             [EntryOption("self_train_level", 0.95, "precision that the fills of na_mode self_train must reach: the "
+                          "lower bound of its 95-percent interval, estimated on the training images' known labels",
                           precision_level)])
