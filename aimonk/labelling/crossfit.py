@@ -1,6 +1,7 @@
-"""Out-of-fold probabilities for every entry of a labels file: the images in stratified folds, and each fold's
-entries scored by the head fitted (as `aimonk train` fits it) on the other folds' known labels, so that no label
-judges itself. The frozen features are extracted (or read from the cache) once, for every fold.
+"""Out-of-fold probabilities for every entry of a labels file (`out_of_fold`), or of the training images of a run
+(`cross_fitted`, for na_mode self_train): the images in stratified folds, and each fold's entries scored by the
+head fitted (as `aimonk train` fits it) on the other folds' known labels, so that no label judges itself. The
+frozen features are extracted (or read from the cache) once, for every fold.
 
 Each head is one per attribute, fitted on that attribute's known labels only, so an NA entry is as unseen by the
 model of its image's fold as a known label of that fold: both are scored by the same kind of model, and what the
