@@ -22,7 +22,6 @@ from aimonk.registry import NA_MODES
 
 if TYPE_CHECKING:  # every NA_MODES lookup loads this module: it imports what a run with self_train needs when called
     from aimonk.data.labels import LabelTable
-    from aimonk.model.classifier import AttributeClassifier
     from aimonk.train.prepare import TrainingData
 
 
@@ -30,8 +29,7 @@ def precision_level(value: float) -> str | None:
     return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
 
 
-def completed_training_labels(config: TrainConfig, model: AttributeClassifier,
-                              data: TrainingData) -> tuple[LabelTable, list[str]]:
+def completed_training_labels(config: TrainConfig, data: TrainingData) -> tuple[LabelTable, list[str]]:
     """`data`'s labels with the NA entries of its training images filled where `complete` reaches the config's
     `self_train_level`, and the report's lines: per attribute and value, how many were filled at what estimated
     precision, or why none."""

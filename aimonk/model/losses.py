@@ -120,12 +120,12 @@ class NAMode:
     """What an NA label means to the loss: `counted(targets, known)` gives the labels as the loss counts them (numpy
     tables or torch batches alike); a mode with `large_losses` also changes each minibatch's losses, by epoch, so
     it needs a solver with epochs. A mode that `completes` fills NA entries of the training images before the fit:
-    `completes(config, model, data)` gives the labels the run learns from (a LabelTable of `data`'s images) and
+    `completes(config, data)` gives the labels the run learns from (a LabelTable of `data`'s images) and
     lines for the run's report; it cross-fits heads on the frozen features, so it needs a frozen backbone."""
 
     counted: Callable[[Labels, Labels], tuple[Labels, Labels]]
     large_losses: Literal["reject", "correct"] | None = None  # what becomes of the NA entries with large losses
-    completes: Callable[..., tuple[Any, list[str]]] | None = None  # (TrainConfig, model, TrainingData)
+    completes: Callable[..., tuple[Any, list[str]]] | None = None  # (TrainConfig, TrainingData)
 
     @property
     def per_epoch(self) -> bool:

@@ -92,7 +92,7 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     keep_features = config.feature_cache or SOLVERS[config.solver].full_batch or mode.completes is not None
     data = prepare_data(config, labelled, model, preprocessing, keep_features)
 
-    learned, report = mode.completes(config, model, data) if mode.completes else (data.table, [])
+    learned, report = mode.completes(config, data) if mode.completes else (data.table, [])
     targets, known = mode.counted(learned.targets, learned.known)
     counted = replace(learned, targets=targets, known=known)  # the labels as the loss counts them
     pos_weight = POS_WEIGHTS[config.pos_weight](targets[data.train_rows], known[data.train_rows])
