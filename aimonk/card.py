@@ -1,19 +1,27 @@
-"""The model card: what a checkpoint says to a person, `MODEL_CARD.md` beside it, written from the checkpoint alone.
+"""What a model says to a person, beside its checkpoint: the model card `MODEL_CARD.md`, and the run's loss history
+(`loss_history.csv`) and curve (`loss_curve.png`).
 
-`aimonk train` writes it, `aimonk tune` and the threshold explorer's Save (notebook 03) rewrite it, all through
+`aimonk train` writes the card, `aimonk tune` and the threshold explorer's Save (notebook 03) rewrite it, all through
 `write_model_card`. Every number on it is an entry of the checkpoint, or a share of two (tests/test_card.py checks
 each one against the checkpoint), so the card never says what the model file does not.
 """
 
 from __future__ import annotations
 
+import csv
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.config import TrainConfig, recipe_description
-from aimonk.io import CARD_FILE, atomic_file
+from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, atomic_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+TITLE = "Aimonk_multilabel_problem"
 
 LIMITATIONS = (
     "Every number here comes from the validation images held out at training: images of the same collection, "
@@ -27,10 +35,11 @@ LIMITATIONS = (
 )
 
 
-def write_model_card(checkpoint_path: str | Path) -> Path:
-    """`MODEL_CARD.md` beside the checkpoint, from the checkpoint alone, written atomically."""
+def write_model_card(checkpoint_path: str | Path, checkpoint: dict | None = None) -> Path:
+    """`MODEL_CARD.md` beside the checkpoint, from the checkpoint alone (`checkpoint`: what was just written there,
+    so that it is not read back), written atomically."""
     checkpoint_path = Path(checkpoint_path)
-    text = model_card(load_checkpoint(checkpoint_path), checkpoint_path.name)
+    text = model_card(checkpoint or load_checkpoint(checkpoint_path), checkpoint_path.name)
     path = checkpoint_path.parent / CARD_FILE
     with atomic_file(path, "w", encoding="utf-8") as file:
         file.write(text)
@@ -135,3 +144,28 @@ def interval(row: dict, metric: str) -> str:
 
 def percent(share: float, decimals: int = 1) -> str:
     return f"{100 * share:.{decimals}f} %"
+
+
+def write_history(out_dir: Path, history: list[float]) -> None:
+    """`loss_history.csv` (iteration_number,training_loss) and `loss_curve.png`, each written atomically."""
+    with atomic_file(out_dir / HISTORY_FILE, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["iteration_number", "training_loss"])
+        writer.writerows((i, f"{loss:.8g}") for i, loss in enumerate(history, start=1))
+    with atomic_file(out_dir / CURVE_FILE) as file:
+        loss_curve_figure(history).savefig(file, format="png", dpi=100)
+
+
+def loss_curve_figure(losses: Sequence[float]) -> Figure:
+    """Per-iteration training loss; iterations are numbered from 1."""
+    from matplotlib.figure import Figure  # only when a run ends: `aimonk predict` never needs matplotlib
+
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.add_subplot()
+    axes.plot(range(1, len(losses) + 1), losses, linewidth=1)
+    axes.set_xlabel("iteration_number")
+    axes.set_ylabel("training_loss")
+    axes.set_title(TITLE)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

@@ -1,7 +1,10 @@
 """Checkpoints: plain dicts of tensors and Python values, written atomically, read with weights_only=True.
 
-The model checkpoint's layout is written and checked here, in one place (`save_model_checkpoint`,
-`load_checkpoint`); the resumable training state has its own format in `aimonk.train.resume`.
+The model checkpoint's layout is written and checked here, in one place (`model_checkpoint` and `save_checkpoint`,
+`load_checkpoint`, `save_tuning`), with its `DecisionRule`: per attribute the temperature, threshold and verdict that
+turn the model's logits into decisions, applied alike by predict, evaluate, the model card, the threshold explorer
+and the ONNX export. The resumable state of an interrupted training run is the other file read back (`save_train_state`,
+`load_train_state`): what changes as the run goes and only a fingerprint of the frozen weights (`aimonk.train.adam`).
 """
 
 from __future__ import annotations
@@ -11,19 +14,26 @@ import math
 import pickle
 import reprlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from aimonk.config import PRECISIONS
-from aimonk.errors import CheckpointError
-from aimonk.io import atomic_file, attribute_names_problem
+from aimonk.errors import AimonkError, CheckpointError
+from aimonk.io import STATE_FILE, atomic_file, attribute_names_problem
 from aimonk.registry import RESIZES
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
+STATE_FORMAT = "aimonk-train-state-v3"
+OLD_STATE_FORMATS = ("aimonk-train-state-v1",  # the whole model in the state
+                     "aimonk-train-state-v2")  # no digest of the training labels
+STATE_KEYS = ("config", "model", "frozen_sha256", "optimizer", "history", "epoch", "step", "train_files",
+              "labels_sha256", "rng")
 # One value per attribute, and its type. All but thresholds are written by `aimonk tune` (notebook 03); where they
 # are absent, every attribute counts as learnable and its temperature is 1.
 PER_ATTRIBUTE = {"thresholds": float, "verdicts": str, "learnable": bool, "temperatures": float}
@@ -79,16 +89,24 @@ def load_checkpoint(
     if data.get("format") != FORMAT or missing:
         raise CheckpointError(f"{path}: not an aimonk model checkpoint (missing {', '.join(missing) or 'format'})")
     _check_values(path, data)
-    if attributes is not None and list(attributes) != list(data["attributes"]):
-        raise CheckpointError(
-            f"{path}: the checkpoint predicts attributes {data['attributes']}, but {attributes} were asked for"
-        )
+    if attributes is not None:
+        check_attributes(path, data, attributes)
     if backbone is not None and backbone != data["backbone"]:
         raise CheckpointError(f"{path}: the checkpoint's backbone is {data['backbone']}, not {backbone}")
     for key in PER_ATTRIBUTE:
         if key in data and len(data[key]) != len(data["attributes"]):
             raise CheckpointError(f"{path}: {len(data[key])} {key} for {len(data['attributes'])} attributes")
     return data
+
+
+def check_attributes(path: str | Path, checkpoint: dict, attributes: Sequence[str]) -> dict:
+    """The checkpoint, refused in one line unless it predicts exactly `attributes`."""
+    if list(attributes) != list(checkpoint["attributes"]):
+        raise CheckpointError(
+            f"{path}: the checkpoint predicts attributes {checkpoint['attributes']}, but {list(attributes)} were "
+            "asked for"
+        )
+    return checkpoint
 
 
 def _check_values(path: Path | str, data: dict, intro: str = "malformed") -> None:
@@ -98,30 +116,93 @@ def _check_values(path: Path | str, data: dict, intro: str = "malformed") -> Non
         raise CheckpointError(f"{path}: {intro} {', '.join(problems)}: {'; '.join(problems.values())}")
 
 
-def save_model_checkpoint(
-    path: Path, model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+    """The logistic function in float64, without overflow for any x."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=np.float64)))
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """What turns a model's logits into decisions, per attribute: the probability sigmoid(logit / temperature), and
+    "present" where it reaches the threshold, for an attribute judged learnable; one that is not (no better than
+    chance on the validation images) is never decided. `aimonk tune` sets it; until then temperatures are 1,
+    thresholds 0.5 and every attribute is decided."""
+
+    attributes: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    temperatures: tuple[float, ...]
+    learnable: tuple[bool, ...]
+    verdicts: tuple[str, ...] | None = None  # as `aimonk tune` judged them; None before
+
+    @classmethod
+    def untuned(cls, attributes: Sequence[str]) -> DecisionRule:
+        n = len(attributes)
+        return cls(tuple(attributes), (0.5,) * n, (1.0,) * n, (True,) * n)
+
+    @classmethod
+    def of(cls, checkpoint: dict) -> DecisionRule:
+        """The rule a (loaded) checkpoint holds."""
+        n = len(checkpoint["attributes"])
+        verdicts = checkpoint.get("verdicts")
+        return cls(tuple(checkpoint["attributes"]), tuple(map(float, checkpoint["thresholds"])),
+                   tuple(map(float, checkpoint.get("temperatures", [1.0] * n))),
+                   tuple(map(bool, checkpoint.get("learnable", [True] * n))),
+                   None if verdicts is None else tuple(verdicts))
+
+    def entries(self) -> dict[str, list]:
+        """The rule as checkpoint entries (one value per attribute each)."""
+        entries = {"thresholds": list(self.thresholds), "temperatures": list(self.temperatures),
+                   "learnable": list(self.learnable)}
+        return entries if self.verdicts is None else {**entries, "verdicts": list(self.verdicts)}
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (float64) of logits (..., attributes)."""
+        return sigmoid(np.asarray(logits, dtype=np.float64) / np.asarray(self.temperatures, dtype=np.float64))
+
+    def decisions(self, probabilities: Sequence[float]) -> list[bool | None]:
+        """Per attribute: present (its probability reaches its threshold), absent, or None where none is made."""
+        return [bool(p >= t) if learnable else None
+                for p, t, learnable in zip(probabilities, self.thresholds, self.learnable, strict=True)]
+
+    def present(self, probabilities: Sequence[float]) -> list[str]:
+        """Names of the attributes decided present."""
+        return [name for name, present in zip(self.attributes, self.decisions(probabilities), strict=True) if present]
+
+    @property
+    def cannot_judge(self) -> list[str]:
+        """Attributes the model was found no better than chance at (or too rarely labelled to tell): never decided."""
+        return [name for name, learnable in zip(self.attributes, self.learnable, strict=True) if not learnable]
+
+
+def model_checkpoint(
+    model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
     precision: str, train_config: dict, train_files: list[str], val_files: list[str], skipped_files: list[str],
-    label_counts: dict,
-) -> Path:
-    """The inference checkpoint: weights plus everything needed to predict and evaluate."""
-    return save_atomic(
-        {
-            "format": FORMAT,
-            "state_dict": {key: value.contiguous() for key, value in model.state_dict().items()},
-            "attributes": list(attributes),
-            "backbone": backbone,
-            "weights_origin": weights_origin,
-            "preprocessing": preprocessing,
-            "precision": precision,
-            "thresholds": [0.5] * len(attributes),
-            "train_config": train_config,
-            "train_files": list(train_files),
-            "val_files": list(val_files),
-            "skipped_files": list(skipped_files),
-            "label_counts": label_counts,
-        },
-        path,
-    )
+    label_counts: dict, validation: dict | None = None,
+) -> dict:
+    """The inference checkpoint: weights plus everything needed to predict and evaluate, with the untuned decision
+    rule and the metrics on the validation images at it (`validation`, if any were held out)."""
+    checkpoint = {
+        "format": FORMAT,
+        "state_dict": {key: value.contiguous() for key, value in model.state_dict().items()},
+        "attributes": list(attributes),
+        "backbone": backbone,
+        "weights_origin": weights_origin,
+        "preprocessing": preprocessing,
+        "precision": precision,
+        "thresholds": [0.5] * len(attributes),
+        "train_config": train_config,
+        "train_files": list(train_files),
+        "val_files": list(val_files),
+        "skipped_files": list(skipped_files),
+        "label_counts": label_counts,
+    }
+    return checkpoint if validation is None else {**checkpoint, "validation": validation}
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
+    """Write a model checkpoint atomically; one that could not be read back is refused, and nothing written."""
+    _check_values(path, checkpoint, "not saved, invalid")
+    return save_atomic(checkpoint, path)
 
 
 def _is(value: object, kind: type) -> bool:
@@ -238,10 +319,10 @@ CHECKS: dict[str, Check] = {
 }
 
 
-def save_tuning(path: str | Path, validation: dict | None = None, **per_attribute: list) -> None:
-    """Store per-attribute entries (thresholds, verdicts, learnable, temperatures), and the `validation` metrics if
-    given, into a checkpoint, atomically; a value that the checkpoint could not be read back with is refused, and
-    nothing written."""
+def save_tuning(path: str | Path, validation: dict | None = None, **per_attribute: list) -> dict:
+    """Store per-attribute entries (those of a decision rule: thresholds, temperatures, learnable, verdicts), and the
+    `validation` metrics if given, into a checkpoint, atomically; a value that the checkpoint could not be read back
+    with is refused, and nothing written. Returns the checkpoint as saved."""
     data = load_checkpoint(path)
     if validation is not None:
         data["validation"] = validation
@@ -251,5 +332,26 @@ def save_tuning(path: str | Path, validation: dict | None = None, **per_attribut
         if len(values) != len(data["attributes"]):
             raise CheckpointError(f"{path}: {len(values)} {key} for {len(data['attributes'])} attributes")
         data[key] = [PER_ATTRIBUTE[key](value) for value in values]
-    _check_values(path, data, "not saved, invalid")
-    save_atomic(data, path)
+    save_checkpoint(data, path)
+    return data
+
+
+def save_train_state(out_dir: str | Path, **state: object) -> None:
+    """What `--resume` needs (the STATE_KEYS), written atomically: a kill leaves the previous or the new state."""
+    save_atomic({"format": STATE_FORMAT, **state}, Path(out_dir) / STATE_FILE)
+
+
+def load_train_state(out_dir: str | Path) -> dict:
+    """The saved state of an interrupted run, refused with a clear message if absent or not a training state."""
+    path = Path(out_dir) / STATE_FILE
+    if not path.is_file():
+        raise AimonkError(f"{path}: nothing to resume (no saved training state)")
+    state = load_safely(path)
+    if state.get("format") in OLD_STATE_FORMATS:
+        raise AimonkError(f"{path}: saved by an older version of aimonk ({state['format']}), which this one cannot "
+                          "resume; train again without --resume")
+    if state.get("format") != STATE_FORMAT or any(key not in state for key in STATE_KEYS):
+        raise AimonkError(f"{path}: not an aimonk training state")
+    if not isinstance(state["config"], dict):
+        raise AimonkError(f"{path}: the training state's settings are not those of this version of aimonk")
+    return state

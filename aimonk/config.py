@@ -3,8 +3,9 @@
 `aimonk train` has one option per setting (`--batch-size` sets `batch_size`), generated from this class. Choices
 that name a method come from its registry (LOSSES, SOLVERS, RESIZES, ...); a method's own settings (`focal_gamma`
 of the focal loss) are declared by its registry entry (`EntryOption`) and are settings like the others. RECIPES are
-named sets of settings; any option given explicitly overrides the recipe. This module imports only the registry:
-checking `--loss focal` loads the losses, never the training code.
+named sets of settings; any option given explicitly overrides the recipe. This module imports only the registry: it
+checks a setting against the entries registered, by whoever imported the modules that register them (`aimonk.train`
+registers every method a run can use).
 """
 
 from __future__ import annotations
@@ -167,8 +168,9 @@ class TrainConfig:
             value = getattr(self, spec.name)
             choices = spec.metadata.get("choices")
             if choices is not None and value not in choices:
-                kind = choices.kind if isinstance(choices, Registry) else spec.name
-                raise AimonkError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
+                registry = isinstance(choices, Registry)
+                kind, elsewhere = (choices.kind, choices.elsewhere) if registry else (spec.name, "")
+                raise AimonkError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}{elsewhere}")
             _check(spec.name, value, spec.metadata.get("check"))
         for name, value in self.options.items():
             _check(name, value, declared[name].check)
@@ -212,11 +214,16 @@ def method_fields() -> Iterator[tuple[Field, Registry]]:
             yield spec, spec.metadata["choices"]
 
 
+def declared_options(registry: Registry) -> list[EntryOption]:
+    """The settings every entry of `registry` declares, in registration order."""
+    return [entry_option for declared in registry.entry_options.values() for entry_option in declared]
+
+
 def entry_options() -> dict[str, EntryOption]:
     """The options declared by the entries of every registry a setting chooses from, by name."""
     declared: dict[str, EntryOption] = {}
     for _, registry in method_fields():
-        for entry_option in registry.options():
+        for entry_option in declared_options(registry):
             if declared.setdefault(entry_option.name, entry_option) != entry_option:
                 raise ValueError(f"option {entry_option.name!r} is declared twice, differently")
     return declared
@@ -229,7 +236,7 @@ def setting_names() -> list[str]:
         names.append(spec.name)
         choices = spec.metadata.get("choices")
         if isinstance(choices, Registry):
-            names += [entry_option.name for entry_option in choices.options()]
+            names += [entry_option.name for entry_option in declared_options(choices)]
     return names
 
 
@@ -237,6 +244,17 @@ RECIPES.add("reference", {}, "the reference system: frozen ResNet18, Adam lr 1e-
 RECIPES.add("recommended", {"solver": "lbfgs", "standardise_features": True},
             "what notebooks/04_experiments.ipynb found best: the head fitted to convergence by lbfgs on standardised "
             "features, L2 chosen per attribute on training folds")
+
+
+LABELLING_RECIPE = "recommended"  # audit, complete, next: the cross-fitted heads' recipe unless --recipe says otherwise
+
+
+def config_from_arguments(arguments: Any, default_recipe: str = "reference") -> TrainConfig:
+    """The recipe named on the command line (or `default_recipe`), with the options given on top (the parsed
+    arguments: only those given are present)."""
+    given = {name: getattr(arguments, name) for name in setting_names() if hasattr(arguments, name)}
+    named_recipe = "recipe" in given
+    return TrainConfig.from_recipe(given.pop("recipe", default_recipe), named_recipe, **given)
 
 
 def choices_of(name: str) -> list[str] | None:
@@ -256,3 +274,18 @@ def recipe_description(config: TrainConfig) -> str:
 
 # Where data and outputs live, and how the run is shown: not part of what is trained.
 PLACES = {"data_dir", "labels", "image_dir", "out_dir", "cache_dir", "workers", "progress", "device"}
+
+
+def resumed_config(saved: dict, path: Path, given: TrainConfig) -> TrainConfig:
+    """The interrupted run's settings (saved in the state at `path`), where `given` says things live and how the run
+    is shown (PLACES); refused in one line if another setting given explicitly differs from the saved one."""
+    if not saved.keys() <= set(setting_names()):
+        raise AimonkError(f"{path}: the training state's settings are not those of this version of aimonk")
+    run = TrainConfig(**saved)
+    differ = [f"{name}={getattr(given, name)} (saved: {getattr(run, name)})" for name in setting_names()
+              if name in given.given and name not in PLACES and getattr(given, name) != getattr(run, name)]
+    if differ:
+        raise AimonkError(f"{path}: --resume continues the saved run as it was, but these settings given differ from "
+                          f"it: {', '.join(differ)}; drop them to resume, or train anew into another --out-dir")
+    places = {name: getattr(given, name) for name in PLACES & given.given}
+    return TrainConfig(**{**saved, **places, "out_dir": given.out_dir, "progress": given.progress})

@@ -39,16 +39,17 @@ def write_images(folder: Path, n_images: int, seed: int = 0) -> None:
 
 def fill_cache(image_dir: Path, cache_dir: Path) -> None:
     """Child process: extract features of every image into an empty cache, then print peak memory."""
+    from aimonk.cache.store import FeatureCache
     from aimonk.data.images import Preprocessing
     from aimonk.model.classifier import build_model
-    from aimonk.model.features import FeatureCache, extract_features
+    from aimonk.model.features import features_of
 
     model, _ = build_model(4, "resnet18", weights="none")
     preprocessing = Preprocessing(224)
     cache = FeatureCache(cache_dir, model.backbone, preprocessing, "bf16")
     paths = sorted(image_dir.iterdir())
     with Stopwatch() as watch:
-        features, readable, _ = extract_features(model.backbone, paths, preprocessing, cache, "bf16", progress=False)
+        features, readable, _ = features_of(model.backbone, paths, preprocessing, cache, "bf16", progress=False)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**10
     held = features.numel() * features.element_size() / 2**20

@@ -73,6 +73,7 @@ def dataset(images: int, kilobytes: int) -> Path:
 def child(arguments: list[str]) -> None:
     """In a fresh process: run `aimonk train` with the cache's reading timed, print the parts as JSON."""
     started = time.perf_counter()
+    from aimonk.cache import store
     from aimonk.cli import main
     from aimonk.model import features
 
@@ -92,13 +93,8 @@ def child(arguments: list[str]) -> None:
     if arguments[0] == "--fill":  # features of the right shape without running the backbone: what they cost to read
         features.backbone_batches = fake_batches
         arguments = arguments[1:]
-    cache = features.FeatureCache
-    if hasattr(cache, "load_many"):  # this layout: the index, then the shards
-        cache.digests = timed("digests", cache.digests)
-        cache.load_many = timed("reading", cache.load_many)
-    else:  # the old one: a hash of each file, then one file per image
-        features.file_digest = timed("digests", features.file_digest)
-        cache.load = timed("reading", cache.load)
+    store.FeatureCache.digests = timed("digests", store.FeatureCache.digests)  # the index, then the shards
+    store.FeatureCache.load_many = timed("reading", store.FeatureCache.load_many)
     with open(os.devnull, "w") as quiet:
         stdout, sys.stdout = sys.stdout, quiet
         code = main(["train", *arguments])

@@ -31,9 +31,11 @@ WORKER = "--worker"  # the script itself runs in each process, timing the phases
 def worker(arguments: list[str]) -> None:
     """Train with `aimonk train` options, timing data preparation and the solver: wall time, and CPU time of this
     process and its finished data-loading workers. Every rank prints its timings as one JSON line."""
+    import aimonk.distributed  # noqa: F401  (torchrun's job, as the command line joins it)
     import aimonk.train.training as training
+    from aimonk.cache import disk_stores
     from aimonk.cli import build_parser
-    from aimonk.options import config_from_arguments
+    from aimonk.config import config_from_arguments
     from aimonk.registry import SOLVERS
     from aimonk.train.training import Solver
 
@@ -49,7 +51,8 @@ def worker(arguments: list[str]) -> None:
 
     training.prepare_data = timed("data", training.prepare_data)
     training.SOLVERS = {name: Solver(timed("fit", SOLVERS[name].fit), SOLVERS[name].full_batch) for name in SOLVERS}
-    result = training.train(config_from_arguments(build_parser().parse_args(["train", *arguments])))
+    config = config_from_arguments(build_parser().parse_args(["train", *arguments]))
+    result = training.train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
     print(json.dumps({**timings, "images": len(result.data.table), "steps": len(result.history)}), flush=True)
 
 

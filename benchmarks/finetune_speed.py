@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from common import ROOT, Stopwatch, machine
 
+from aimonk.cache import disk_stores
 from aimonk.config import TrainConfig
-from aimonk.data.sampling import epoch_plan
+from aimonk.data.images import epoch_plan
 from aimonk.model.classifier import TrainedPart, build_model
 from aimonk.train.training import train
 
@@ -28,7 +29,8 @@ from aimonk.train.training import train
 def timed(settings: dict, epochs: int) -> tuple[float, str, int]:
     """Seconds of a whole train() call, the stopwatch's note on other load, and the number of training images."""
     with Stopwatch() as watch:
-        result = train(TrainConfig(epochs=epochs, **settings))
+        config = TrainConfig(epochs=epochs, **settings)
+        result = train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
     return watch.seconds, watch.note(), len(result.data.train_rows)
 
 

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+import aimonk.labelling.selftrain  # noqa: F401  (the NA mode self_train, an extra)
+from aimonk.cache import disk_stores
 from aimonk.data.demo import make_demo_dataset
 from aimonk.evaluate.comparison import Comparison
 from aimonk.evaluate.experiments import compare, run_experiments
-from aimonk.labelling.simulation import sentences, simulate
+from aimonk.simulation import sentences, simulate
 
 IGNORED, SELF_TRAINED = "na_mode ignore", "na_mode self_train"
 
@@ -36,7 +38,8 @@ def self_training(base: dict, level: float, work: Path) -> tuple[Comparison, lis
     of the images held out), and the self-trained run's report of its fills."""
     experiments = {IGNORED: {"recipe": "recommended"},
                    SELF_TRAINED: {"recipe": "recommended", "na_mode": "self_train", "self_train_level": level}}
-    trained = run_experiments({**base, "val_fraction": 0.2}, experiments, [0], work)
+    trained = run_experiments({**base, "val_fraction": 0.2}, experiments, [0], work,
+                              disk_stores(cache_dir=base.get("cache_dir")))
     return compare(trained, seed=0, n_bootstrap=1000), trained[-1].result.report
 
 

@@ -25,9 +25,10 @@ import torch
 from common import ROOT, Stopwatch, machine
 from sklearn.metrics import roc_auc_score
 
+from aimonk.cache import disk_stores
 from aimonk.config import TrainConfig
-from aimonk.evaluate.metrics import evaluate
-from aimonk.evaluate.tuning import score_checkpoint
+from aimonk.evaluate.scoring import score_checkpoint
+from aimonk.metrics import evaluate
 from aimonk.train.training import TrainResult, train
 
 CASES = {
@@ -38,7 +39,7 @@ CASES = {
 
 def auc_table(result: TrainResult, data_dir: Path, bootstrap: int) -> str:
     """`Attr1 0.97 [0.93, 1.00]  ...`: validation ROC AUC per attribute with its bootstrap interval."""
-    scores = score_checkpoint(result.model_path, data_dir / "labels.txt", data_dir / "images")
+    scores = score_checkpoint(result.model_path, data_dir / "labels.txt", data_dir / "images").scores()
     table = evaluate(scores.table, scores.probabilities, n_bootstrap=bootstrap)
     return "  ".join(f"{name} {row.roc_auc:.3f} [{row.roc_auc_low:.2f}, {row.roc_auc_high:.2f}]"
                      for name, row in table.iterrows())
@@ -77,7 +78,7 @@ def main() -> None:
                     progress=False, **settings,
                 )
                 with Stopwatch() as watch:
-                    results[precision] = train(config)
+                    results[precision] = train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
                 seconds[precision] = watch.seconds
                 print(f"[{case}, {precision}: trained in {watch.seconds:.1f} s{watch.note()}]", flush=True)
             fp32, bf16 = results["fp32"], results["bf16"]

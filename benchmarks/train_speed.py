@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
 
+from aimonk.cache import disk_stores
 from aimonk.config import TrainConfig
 from aimonk.train.training import train
 
@@ -147,7 +148,7 @@ def main() -> None:
                 cache_dir=cache_dir, workers=args.workers, progress=False,
             )
             with Stopwatch() as watch:
-                history = train(config).history
+                history = train(config, stores=disk_stores(config.feature_cache, config.cache_dir)).history
             return watch, history
 
         cold = ours(args.lr)

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from aimonk.cache.store import encode_shard, parse_header, read_shard, shard_entries
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.io import LOCK_FILE
-from aimonk.model.shards import encode_shard, parse_header, read_shard, shard_entries
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the embedded demo set (images/, labels.txt), README.md
 
@@ -162,14 +162,19 @@ def feature_cache_message(folder: Path, reasons: str, count: int = 1) -> str:
            f"{folder}; the images {held} recomputed"
 
 
+def train_cached(config: TrainConfig, resume: bool = False):  # noqa: ANN201  (a TrainResult)
+    """`train` with the on-disk feature cache its config names, as `aimonk train` runs it."""
+    from aimonk.cache import disk_stores
+    from aimonk.train.training import train
+
+    return train(config, resume, disk_stores(config.feature_cache, config.cache_dir))
+
+
 def tiny_checkpoint(data_dir: Path, out_dir: Path, values: list[str], n_images: int) -> Path:
     """A checkpoint of two attributes trained one epoch on `n_images` generated 32x32 images (random backbone), a
     quarter held out; image i's labels are values[i % len] and values[(i // 2) % len]."""
-    from aimonk.config import TrainConfig
-    from aimonk.train.training import train
-
     rows = [f"img_{i}.jpg {values[i % len(values)]} {values[(i // 2) % len(values)]}" for i in range(n_images)]
     data = write_dataset(data_dir, rows, size=32)
     config = TrainConfig(data_dir=str(data), out_dir=str(out_dir), weights="none", image_size=32, epochs=1,
                          val_fraction=0.25, workers=0, progress=False)
-    return train(config).model_path
+    return train_cached(config).model_path

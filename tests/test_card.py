@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import train_arguments, write_dataset
 
-from aimonk.card import write_model_card
+from aimonk.card import loss_curve_figure, write_model_card
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.errors import AimonkError
@@ -133,7 +133,17 @@ def test_the_card_is_written_atomically_a_failed_write_leaves_the_old_one(traine
     assert sorted(path.name for path in tmp_path.iterdir()) == [CARD_FILE, MODEL_FILE]  # no temporary left
 
 
-def test_a_run_trained_from_python_has_a_card_that_says_it_is_not_scored_yet(tiny_model: Path):
+def test_a_run_trained_from_python_has_the_scored_card_of_the_command_line(tiny_model: Path):
+    """train() scores its validation images itself (once, from the features it holds): the card a Python run writes
+    is the command line's, not a "Not scored" one."""
     card = (tiny_model.parent / CARD_FILE).read_text(encoding="utf-8")
-    assert "Not scored" in card and "| attribute | verdict" not in card
+    assert "Not scored" not in card and "| attribute | verdict" in card
     assert str(load_checkpoint(tiny_model)["label_counts"]["images"]) in card
+
+
+def test_loss_curve_axes_and_title():
+    axes = loss_curve_figure([0.9, 0.7, 0.6]).axes[0]
+    assert axes.get_xlabel() == "iteration_number"
+    assert axes.get_ylabel() == "training_loss"
+    assert axes.get_title() == "Aimonk_multilabel_problem"
+    assert list(axes.lines[0].get_xdata()) == [1, 2, 3]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_dataset
+from helpers import train_cached, write_dataset
 from PIL import Image
 
 from aimonk.checkpoint import FORMAT, _is, load_checkpoint, load_safely, save_atomic, save_tuning
@@ -24,7 +24,6 @@ from aimonk.errors import CheckpointError, WeightsUnavailableError
 from aimonk.evaluate.prediction import Predictor
 from aimonk.io import NAME_RULE, STATE_FILE
 from aimonk.model.classifier import build_model
-from aimonk.train.training import train
 
 
 class _Payload:
@@ -45,7 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model")
     config = TrainConfig(data_dir=str(data), out_dir=str(out), weights="none", image_size=32, epochs=1,
                          workers=0, progress=False)
-    return train(config).model_path
+    return train_cached(config).model_path
 
 
 @pytest.fixture
@@ -212,7 +211,7 @@ def test_predict_resizes_as_the_model_was_trained_and_an_older_checkpoint_squash
     data = write_dataset(tmp_path / "data", rows, size=32)
     config = TrainConfig(data_dir=str(data), out_dir=str(tmp_path / "crop"), weights="none", image_size=32, epochs=1,
                          workers=0, progress=False, resize="crop")
-    cropping = Predictor(train(config).model_path)
+    cropping = Predictor(train_cached(config).model_path)
     assert cropping.preprocessing.resize == "crop" and Predictor(trained).preprocessing.resize == "squash"
     wide = tmp_path / "wide.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 80, 3), dtype=np.uint8)).save(wide)

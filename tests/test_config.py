@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import train_cached
 
 from aimonk.cli import build_parser, main
 from aimonk.config import (
@@ -17,14 +18,13 @@ from aimonk.config import (
     TrainConfig,
     at_least,
     choices_of,
+    config_from_arguments,
     entry_options,
     recipe_description,
 )
 from aimonk.errors import AimonkError
-from aimonk.model.losses import bce_terms
-from aimonk.options import config_from_arguments
+from aimonk.model.classifier import bce_terms
 from aimonk.registry import LOSSES, RECIPES
-from aimonk.train.training import train
 
 
 def test_options_not_given_keep_the_recipe_values_and_given_ones_override_them():
@@ -65,8 +65,8 @@ def test_a_new_loss_is_one_registry_entry_valid_in_config_cli_and_training(small
         assert config_from_arguments(args).loss == "doubled"
         settings = dict(data_dir=str(small_dataset), weights="none", epochs=1, batch_size=8, lr=1e-3, image_size=32,
                         workers=0, progress=False, precision="fp32", val_fraction=0)
-        plain = train(TrainConfig(out_dir=str(tmp_path / "bce"), **settings)).history
-        twice = train(TrainConfig(out_dir=str(tmp_path / "doubled"), loss="doubled", **settings)).history
+        plain = train_cached(TrainConfig(out_dir=str(tmp_path / "bce"), **settings)).history
+        twice = train_cached(TrainConfig(out_dir=str(tmp_path / "doubled"), loss="doubled", **settings)).history
         assert calls and twice[0] == pytest.approx(2 * plain[0], rel=1e-5)
     finally:
         LOSSES.remove("doubled")
@@ -106,6 +106,6 @@ def test_importing_the_config_imports_no_method_and_no_torch():
 def test_the_same_config_field_names_are_the_checkpoints_train_config(small_dataset: Path, tmp_path: Path):
     config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path), weights="none", epochs=1,
                          image_size=32, workers=0, progress=False)
-    saved = torch.load(train(config).model_path, weights_only=True)["train_config"]
+    saved = torch.load(train_cached(config).model_path, weights_only=True)["train_config"]
     assert saved.keys() == {spec.name for spec in fields(TrainConfig)} | set(entry_options())
     assert TrainConfig(**saved) == config

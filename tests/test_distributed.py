@@ -14,8 +14,9 @@ import threading
 import pytest
 from helpers import needs_gloo
 
-from aimonk.distributed import Distributed, sigterm_as_interrupt
-from aimonk.train.resume import held_interrupts
+from aimonk.distributed import Torchrun
+from aimonk.train.adam import held_interrupts
+from aimonk.world import sigterm_as_interrupt
 
 
 @pytest.fixture
@@ -97,8 +98,9 @@ def test_under_torchrun_sigterm_is_an_interrupt_held_like_ctrl_c(tmp_path):
         port = free.getsockname()[1]
     script = (
         "import os, signal\n"
-        "from aimonk.distributed import start\n"
-        "from aimonk.train.resume import held_interrupts\n"
+        "import aimonk.distributed\n"
+        "from aimonk.train.adam import held_interrupts\n"
+        "from aimonk.world import start\n"
         "assert start().world_size == 1\n"
         "try:\n"
         "    with held_interrupts():\n"
@@ -117,11 +119,11 @@ def test_under_torchrun_sigterm_is_an_interrupt_held_like_ctrl_c(tmp_path):
 @pytest.mark.parametrize(("world", "total", "chunk"), [(2, 13, 3), (3, 14, 2), (3, 2, 4), (4, 17, 1), (2, 8, 4)])
 def test_shares_hold_every_input_once_and_are_gathered_back_in_input_order(world, total, chunk):
     inputs = [f"image_{i}" for i in range(total)]
-    shares = [Distributed(rank, world).shard(inputs) for rank in range(world)]
+    shares = [Torchrun(rank, world).shard(inputs) for rank in range(world)]
     assert sorted(item for share in shares for item in share) == sorted(inputs)  # no padding, no duplicates
     others = [iter([share[start : start + chunk] for start in range(0, total + chunk, chunk)]) for share in shares]
 
-    class Rank0(Distributed):  # the other ranks' parts, round by round, as all_gather would bring them
+    class Rank0(Torchrun):  # the other ranks' parts, round by round, as all_gather would bring them
         def all_gather(self, value: list) -> list:
             return [value, *(next(other) for other in others[1:])]
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import holder_pid
 
+from aimonk.card import write_history
 from aimonk.checkpoint import save_atomic
 from aimonk.data.eda import save_table
 from aimonk.errors import AimonkError
 from aimonk.io import CURVE_FILE, HISTORY_FILE, LOCK_FILE, atomic_file, listed, output_lock
-from aimonk.train.outputs import write_history
 
 
 def test_a_few_short_names_are_listed_whole_and_nothing_is_written(tmp_path):

@@ -9,7 +9,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from aimonk import distributed
+from aimonk import world
 from aimonk.commands.files import labelled_data_paths, output_file, output_path
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import output_lock
@@ -19,11 +19,10 @@ def run_predict(args: argparse.Namespace) -> int:
     import csv
 
     from aimonk.data.images import image_files
-    from aimonk.distributed import start
     from aimonk.evaluate.prediction import Predictor
 
-    dist = start(args.device)  # under torchrun each process predicts its share; rank 0 prints them all, in order
-    predictor = Predictor(args.model, device=dist.device)
+    job = world.start(args.device)  # under torchrun each process predicts its share; rank 0 prints them all, in order
+    predictor = Predictor(args.model, device=job.device)
     paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
@@ -60,22 +59,21 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from aimonk.evaluate.metrics import evaluate
     from aimonk.evaluate.report import compact_table, format_table
-    from aimonk.evaluate.tuning import NothingHeldOut, score_checkpoint
+    from aimonk.evaluate.scoring import NothingHeldOut
+    from aimonk.metrics import evaluate
 
     reads = [args.model, *labelled_data_paths(args)]
     with output_file(args.csv, ".csv", "--csv", reads, newline="", encoding="utf-8") as table:
         try:
-            scores = score_checkpoint(  # under torchrun, each process scores its share of the images
-                args.model, *labelled_data_paths(args),
-                include_training=args.all, device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-            )
+            scored = scored_checkpoint(args, include_training=args.all, batch_size=args.batch_size,
+                                       num_workers=args.workers)
         except NothingHeldOut as error:
             raise AimonkError(f"{error}, or score every labelled image with --all (training images included: "
                               "optimistic)") from None
-        if not distributed.is_main():
+        if not world.is_main():
             return 0
+        scores = scored.scores()
         results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
         if table:
             results.to_csv(table)
@@ -93,6 +91,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         print("\n".join(compact_table(results)))
     return 0
+
+
+def scored_checkpoint(args: argparse.Namespace, **options):  # noqa: ANN003, ANN201  (a Scored)
+    """`score_checkpoint` of `--model` on the labelled data the arguments name, its features from the feature cache
+    its training run used."""
+    from aimonk.cache import model_stores
+    from aimonk.checkpoint import load_checkpoint
+    from aimonk.evaluate.scoring import score_checkpoint
+
+    world.start(args.device)  # an unusable device is said first
+    checkpoint = load_checkpoint(args.model)
+    return score_checkpoint(args.model, *labelled_data_paths(args), device=args.device,
+                            stores=model_stores(checkpoint), checkpoint=checkpoint, **options)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -139,15 +150,15 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_tune(args: argparse.Namespace) -> int:
     from aimonk.evaluate.report import tuning_table
-    from aimonk.evaluate.tuning import score_checkpoint, tune_checkpoint
+    from aimonk.evaluate.tuning import tune_checkpoint
 
     # The checkpoint is rewritten: not while a run writes into its folder (its model could change under the tuning)
-    with output_lock(Path(args.model).parent) if distributed.is_main() else nullcontext():
-        scores = score_checkpoint(args.model, *labelled_data_paths(args), device=args.device, calibrated=False)
-        if not distributed.is_main():  # under torchrun every process scored its share; rank 0 alone tunes, writes
+    with output_lock(Path(args.model).parent) if world.is_main() else nullcontext():
+        scored = scored_checkpoint(args)
+        if not world.is_main():  # under torchrun every process scored its share; rank 0 alone tunes, writes
             return 0
-        tuned = tune_checkpoint(args.model, scores, args.bootstrap, args.folds, args.seed, not args.no_temperature)
-    print(f"{args.model}: tuned on {len(scores.table)} validation images (F1 out of fold: thresholds tuned on the "
+        tuned = tune_checkpoint(args.model, scored, args.bootstrap, args.folds, args.seed, not args.no_temperature)
+    print(f"{args.model}: tuned on {len(scored.table)} validation images (F1 out of fold: thresholds tuned on the "
           f"other {args.folds - 1} folds; in sample: optimistic)")
     print("\n".join(tuning_table(tuned)))
     if not tuned["learnable"].all():

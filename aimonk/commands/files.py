@@ -8,7 +8,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from aimonk import distributed
+from aimonk import world
 from aimonk.config import data_paths
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file, output_lock
@@ -41,7 +41,7 @@ def output_path(path: str | Path | None, suffix: str, option: str, reads: Sequen
     """`path` as a file to write, checked before any work: refused if it is a file the command reads, if it is not a
     `suffix` file (`--csv images/a.jpg b.jpg` forgot the CSV's name: the image is kept), or if part of it is a file.
     None where not asked for, or on a process other than rank 0 (which alone writes)."""
-    if path is None or not distributed.is_main():
+    if path is None or not world.is_main():
         return None
     target = Path(path)
     if target.is_dir():

@@ -12,22 +12,23 @@ from aimonk.commands.files import output_file, output_locks, output_path
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file
 
-RECIPE = "recommended"  # the cross-fitted heads' recipe unless --recipe says otherwise (and their options' defaults)
 
 def labelling_config(args: argparse.Namespace):  # noqa: ANN201  (a TrainConfig: imported by the command alone)
     """The settings of the cross-fitted heads: `--recipe recommended` unless told otherwise, checked before any
     work."""
-    from aimonk.options import config_from_arguments
+    from aimonk.config import LABELLING_RECIPE, config_from_arguments
 
-    config = config_from_arguments(args, default_recipe=RECIPE)
+    config = config_from_arguments(args, default_recipe=LABELLING_RECIPE)
     config.check()
     return config
 
 
 def out_of_fold_from(config, folds: int):  # noqa: ANN001, ANN201  (TrainConfig -> OutOfFold)
+    from aimonk.cache import disk_stores
     from aimonk.labelling.crossfit import out_of_fold
 
-    oof = out_of_fold(config.labels_path, config.images_path, config, folds=folds, seed=config.seed)
+    oof = out_of_fold(config.labels_path, config.images_path, config, folds=folds, seed=config.seed,
+                      stores=disk_stores(config.feature_cache, config.cache_dir))
     judged = int(oof.better_than_chance.sum())
     print(f"{config.labels_path}: {len(oof.images)} images, {int(oof.known.sum())} known labels and "
           f"{int((~oof.known).sum())} NA, scored out of fold ({folds} folds); {judged} of "

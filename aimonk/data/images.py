@@ -1,11 +1,19 @@
-"""Images on disk to tensors: finding image files, robust decoding, preprocessing, and the dataset."""
+"""Images on disk to tensors: finding image files, robust decoding, preprocessing (RESIZES: how a picture of any shape
+becomes the square the backbone reads), the dataset, and the epoch plans that batch its images (SAMPLERS).
+
+SAMPLERS: how often each training image is visited per epoch. A sampler returns every training image's expected visits
+per epoch (1 for all: the reference). An epoch plan draws whole visits from them (stochastic rounding), shuffles, and
+picks one horizontal flip per visit, from (seed, epoch) alone. Cached and uncached training, and a resumed run, all
+follow the same plan: that is what makes their loss histories identical. A new sampler must keep this rule: its visits
+depend on the training labels and the config only. Full-batch solvers weight each image by its visits instead.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +22,63 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from aimonk.config import EntryOption, TrainConfig, positive
 from aimonk.data.labels import LabelTable
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import listed
-from aimonk.registry import RESIZES
+from aimonk.registry import RESIZES, SAMPLERS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb limit, enforced as an error
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+# RESIZES: `squash` (stretch the whole picture, the reference) or `crop` (keep the shape, cut the central square, as
+# torchvision's ImageNet evaluation does).
+CROP_SHARE = 224 / 256  # torchvision's ImageNet evaluation: the shorter side to 256 pixels, the central 224 kept
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Resize:
+    """`fit(image, size)`: the square of `size` pixels; `cover(size)`: the shorter side it needs decoded (large
+    JPEGs decode at a reduced scale that still covers it); `seen(width, height)`: the box of a picture the square
+    shows."""
+
+    fit: Callable[[Image.Image, int], Image.Image]
+    cover: Callable[[int], int]
+    seen: Callable[[int, int], Box]
+
+
+def _squash(image: Image.Image, size: int) -> Image.Image:
+    return image.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """As torchvision's Resize(cover) then CenterCrop(size) on a PIL image."""
+    shorter = _crop_cover(size)
+    width, height = image.size
+    scaled = (shorter, int(shorter * height / width)) if width <= height else (int(shorter * width / height), shorter)
+    image = image.resize(scaled, Image.Resampling.BILINEAR)
+    left, top = round((scaled[0] - size) / 2), round((scaled[1] - size) / 2)
+    return image.crop((left, top, left + size, top + size))
+
+
+def _crop_cover(size: int) -> int:
+    return int(size / CROP_SHARE)
+
+
+def _central_square(width: int, height: int) -> Box:
+    side = round(min(width, height) * CROP_SHARE)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+RESIZES.add("squash", Resize(_squash, lambda size: size, lambda width, height: (0, 0, width, height)),
+            "the whole picture stretched to a square, whatever its shape")
+RESIZES.add("crop", Resize(_centre_crop, _crop_cover, _central_square), "the shape kept: the shorter side resized "
+            "to 256/224 of the image size, the central square kept (torchvision's ImageNet evaluation)")
 
 
 @dataclass(frozen=True)
@@ -235,3 +291,55 @@ def _unlistable(error: OSError) -> None:
 
 def _natural_key(path: Path) -> list[list]:
     return [[int(piece) if piece.isdecimal() else piece for piece in re.split(r"(\d+)", part)] for part in path.parts]
+
+
+# SAMPLERS and epoch plans.
+
+Plan = list[list[tuple[int, bool]]]
+
+
+@SAMPLERS.register("uniform")
+def uniform(table: LabelTable, config: TrainConfig) -> np.ndarray:
+    """every training image once per epoch (the reference)"""
+    return np.ones(len(table))
+
+
+@SAMPLERS.register("repeat_factor", options=[EntryOption(
+    "repeat_threshold", 0.3, "repeat_factor: attributes positive in fewer than this share of their known labels get "
+    "their images repeated", positive)])
+def repeat_factor(table: LabelTable, config: TrainConfig) -> np.ndarray:
+    """images with rare known positives visited more often (LVIS repeat-factor sampling, --repeat-threshold)"""
+    # An attribute positive in a share f of its known labels gives its positive images max(1, sqrt(t / f)) visits.
+    share = table.positives().sum(axis=0) / np.maximum(table.known.sum(axis=0), 1)
+    factors = np.sqrt(config.repeat_threshold / np.maximum(share, 1e-12))
+    return np.maximum(1.0, (table.positives() * factors).max(axis=1, initial=0.0))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random stream of one epoch: a function of (seed, epoch) only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def epoch_plan(visits: np.ndarray, batch_size: int, seed: int, epoch: int) -> Plan:
+    """Batches of (row, flip) for one epoch: each row visited `visits` times (rounded at random), shuffled."""
+    generator = epoch_generator(seed, epoch)
+    whole = np.floor(visits).astype(np.int64)
+    if not np.array_equal(whole, visits):  # only then a draw, so whole visits give the reference's exact plan
+        whole += (torch.rand(len(visits), generator=generator, dtype=torch.float64).numpy() < visits - whole)
+    rows = np.repeat(np.arange(len(visits)), whole).tolist()
+    order = torch.randperm(len(rows), generator=generator).tolist()
+    flips = (torch.rand(len(rows), generator=generator) < 0.5).tolist()
+    pairs = [(rows[i], flips[i]) for i in order]
+    return [pairs[start : start + batch_size] for start in range(0, len(pairs), batch_size)]
+
+
+def cached_batches(features: torch.Tensor, rows: np.ndarray, targets: np.ndarray, known: np.ndarray, plan: Plan,
+                   device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(features on `device`, targets, known) per planned batch of (row, flip): `features[i, flip]` is image
+    `rows[row]` as is or flipped; `targets` and `known` are indexed by image. A planned batch may be empty (a
+    process's share of a batch smaller than the job)."""
+    for batch in plan:
+        picked = rows[[row for row, _ in batch]]
+        flips = torch.tensor([int(flip) for _, flip in batch], dtype=torch.long)
+        yield (features[torch.as_tensor(picked, dtype=torch.long), flips].to(device),
+               torch.from_numpy(targets[picked]), torch.from_numpy(known[picked]))

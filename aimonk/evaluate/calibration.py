@@ -40,11 +40,6 @@ def expected_calibration_error(truth: np.ndarray, probabilities: np.ndarray, bin
     return float((gaps * filled["count"]).sum() / filled["count"].sum())
 
 
-def to_logits(probabilities: np.ndarray) -> np.ndarray:
-    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
-    return np.log(clipped) - np.log1p(-clipped)
-
-
 def log_losses(truth: np.ndarray, logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Each label's negative log-likelihood under sigmoid(logits / temperature)."""
     scaled = np.asarray(logits, dtype=np.float64) / temperature
@@ -70,16 +65,19 @@ def fit_temperature(truth: np.ndarray, logits: np.ndarray) -> float:
 
 
 def temperature_if_it_helps(
-    truth: np.ndarray, probabilities: np.ndarray, folds: int = 5, seed: int = 0
+    truth: np.ndarray, logits: np.ndarray, folds: int = 5, seed: int = 0
 ) -> tuple[float, float, float]:
-    """(temperature to use, out-of-fold log loss without, with a temperature fitted on the other folds).
+    """(temperature to use, out-of-fold log loss without, with a temperature fitted on the other folds), for one
+    attribute's known labels and their logits.
 
     The temperature is fitted on all the labels, and used only if the cross-fitted log loss is lower than without;
-    otherwise 1. Too few labels of a class for the folds: 1.
+    otherwise 1. Too few labels of a class for the folds: 1. Labels the logits separate perfectly: 1, for the log
+    loss then falls without end as the temperature shrinks, on every fold alike, and the fit would only run to the
+    bound of TEMPERATURE_RANGE (sharpening a confident model further, on no evidence).
     """
-    truth, logits = np.asarray(truth, dtype=bool), to_logits(probabilities)
+    truth, logits = np.asarray(truth, dtype=bool), np.asarray(logits, dtype=np.float64)
     splits = cross_fitting_folds(truth, folds, seed)
-    if splits is None:
+    if splits is None or logits[truth].min() > logits[~truth].max():
         return 1.0, float("nan"), float("nan")
     before, after = np.zeros(len(truth)), np.zeros(len(truth))
     for fit, held_out in splits:
@@ -88,8 +86,3 @@ def temperature_if_it_helps(
         after[held_out] = log_losses(truth[held_out], logits[held_out], temperature)
     helps = after.mean() < before.mean()
     return (fit_temperature(truth, logits) if helps else 1.0), float(before.mean()), float(after.mean())
-
-
-def calibrated(probabilities: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
-    """Probabilities (images, attributes) with each attribute's temperature applied."""
-    return 1.0 / (1.0 + np.exp(-to_logits(probabilities) / np.asarray(temperatures, dtype=np.float64)))

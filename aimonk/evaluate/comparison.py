@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from aimonk.data.labels import LabelTable
-from aimonk.evaluate.metrics import Scores, bootstrap_draws, percentile_interval, resampled_metrics
 from aimonk.evaluate.report import with_interval
+from aimonk.metrics import Scores, bootstrap_draws, percentile_interval, resampled_metrics
 
 METRICS = ("ap", "roc_auc", "f1")
 OVERALL = "all attributes"

@@ -1,5 +1,6 @@
 """Experiments: a grid of settings trained on one fixed split with several seeds, each model scored on the
-validation images as `aimonk predict` would score them, ready for `aimonk.evaluate.comparison`.
+validation images as its training run scored them (what `aimonk evaluate` prints for it), ready for
+`aimonk.evaluate.comparison`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
 
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.evaluate.comparison import OVERALL, Comparison
-from aimonk.evaluate.metrics import Scores
-from aimonk.evaluate.prediction import Predictor
+from aimonk.metrics import Scores
+from aimonk.model.features import Stores
 from aimonk.train.training import TrainResult, train
 
 
@@ -37,26 +36,13 @@ class Trained:
         return self.scores.table
 
 
-def validation_scores(result: TrainResult) -> Scores:
-    """The model's probabilities on its validation images: from the cached features of a frozen backbone (what
-    `aimonk predict` computes for the same image), else by running the saved model on the images."""
-    data, model = result.data, result.model
-    if data.head_inputs_cached(model):
-        with torch.no_grad():
-            features = data.features[torch.as_tensor(data.val_rows), 0].float()
-            probabilities = torch.sigmoid(model.head(features)).numpy()
-    else:
-        predictions = list(Predictor(result.model_path).predict(data.paths(data.val_rows), num_workers=0))
-        probabilities = np.array([prediction.probabilities for prediction in predictions])
-    validation = data.table.subset(data.val_rows)
-    return Scores(validation, probabilities.astype(np.float64), [0.5] * len(validation.attributes))
-
-
 def run_experiments(
     base: dict[str, Any], experiments: dict[str, dict[str, Any]], seeds: Sequence[int], work_dir: Path,
+    stores: Stores | None = None,
 ) -> list[Trained]:
-    """Train every experiment (a recipe and settings on top of `base`) with every seed; the split's seed is fixed
-    (`base["split_seed"]`, default 0) so that all models are judged on the same validation images."""
+    """Train every experiment (a recipe and settings on top of `base`) with every seed, the frozen features from
+    `stores` where given; the split's seed is fixed (`base["split_seed"]`, default 0) so that all models are judged
+    on the same validation images."""
     trained = []
     for name, settings in experiments.items():
         settings = {**settings}
@@ -65,9 +51,11 @@ def run_experiments(
             config = TrainConfig.from_recipe(recipe, **{"split_seed": 0, "progress": False, **base, **settings,
                                                         "seed": seed, "out_dir": str(work_dir / name / str(seed))})
             start = time.perf_counter()
-            result = train(config)
+            result = train(config, stores=stores)
             seconds = time.perf_counter() - start
-            trained.append(Trained(name, seed, result, validation_scores(result), seconds))
+            if result.validation is None:
+                raise ValueError(f"experiment {name!r} held no images out (val_fraction 0): nothing to compare on")
+            trained.append(Trained(name, seed, result, result.validation, seconds))
     files = {tuple(t.validation.filenames) for t in trained}
     if len(files) > 1:
         raise ValueError("the experiments were validated on different images; they cannot be compared")

@@ -79,7 +79,7 @@ def explain(predictor: Predictor, paths: Sequence[Path]) -> Iterator[Explanation
     for path in paths:
         image = predictor.preprocessing.load(path)[None]
         maps, logits, exact = activation_maps(predictor.model, image)
-        probabilities = torch.sigmoid(logits / predictor.temperatures)[0].numpy()
+        probabilities = predictor.rule.probabilities(logits.double().numpy())[0]
         yield Explanation(Path(path), probabilities, maps[0].numpy(), exact)
 
 

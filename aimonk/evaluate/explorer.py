@@ -1,7 +1,7 @@
 """The threshold explorer of notebook 03 (ipywidgets, which JupyterLab renders): per attribute a slider over its
 decision threshold showing precision, recall and F1 with bootstrap intervals, the confusion counts and the images
-whose decision flips near that point; a button saves the thresholds into the checkpoint with `save_thresholds`, the
-call `aimonk tune` makes.
+whose decision flips near that point; a button saves the thresholds into the checkpoint's decision rule with
+`save_rule`, the call `aimonk tune` makes.
 
 What the numbers are computed on is said on the widget: the validation images held out at training (known labels
 only), with the probabilities `aimonk predict` computes. A threshold chosen by looking at them is tuned on those
@@ -13,18 +13,19 @@ same seed, so each interval is the one `aimonk evaluate` prints at that threshol
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from aimonk.checkpoint import load_checkpoint
+from aimonk.checkpoint import DecisionRule, load_checkpoint
 from aimonk.data.images import open_rgb
-from aimonk.evaluate.metrics import Scores, bootstrap_draws, metrics_with_intervals
 from aimonk.evaluate.thresholds import tune_out_of_fold
-from aimonk.evaluate.tuning import save_thresholds
+from aimonk.evaluate.tuning import save_rule
 from aimonk.io import output_lock
+from aimonk.metrics import Scores, bootstrap_draws, metrics_with_intervals
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -35,8 +36,9 @@ THUMBNAIL = 96  # pixels, the longer side of an image that flips
 
 
 class ThresholdExplorer:
-    """Thresholds of a checkpoint explored on `scores` (its validation images, probabilities calibrated by its
-    temperatures, `scores.thresholds` the saved ones). The numbers behind the widget are plain methods (`values`,
+    """Thresholds of a checkpoint explored on `scores` (its validation images at its decision rule:
+    `score_checkpoint(...).scores()`, probabilities calibrated by its temperatures, `scores.thresholds` the saved
+    ones). The numbers behind the widget are plain methods (`values`,
     `flips`), which the widget's callbacks show and the tests check."""
 
     def __init__(self, model_path: str | Path, scores: Scores, n_bootstrap: int = 1000, seed: int = 0,
@@ -45,8 +47,8 @@ class ThresholdExplorer:
         self.flips_shown = flips_shown
         self.thresholds = [float(value) for value in scores.thresholds]
         table = scores.table
-        checkpoint = load_checkpoint(model_path, attributes=table.attributes)
-        self.learnable = list(checkpoint.get("learnable", [True] * len(table.attributes)))
+        self.rule = DecisionRule.of(load_checkpoint(model_path, attributes=table.attributes))
+        self.learnable = list(self.rule.learnable)
         self.known = [table.known_labels(j) for j in range(len(table.attributes))]
         rng = np.random.default_rng(seed)  # drawn attribute after attribute, as `evaluate` draws them
         self.draws = [bootstrap_draws(int(known.sum()), n_bootstrap, rng) for known, _ in self.known]
@@ -102,11 +104,12 @@ class ThresholdExplorer:
             self.flip_boxes[j].children = self._flip_images(j, threshold)
 
     def save(self) -> pd.DataFrame:
-        """The thresholds as set, saved into the checkpoint (with the validation metrics at them and the model card),
-        under the output folder's lock, through `save_thresholds` like `aimonk tune`."""
+        """The thresholds as set, saved into the checkpoint's decision rule (with the validation metrics at them and
+        the model card), under the output folder's lock, through `save_rule` like `aimonk tune`."""
         chosen = Scores(self.scores.table, self.scores.probabilities, list(self.thresholds), self.scores.image_dir)
         with output_lock(self.model_path.parent):
-            saved = save_thresholds(self.model_path, chosen, self.n_bootstrap, self.seed)
+            saved = save_rule(self.model_path, chosen, replace(self.rule, thresholds=tuple(self.thresholds)),
+                              self.n_bootstrap, self.seed)
         if self.status is not None:
             self.status.value = f"saved thresholds {', '.join(f'{t:.3f}' for t in self.thresholds)} into " \
                                 f"{self.model_path} (and its model card)"

@@ -1,9 +1,11 @@
 """A checkpoint as an ONNX file for deployment, checked against PyTorch on real images before it is written.
 
-The file holds the whole model (backbone and head) in fp32 with a sigmoid at the end: input `images` (batch, 3,
-size, size), output `probabilities` (batch, attributes), the batch axis dynamic. Its metadata (JSON strings) says
-everything inference needs: attribute names, thresholds, preprocessing, backbone and weights. onnx, onnxscript
-(torch's exporter) and onnxruntime (the check) are the optional extra `aimonk[onnx]`, imported only here.
+The file holds the whole model (backbone and head) in fp32 and the checkpoint's decision rule: its output is the
+calibrated probability sigmoid(logit / temperature) that `aimonk predict` prints, compared with each attribute's
+threshold by the same rule. Input `images` (batch, 3, size, size), output `probabilities` (batch, attributes), the
+batch axis dynamic. Its metadata (JSON strings) says everything inference needs: attribute names, thresholds,
+temperatures (already applied), which attributes are decided at all, preprocessing, backbone and weights. onnx,
+onnxscript (torch's exporter) and onnxruntime (the check) are the optional extra `aimonk[onnx]`, imported only here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aimonk.checkpoint import DecisionRule
 from aimonk.data.images import ImageDataset, image_files
 from aimonk.errors import AimonkError
 from aimonk.evaluate.prediction import Predictor
@@ -26,7 +29,7 @@ FORMATS = ("onnx",)
 TOLERANCE = 1e-4  # the largest |probability difference| from PyTorch fp32 that an export may show
 CHECK_IMAGES = 32  # images the export is checked on, at most
 INPUT, OUTPUT = "images", "probabilities"
-METADATA_FORMAT = "aimonk-onnx-v1"
+METADATA_FORMAT = "aimonk-onnx-v2"  # v2: the probabilities are calibrated (temperatures in the graph)
 
 
 @dataclass
@@ -41,14 +44,16 @@ class Export:
 
 
 class Probabilities(nn.Module):
-    """A trained AttributeClassifier with a sigmoid: images -> probabilities."""
+    """A trained AttributeClassifier with its decision rule's temperatures: images -> calibrated probabilities."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, temperatures: Sequence[float] | None = None):
         super().__init__()
         self.model = model
+        temperatures = [1.0] * model.head.out_features if temperatures is None else list(temperatures)
+        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(images))
+        return torch.sigmoid(self.model(images) / self.temperatures)
 
 
 def check_format(format: str) -> None:
@@ -69,7 +74,7 @@ def export_model(model_path: str | Path, out_path: str | Path | None = None, for
     predictor = Predictor(model_path)
     out = Path(out_path) if out_path else Path(model_path).with_suffix(f".{format}")
     images, checked_on = check_images(predictor, check_paths)
-    network = Probabilities(predictor.model).eval()
+    network = Probabilities(predictor.model, predictor.rule.temperatures).eval()
     with atomic_file(out) as file:  # an unwritable path fails here, before the export
         proto = _onnx_model(network, predictor.preprocessing.image_size, model_path)
         onnx.helper.set_model_props(proto, metadata(predictor.checkpoint))
@@ -88,14 +93,20 @@ def export_model(model_path: str | Path, out_path: str | Path | None = None, for
 
 
 def metadata(checkpoint: dict) -> dict[str, str]:
-    """What inference needs, each value a JSON string: names, thresholds, preprocessing, input and output."""
+    """What inference needs, each value a JSON string: the decision rule (names, thresholds, temperatures, which
+    attributes are decided), preprocessing, input and output."""
     resize = checkpoint["preprocessing"].get("resize", "squash")  # a checkpoint made before the choice: squashed
+    rule = DecisionRule.of(checkpoint)
     values = {
         "format": METADATA_FORMAT,
-        "attributes": checkpoint["attributes"],
-        "thresholds": checkpoint["thresholds"],
-        "output": f"{OUTPUT}: float32 (batch, attributes), the sigmoid of one logit per attribute; an attribute is "
-                  "present where its probability reaches its threshold",
+        "attributes": list(rule.attributes),
+        "thresholds": list(rule.thresholds),
+        "temperatures": list(rule.temperatures),
+        "decided": list(rule.learnable),
+        "output": f"{OUTPUT}: float32 (batch, attributes), the calibrated probability sigmoid(logit / temperature) "
+                  "of each attribute (the temperatures are applied in the graph); an attribute is present where "
+                  "it is decided (`decided`: better than chance on the validation images) and its probability "
+                  "reaches its threshold",
         "input": f"{INPUT}: float32 (batch, 3, image_size, image_size), RGB made a square (bilinear) as "
                  "preprocessing's `resize` says (squash: the whole picture stretched to image_size x image_size; "
                  "crop: the shorter side resized to int(image_size * 256 / 224), the central square kept), scaled to "
@@ -104,7 +115,7 @@ def metadata(checkpoint: dict) -> dict[str, str]:
         "backbone": checkpoint["backbone"],
         "weights_origin": checkpoint["weights_origin"],
     }
-    values.update({key: checkpoint[key] for key in ("verdicts",) if key in checkpoint})
+    values.update({} if rule.verdicts is None else {"verdicts": list(rule.verdicts)})
     return {key: json.dumps(value) for key, value in values.items()}
 
 

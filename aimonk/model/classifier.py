@@ -1,18 +1,29 @@
 """The model: a backbone from BACKBONES, as a sequence of stages, followed by a linear head with one logit per
-attribute. The last `trainable_stages` stages train; the others stay frozen, in eval mode (their BatchNorm
-statistics stay those of the weights), and can be run once and cached.
+attribute; and the loss it trains with. The last `trainable_stages` stages train; the others stay frozen, in eval mode
+(their BatchNorm statistics stay those of the weights), and can be run once and cached.
+
+The loss takes a per-entry loss (LOSSES: `bce`, the reference, here; `focal` and `asymmetric` in
+`aimonk.model.losses`) and averages it over the known labels alone, or over the entries the NA mode counts (NA_MODES:
+`ignore` and `negative` here; the large-loss modes in `aimonk.model.losses`), with positives weighted per attribute
+(POS_WEIGHTS). Masking and averaging are shared, so every loss ignores the entries its NA mode leaves out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from aimonk.config import TrainConfig
 from aimonk.errors import AimonkError, CheckpointError, state_dict_mismatch
 from aimonk.model.backbones import build_backbone
-from aimonk.registry import BACKBONES
+from aimonk.registry import BACKBONES, LOSSES, NA_MODES, POS_WEIGHTS, SOLVERS
 
 
 def backbone_autocast(precision: str, device: torch.device) -> torch.autocast:
@@ -131,10 +142,13 @@ def build_model(
 
 
 def model_from_checkpoint(checkpoint: dict, path: str | Path) -> AttributeClassifier:
-    """The trained model of a loaded checkpoint, in eval mode, every tensor taken from the checkpoint."""
+    """The trained model of a loaded checkpoint, in eval mode, every tensor taken from the checkpoint; its frozen
+    part is the one it was trained with (so its features are the ones training computed and stored)."""
+    trained = (checkpoint.get("train_config") or {}).get("trainable_stages", 0)
     try:
         with torch.device("meta"):  # no random initialisation: it would be overwritten anyway
-            model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none")
+            model, _ = build_model(len(checkpoint["attributes"]), checkpoint["backbone"], weights="none",
+                                   trainable_stages=trained if isinstance(trained, int) else 0)
     except AimonkError as error:  # an unknown backbone: say which file names it
         raise CheckpointError(f"{path}: {error}") from None
     try:
@@ -143,3 +157,127 @@ def model_from_checkpoint(checkpoint: dict, path: str | Path) -> AttributeClassi
         raise CheckpointError(f"{path}: weights do not fit a {checkpoint['backbone']} model "
                               f"({state_dict_mismatch(error)})") from None
     return model.eval()
+
+
+# The masked loss: per-entry losses (LOSSES) averaged over the entries the NA mode (NA_MODES) counts, positives
+# weighted per attribute (POS_WEIGHTS). More losses and NA modes: aimonk.model.losses.
+
+EntryLoss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
+
+
+def bce_terms(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy with logits of every entry (positives weighted by `pos_weight`)."""
+    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
+
+
+@LOSSES.register("bce")
+def bce(config: TrainConfig) -> EntryLoss:
+    """binary cross-entropy with logits (the reference)"""
+    return bce_terms
+
+
+@dataclass(frozen=True)
+class NAMode:
+    """What an NA label means to the loss: `counted(targets, known)` gives the labels as the loss counts them (numpy
+    tables or torch batches alike); a mode that `revise`s also changes each minibatch's losses, by epoch
+    (`revise(terms, na, share)`: the per-entry loss, where the NA entries are and the share of them the epoch
+    affects), so it needs a solver with epochs. A mode that `completes` fills NA entries of the training images
+    before the fit: `completes(config, data)` gives the labels the run learns from (a LabelTable of `data`'s images)
+    and lines for the run's report; it cross-fits heads on the frozen features, so it needs a frozen backbone."""
+
+    counted: Callable[[Labels, Labels], tuple[Labels, Labels]]
+    revise: Callable[[EntryLoss, torch.Tensor, float], EntryLoss] | None = None
+    completes: Callable[..., tuple[Any, list[str]]] | None = None  # (TrainConfig, TrainingData)
+
+    @property
+    def per_epoch(self) -> bool:
+        return self.revise is not None
+
+    def problem(self, config: TrainConfig) -> str | None:
+        """Why `config` cannot train with this mode (its `na_mode`), or None."""
+        if self.per_epoch and SOLVERS[config.solver].full_batch:
+            return (f"na_mode {config.na_mode} changes the loss epoch by epoch, and the {config.solver} solver fits "
+                    "full-batch without epochs: use solver adam with it")
+        if self.completes and config.trainable_stages:
+            return (f"na_mode {config.na_mode} completes the NA entries with lbfgs heads cross-fitted on the frozen "
+                    f"backbone's features, and --trainable-stages {config.trainable_stages} fine-tunes it: use "
+                    "--trainable-stages 0 with it (any solver)")
+        return None
+
+
+def ignore_na(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
+    """NA entries are left out of the loss."""
+    return targets, known
+
+
+def na_as_negative(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
+    """An NA label counts as absent: every entry trains."""
+    return targets * known, known | ~known
+
+
+def large_loss_share(epoch: int, delta_rel: float) -> float:
+    """The share of a batch's NA entries whose losses count as large at `epoch` (0-based): none in the first
+    epoch, `delta_rel` more in each later one, at most all (the reference's `clean_rate`, 1 - share)."""
+    return min(1.0, epoch * delta_rel)
+
+
+NA_MODES.add("ignore", NAMode(ignore_na), "NA entries are left out of the loss (the reference)")
+NA_MODES.add("negative", NAMode(na_as_negative), "an NA label counts as absent: every entry trains")
+
+
+def na_mode_loss(
+    mode: NAMode, terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+    pos_weight: torch.Tensor | None = None, share: float = 0.0,
+) -> torch.Tensor:
+    """The loss of a batch of labels as read (`known` False at NA entries) under NA `mode`: `terms` averaged over
+    the entries the mode counts, those of the NA entries revised (the epoch's `share` of them) by a mode that
+    revises."""
+    counted_targets, counted = mode.counted(targets, known)
+    if mode.revise:
+        terms = mode.revise(terms, ~known, share)
+    return masked_loss(terms, logits, counted_targets, counted, pos_weight)
+
+
+def masked_mean(terms: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean of `terms` over entries where `known` is True; 0 (with zero gradients) if none are."""
+    weights = known.to(terms.dtype)
+    return (terms * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def masked_loss(
+    terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`terms` averaged over known entries only."""
+    known = known.bool()
+    # Zero the unknown targets first so a NaN placeholder can never leak into the loss or its gradient.
+    targets = torch.where(known, targets, torch.zeros_like(targets))
+    return masked_mean(terms(logits, targets, pos_weight), known)
+
+
+def masked_bce_with_logits(
+    logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean BCE-with-logits over entries where `known` is True; 0 (with zero gradients) if none are."""
+    return masked_loss(bce_terms, logits, targets, known, pos_weight)
+
+
+@POS_WEIGHTS.register("none")
+def no_pos_weight(targets: np.ndarray, known: np.ndarray) -> None:
+    """every known label weighs the same (the reference)"""
+    return None
+
+
+@POS_WEIGHTS.register("balanced")
+def balanced_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
+    """positives weighted by negatives/positives of their attribute, so rare positives weigh as much as negatives"""
+    positives = (targets * known).sum(axis=0)
+    negatives = ((1 - targets) * known).sum(axis=0)
+    return torch.tensor(negatives / np.maximum(positives, 1.0), dtype=torch.float32)
+
+
+@POS_WEIGHTS.register("sqrt")
+def sqrt_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
+    """the square root of the balanced weights: a milder boost for rare positives"""
+    return balanced_pos_weight(targets, known).sqrt()

@@ -1,32 +1,23 @@
-"""LOSSES, NA_MODES and POS_WEIGHTS: per-entry losses reduced over known labels only, what an `NA` label means
-to the loss, and per-attribute weights of positive labels.
+"""More losses (LOSSES: `focal`, `asymmetric`) and NA modes (NA_MODES: the large-loss modes) than the reference's,
+registered when imported (`aimonk.train` imports it).
 
 A loss entry takes the training config (for its own settings) and returns a function
-`(logits, targets, pos_weight) -> per-entry losses`; masking and averaging are shared by all of them, so every
-loss ignores the entries its NA mode leaves out.
+`(logits, targets, pos_weight) -> per-entry losses`; masking and averaging are shared by all of them
+(`aimonk.model.classifier.masked_loss`), so every loss ignores the entries its NA mode leaves out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from functools import partial
+from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from aimonk.config import EntryOption, TrainConfig, at_least, fraction
-from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS, SOLVERS
-
-EntryLoss = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-Labels = TypeVar("Labels", np.ndarray, torch.Tensor)
-
-
-def bce_terms(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy with logits of every entry (positives weighted by `pos_weight`)."""
-    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
+from aimonk.model.classifier import EntryLoss, NAMode, na_as_negative
+from aimonk.registry import LOSSES, NA_MODES
 
 
 def _focus(log_base: torch.Tensor, gamma: float) -> torch.Tensor | float:
@@ -90,12 +81,6 @@ def asymmetric_terms(
     return _combined(positive, negative, targets, pos_weight)
 
 
-@LOSSES.register("bce")
-def bce(config: TrainConfig) -> EntryLoss:
-    """binary cross-entropy with logits (the reference)"""
-    return bce_terms
-
-
 @LOSSES.register("focal", options=[EntryOption("focal_gamma", 2.0, "focusing exponent of the focal loss",
                                                  at_least(0))])
 def focal(config: TrainConfig) -> EntryLoss:
@@ -113,50 +98,6 @@ def asymmetric(config: TrainConfig) -> EntryLoss:
     """asymmetric loss, Ridnik et al. 2021 (--asl-gamma-pos, --asl-gamma-neg, --asl-clip)"""
     return lambda logits, targets, pos_weight: asymmetric_terms(
         logits, targets, pos_weight, config.asl_gamma_pos, config.asl_gamma_neg, config.asl_clip)
-
-
-@dataclass(frozen=True)
-class NAMode:
-    """What an NA label means to the loss: `counted(targets, known)` gives the labels as the loss counts them (numpy
-    tables or torch batches alike); a mode with `large_losses` also changes each minibatch's losses, by epoch, so
-    it needs a solver with epochs. A mode that `completes` fills NA entries of the training images before the fit:
-    `completes(config, data)` gives the labels the run learns from (a LabelTable of `data`'s images) and
-    lines for the run's report; it cross-fits heads on the frozen features, so it needs a frozen backbone."""
-
-    counted: Callable[[Labels, Labels], tuple[Labels, Labels]]
-    large_losses: Literal["reject", "correct"] | None = None  # what becomes of the NA entries with large losses
-    completes: Callable[..., tuple[Any, list[str]]] | None = None  # (TrainConfig, TrainingData)
-
-    @property
-    def per_epoch(self) -> bool:
-        return self.large_losses is not None
-
-    def problem(self, config: TrainConfig) -> str | None:
-        """Why `config` cannot train with this mode (its `na_mode`), or None."""
-        if self.per_epoch and SOLVERS[config.solver].full_batch:
-            return (f"na_mode {config.na_mode} changes the loss epoch by epoch, and the {config.solver} solver fits "
-                    "full-batch without epochs: use solver adam with it")
-        if self.completes and config.trainable_stages:
-            return (f"na_mode {config.na_mode} completes the NA entries with lbfgs heads cross-fitted on the frozen "
-                    f"backbone's features, and --trainable-stages {config.trainable_stages} fine-tunes it: use "
-                    "--trainable-stages 0 with it (any solver)")
-        return None
-
-
-def ignore_na(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
-    """NA entries are left out of the loss."""
-    return targets, known
-
-
-def na_as_negative(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
-    """An NA label counts as absent: every entry trains."""
-    return targets * known, known | ~known
-
-
-def large_loss_share(epoch: int, delta_rel: float) -> float:
-    """The share of a batch's NA entries whose losses count as large at `epoch` (0-based): none in the first
-    epoch, `delta_rel` more in each later one, at most all (the reference's `clean_rate`, 1 - share)."""
-    return min(1.0, epoch * delta_rel)
 
 
 def largest_na_losses(terms: torch.Tensor, na: torch.Tensor, share: float) -> torch.Tensor:
@@ -193,66 +134,11 @@ def with_large_losses(terms: EntryLoss, na: torch.Tensor, share: float,
 LARGE_LOSS_DELTA = EntryOption("ll_delta_rel", 0.002, "share of the NA entries counted as negatives whose large "
                                "losses are rejected or corrected, added each epoch (large_loss modes; the paper's "
                                "0.001 to 0.005)", fraction)
-NA_MODES.add("ignore", NAMode(ignore_na), "NA entries are left out of the loss (the reference)")
-NA_MODES.add("negative", NAMode(na_as_negative), "an NA label counts as absent: every entry trains")
-NA_MODES.add("large_loss", NAMode(na_as_negative, "reject"),
+NA_MODES.add("large_loss", NAMode(na_as_negative, partial(with_large_losses, large_losses="reject")),
              "NA counts as absent, but the NA entries with the largest losses are left out, a share growing each "
              "epoch (LL-R, Kim et al. 2022; --ll-delta-rel; adam solver)", [LARGE_LOSS_DELTA])
-NA_MODES.add("large_loss_correct", NAMode(na_as_negative, "correct"),  # --ll-delta-rel is declared once, above
+# --ll-delta-rel is declared once, by large_loss above
+NA_MODES.add("large_loss_correct", NAMode(na_as_negative, partial(with_large_losses, large_losses="correct")),
              "as large_loss, but those entries count as positives for the step (LL-Ct, Kim et al. 2022; adam solver)")
 
 
-def na_mode_loss(
-    mode: NAMode, terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
-    pos_weight: torch.Tensor | None = None, share: float = 0.0,
-) -> torch.Tensor:
-    """The loss of a batch of labels as read (`known` False at NA entries) under NA `mode`: `terms` averaged over
-    the entries the mode counts, with the `share` of large NA losses of a mode with `large_losses`."""
-    counted_targets, counted = mode.counted(targets, known)
-    if mode.large_losses:
-        terms = with_large_losses(terms, ~known, share, mode.large_losses)
-    return masked_loss(terms, logits, counted_targets, counted, pos_weight)
-
-
-def masked_mean(terms: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Mean of `terms` over entries where `known` is True; 0 (with zero gradients) if none are."""
-    weights = known.to(terms.dtype)
-    return (terms * weights).sum() / weights.sum().clamp(min=1.0)
-
-
-def masked_loss(
-    terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
-    pos_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`terms` averaged over known entries only."""
-    known = known.bool()
-    # Zero the unknown targets first so a NaN placeholder can never leak into the loss or its gradient.
-    targets = torch.where(known, targets, torch.zeros_like(targets))
-    return masked_mean(terms(logits, targets, pos_weight), known)
-
-
-def masked_bce_with_logits(
-    logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, pos_weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mean BCE-with-logits over entries where `known` is True; 0 (with zero gradients) if none are."""
-    return masked_loss(bce_terms, logits, targets, known, pos_weight)
-
-
-@POS_WEIGHTS.register("none")
-def no_pos_weight(targets: np.ndarray, known: np.ndarray) -> None:
-    """every known label weighs the same (the reference)"""
-    return None
-
-
-@POS_WEIGHTS.register("balanced")
-def balanced_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
-    """positives weighted by negatives/positives of their attribute, so rare positives weigh as much as negatives"""
-    positives = (targets * known).sum(axis=0)
-    negatives = ((1 - targets) * known).sum(axis=0)
-    return torch.tensor(negatives / np.maximum(positives, 1.0), dtype=torch.float32)
-
-
-@POS_WEIGHTS.register("sqrt")
-def sqrt_pos_weight(targets: np.ndarray, known: np.ndarray) -> torch.Tensor:
-    """the square root of the balanced weights: a milder boost for rare positives"""
-    return balanced_pos_weight(targets, known).sqrt()

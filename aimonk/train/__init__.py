@@ -1,12 +1,13 @@
-"""The training layer: one run from a TrainConfig to the files in the output folder.
+"""The training layer: one run from a TrainConfig to the files in the output folder. Importing it registers every
+method a run can use (its solvers, and the model layer's extra losses and NA modes).
 
-- training.py    train(): the recipe read top to bottom, and the `adam` solver's minibatch loop
-- prepare.py     TrainingData: usable images, their features (shared out under torchrun), the split; refused where
-                 nothing is known to learn from, or a part of the split would be empty
-- lbfgs.py       the `lbfgs` solver: the head fitted full-batch to convergence on frozen features
-- optim.py       the optimizer's parameter groups and LR_SCHEDULES
-- resume.py      the resumable state (exact or refused: settings, training images, labels' digest), random-number
-                 states, Ctrl-C and SIGTERM held around updates
-- divergence.py  weights that are not finite fail the run, and are never saved
-- outputs.py     the loss history and curve
+- training.py  train(): the run read top to bottom; TrainingData (usable images, their features, the split; refused
+               where nothing is known to learn from, or a part of the split would be empty); the validation images
+               scored; what it writes
+- adam.py      the `adam` solver (the reference): the minibatch loop, its learning-rate schedules and parameter
+               groups, its resumable state (exact or refused), Ctrl-C and SIGTERM held around updates
+- lbfgs.py     the `lbfgs` solver: the head fitted full-batch to convergence on frozen features
 """
+
+from aimonk.model import losses  # noqa: F401  (its LOSSES and NA_MODES entries)
+from aimonk.train import adam, lbfgs  # noqa: F401  (their solvers, into SOLVERS)

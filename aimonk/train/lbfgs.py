@@ -8,8 +8,8 @@ import torch
 from aimonk.config import EntryOption, at_least
 from aimonk.data.labels import stratified_folds
 from aimonk.errors import AimonkError
-from aimonk.model.linear_heads import choose_l2, fit_linear_heads
-from aimonk.model.losses import masked_loss
+from aimonk.model.classifier import masked_loss
+from aimonk.model.linear_heads import L2_GRID, choose_l2, fit_linear_heads
 from aimonk.registry import SAMPLERS, SOLVERS
 from aimonk.train.training import Solver, TrainingRun
 
@@ -36,11 +36,12 @@ def fit_lbfgs(run: TrainingRun) -> None:
         l2 = torch.full((len(table.attributes),), 1e-2, dtype=torch.float64)
         run.report.append(f"lbfgs: too few training images for {config.cv_folds} folds; L2 1e-2 for every attribute")
     else:
-        folds = torch.from_numpy(folds).repeat_interleave(2)
-        l2 = choose_l2(run.terms, rows, targets, known, visits, pos_weight, folds)
+        folds, fell_back = torch.from_numpy(folds).repeat_interleave(2), []
+        l2 = choose_l2(run.terms, rows, targets, known, visits, pos_weight, folds, fell_back)
         chosen = ", ".join(f"{name} {value:.0e}" for name, value in zip(table.attributes, l2.tolist(), strict=True))
         run.report.append(f"lbfgs: L2 per attribute, chosen on {config.cv_folds} folds of the training images: "
                           f"{chosen}")
+        run.report += l2_notes(table.attributes, l2.tolist(), fell_back)
 
     def record(weight: torch.Tensor, bias: torch.Tensor) -> None:
         logits = rows @ weight[0].T + bias[0]
@@ -52,6 +53,21 @@ def fit_lbfgs(run: TrainingRun) -> None:
     with torch.no_grad():
         model.head.weight.copy_(weight[0])
         model.head.bias.copy_(bias[0])
+
+
+def l2_notes(attributes: list[str], l2: list[float], fell_back: list[int]) -> list[str]:
+    """A line for each attribute whose L2 the held-out loss could not choose, or that sits on an edge of the grid."""
+    edges = {min(L2_GRID): "weakest", max(L2_GRID): "strongest"}
+    notes = []
+    for j, (name, value) in enumerate(zip(attributes, l2, strict=True)):
+        if j in fell_back:
+            notes.append(f"lbfgs: {name}'s L2 {value:.0e} is the middle of the strengths that rank its held-out labels "
+                         f"best: its held-out loss was still falling at the weakest strength ({min(L2_GRID):.0e}; "
+                         "the folds separate its labels)")
+        elif value in edges:
+            notes.append(f"lbfgs: {name}'s L2 {value:.0e} is the {edges[value]} strength of the grid "
+                         f"({min(L2_GRID):.0e} to {max(L2_GRID):.0e}): the best may lie beyond it")
+    return notes
 
 
 SOLVERS.add("lbfgs", Solver(fit_lbfgs, full_batch=True),

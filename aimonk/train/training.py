@@ -1,47 +1,55 @@
-"""The training run, read top to bottom: labels, model, data (with cached features), loss, solver, outputs; then
-the minibatch loop of the `adam` solver (the reference), with its resumable state and interrupts.
+"""The training run, read top to bottom: labels, model, data (the frozen stages' features, once), loss, solver, the
+validation images scored, outputs.
 
 Every choice is a TrainConfig setting whose valid values come from a registry. Under torchrun every process runs
-this same recipe on its share of the work, and rank 0 (`distributed.is_main()`) alone reports and writes.
+this same recipe on its share of the work, and rank 0 (`world.WORLD.is_main`) alone reports and writes. The solvers
+(`aimonk.train.adam`, the reference, and `aimonk.train.lbfgs`) fit the trainable weights of a `TrainingRun`.
 """
 
 from __future__ import annotations
 
+import math
+import random
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
-from aimonk import distributed
-from aimonk.config import TrainConfig
-from aimonk.data.images import ImageDataset, Preprocessing, image_batches
-from aimonk.data.labels import LabelTable, read_labels
-from aimonk.data.sampling import Plan, cached_batches, epoch_plan
-from aimonk.io import MODEL_FILE, STATE_FILE, output_lock, remove_stale_temporaries
-from aimonk.model.classifier import AttributeClassifier, TrainedPart, build_model
-from aimonk.model.losses import EntryLoss, large_loss_share, na_mode_loss
-from aimonk.model.runtime import BackboneRunner, inference_backbone
-from aimonk.registry import BACKBONES, LOSSES, LR_SCHEDULES, NA_MODES, POS_WEIGHTS, SAMPLERS, SOLVERS
-from aimonk.train.divergence import refuse_diverged, refuse_overflow
-from aimonk.train.optim import parameter_groups
-from aimonk.train.outputs import write_outputs
-from aimonk.train.prepare import TrainingData, prepare_data
-from aimonk.train.resume import (
-    TrainingInterrupted,
-    frozen_fingerprint,
-    held_interrupts,
-    labels_digest,
-    load_train_state,
-    restore_run,
-    resume_optimizer,
-    resumed_config,
-    save_train_state,
-    seed_everything,
+from aimonk import world
+from aimonk.card import write_history, write_model_card
+from aimonk.checkpoint import DecisionRule, load_train_state, model_checkpoint, save_checkpoint
+from aimonk.config import TrainConfig, resumed_config
+from aimonk.data.images import (
+    ImageDataset,
+    Plan,
+    Preprocessing,
+    cached_batches,
+    collate_readable,
+    drop_missing_images,
+    image_batches,
+    report_unusable_images,
 )
+from aimonk.data.labels import LabelTable, read_labels, stratified_split
+from aimonk.errors import AimonkError
+from aimonk.io import MODEL_FILE, STATE_FILE, listed, output_lock, remove_stale_temporaries
+from aimonk.metrics import Scores, validation_record
+from aimonk.model.backbones import preprocessing_for
+from aimonk.model.classifier import (
+    AttributeClassifier,
+    EntryLoss,
+    TrainedPart,
+    build_model,
+    large_loss_share,
+    na_mode_loss,
+)
+from aimonk.model.features import BackboneRunner, Stores, features_of, inference_backbone
+from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS, SOLVERS
 
 
 @dataclass
@@ -53,30 +61,33 @@ class TrainResult:
     report: list[str]  # what the solver chose, for the user
     model: AttributeClassifier  # as saved (standardisation folded into the head)
     learned: LabelTable  # the labels it learned from: `data.table`, with the fills of an NA mode that completes
+    validation: Scores | None  # the saved model on its validation images, at the untuned decision rule
+    metrics: pd.DataFrame | None  # `evaluate` of those scores: what the checkpoint and its model card hold
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train and write the checkpoint, loss history and loss curve into `config.out_dir`.
+def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None) -> TrainResult:
+    """Train and write the checkpoint, loss history, loss curve and model card into `config.out_dir`.
 
     With `resume`, continue the run whose state was saved in `out_dir`, exactly: with that run's settings (those
     given in `config.given` must be the same, but for PLACES) and its training images and labels, or not at all.
-    Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises TrainingInterrupted.
-    The output folder is locked for the run: another run into it fails at once (AimonkError).
+    `stores` keeps the frozen stages' features between runs (`aimonk.cache.disk_stores`); without, they are computed
+    once for this run. Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises
+    TrainingInterrupted. The output folder is locked for the run: another run into it fails at once (AimonkError).
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
-    writer = distributed.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
-    with distributed.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
-        return _train(config, resume)
+    writer = world.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
+    with world.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
+        return _train(config, resume, stores)
 
 
-def _train(config: TrainConfig, resume: bool) -> TrainResult:
+def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainResult:
     out_dir = Path(config.out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
         config = resumed_config(state["config"], out_dir / STATE_FILE, config)
         config.check()
-    device = distributed.start(config.device).device  # a resumed run's device comes from its saved settings
-    if distributed.is_main():
+    device = world.start(config.device).device  # a resumed run's device comes from its saved settings
+    if world.WORLD.is_main:
         remove_stale_temporaries(out_dir)
     else:
         config = config.replace(progress=False)
@@ -86,11 +97,10 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
     model, weights_origin = build_model(len(labelled.attributes), config.backbone, config.weights,
                                         config.trainable_stages)
     model.to(device=device, memory_format=torch.channels_last)
-    spec = BACKBONES[config.backbone]
-    preprocessing = Preprocessing(config.image_size, spec.mean, spec.std, config.resize)
+    preprocessing = preprocessing_for(config.backbone, config.image_size, config.resize)
     mode = NA_MODES[config.na_mode]
     keep_features = config.feature_cache or SOLVERS[config.solver].full_batch or mode.completes is not None
-    data = prepare_data(config, labelled, model, preprocessing, keep_features)
+    data = prepare_data(config, labelled, model, preprocessing, keep_features, stores)
 
     learned, report = mode.completes(config, data) if mode.completes else (data.table, [])
     targets, known = mode.counted(learned.targets, learned.known)
@@ -100,20 +110,147 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
                       None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir, report=report)
     if config.standardise_features:  # from the weights the run starts with, so a resumed run gets the same
         model.standardise_head_input(head_inputs(run))
-    if state is not None:
-        restore_run(model, state, run.train_table, out_dir / STATE_FILE)
-        run.history, run.resumed = list(state["history"]), state
+    run.resumed = state  # the solver (adam) continues from it
 
     SOLVERS[config.solver].fit(run)
     model.fold_input_scaling()
     refuse_diverged(model, run.history, SOLVERS[config.solver].diverged_hint)
+    validation = validation_scores(run) if len(data.val_rows) else None
+    metrics, record = validation_record(validation) if validation else (None, None)
     model_path = out_dir / MODEL_FILE
-    if distributed.is_main():
+    if world.WORLD.is_main:
         try:
-            write_outputs(out_dir, model, data, config, weights_origin, preprocessing.as_dict(), run.history)
+            write_outputs(model_path, run, weights_origin, record)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
-    return TrainResult(model_path, run.history, data, config, run.report, model, learned)
+    return TrainResult(model_path, run.history, data, config, run.report, model, learned, validation, metrics)
+
+
+@dataclass
+class TrainingData:
+    """The usable labelled images, which rows train and which validate, and cached features if any."""
+
+    table: LabelTable
+    image_dir: Path
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    features: torch.Tensor | None  # (images, 2, ...): frozen-stage outputs, as is and flipped (bf16 or float32)
+    skipped: list[str]  # missing or unreadable images, left out
+    processes: int = 1  # that prepared the data, and train
+    from_cache: int | None = None  # images whose features the feature store held (all processes); None: none used
+
+    def files(self, rows: np.ndarray) -> list[str]:
+        return [self.table.filenames[i] for i in rows]
+
+    def paths(self, rows: np.ndarray) -> list[Path]:
+        return [self.image_dir / self.table.filenames[i] for i in rows]
+
+    def head_inputs_cached(self, model: AttributeClassifier) -> bool:
+        """Whether the features held are what `model`'s head takes (its backbone is frozen): training and scoring
+        then run the head alone."""
+        return self.features is not None and not model.trainable_stages
+
+
+def prepare_data(
+    config: TrainConfig, table: LabelTable, model: AttributeClassifier, preprocessing: Preprocessing,
+    keep_features: bool, stores: Stores | None = None,
+) -> TrainingData:
+    """Labelled images that exist -> that decode -> stratified split, of which the training images must have known
+    labels (a warning names the attributes that have none there).
+
+    With `keep_features` and frozen stages, each image's frozen-stage output is computed once (or read from its
+    store, where `stores` gives one) and kept in memory. Under torchrun, each process decodes and embeds its share
+    of the images (into the shared store) and every process gets the whole; rank 0 reports.
+    """
+    image_dir = config.images_path
+    if not image_dir.is_dir():
+        raise AimonkError(f"{image_dir}: image folder not found")
+    require_known_labels(table, "labelled")  # every label NA: said before any image is read
+    table, missing = drop_missing_images(table, image_dir)
+    report_left_out("missing", missing, config)
+    paths = [image_dir / name for name in table.filenames]
+    features, store = None, None
+    if keep_features and len(model.frozen_part):
+        store = stores(model.frozen_part, preprocessing, config.precision) if stores else None
+        features, readable, errors = world.WORLD.in_shares(paths, lambda share: features_of(
+            model.frozen_part, share, preprocessing, store, config.precision, num_workers=config.workers,
+            progress=config.progress,
+        ))
+    else:
+        _, readable, errors = world.WORLD.in_shares(paths, lambda share: (None, *scan_readable(
+            share, preprocessing, config.workers)))
+    report_left_out("unreadable", errors, config)
+    unreadable = sorted(set(table.filenames) - {table.filenames[i] for i in readable})
+    table = table.subset(readable)
+    if len(table) == 0:
+        raise AimonkError(f"{config.labels_path}: no usable images in {image_dir}")
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_rows, val_rows = split_rows(table, config.val_fraction, split_seed)
+    if config.hide_labels or config.keep_labels:  # training labels only: validation keeps every known label
+        table = table.hide(train_rows, config.hide_labels, config.keep_labels, config.seed)
+    require_known_labels(table.subset(train_rows), "training")
+    warn_unknown_attributes(table.subset(train_rows))
+    job = world.WORLD
+    from_cache = sum(job.all_gather(store.hits)) if store else None
+    return TrainingData(table, image_dir, train_rows, val_rows, features, missing + unreadable, job.world_size,
+                        from_cache)
+
+
+def require_known_labels(table: LabelTable, kind: str) -> None:
+    """Refuse images (`kind`: labelled, training) without a single known label: the loss would count nothing."""
+    if not table.known.any():
+        raise AimonkError(f"{table.path}: no known label among the {len(table)} {kind} images: nothing to learn from")
+
+
+def warn_unknown_attributes(table: LabelTable) -> None:
+    """Warn (rank 0) of the attributes with no known label among the training images: their outputs learn nothing
+    (the loss counts known labels only), the others train as usual."""
+    unknown = [name for name, known in zip(table.attributes, table.known.any(axis=0), strict=True) if not known]
+    if unknown and world.WORLD.is_main:
+        outputs = "its output learns" if len(unknown) == 1 else f"the outputs of these {len(unknown)} learn"
+        warnings.warn(f"{table.path}: no known label of {listed(unknown)} among the {len(table)} training images: "
+                      f"{outputs} nothing", stacklevel=2)
+
+
+def split_rows(table: LabelTable, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`stratified_split`, refused in one line naming --val-fraction and the counts where either part would be
+    empty (with a fraction above 0: 0 trains on everything)."""
+    images = len(table)
+    held_out = math.ceil(val_fraction * images)  # as scikit-learn counts them: it refuses to leave none to train on
+    if held_out < images:
+        train_rows, val_rows = stratified_split(table, val_fraction, seed)
+        held_out = len(val_rows)  # iterative stratification may miss that count, down to an empty part
+    if val_fraction and not 0 < held_out < images:
+        raise AimonkError(f"--val-fraction {val_fraction} on {images} usable images: {held_out} held out for "
+                          f"validation, {images - held_out} left to train on; each part needs an image "
+                          f"({'lower' if held_out else 'raise'} it, or 0 to train on all of them)")
+    return train_rows, val_rows
+
+
+def report_left_out(kind: str, names: list[str], config: TrainConfig) -> None:
+    """Images left out, reported once, by rank 0; under --strict every process stops (rank 0 says why)."""
+    if world.WORLD.is_main:
+        report_unusable_images(kind, names, config.strict, Path(config.out_dir))
+    elif names and config.strict:
+        raise AimonkError(f"{len(names)} {kind} image(s) (--strict)")
+
+
+def scan_readable(paths: list[Path], preprocessing: Preprocessing, num_workers: int) -> tuple[list[int], list[str]]:
+    """Decode every image once; indices of the readable ones and messages for the rest."""
+    loader = DataLoader(ImageDataset.unlabelled(paths, preprocessing), batch_size=32,
+                        num_workers=num_workers, collate_fn=collate_readable)
+    failed = dict(error for batch in loader for error in batch["errors"])
+    return [i for i in range(len(paths)) if i not in failed], list(failed.values())
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, raised after the resumable state was saved."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 @dataclass
@@ -149,86 +286,54 @@ class Solver:
     diverged_hint: str = "try --solver adam, or other --weights"  # what to do when its weights end up not finite
 
 
-def fit_adam(run: TrainingRun) -> None:
-    config, model, world = run.config, run.model, distributed.world()
-    optimizer = torch.optim.Adam(parameter_groups(model, config), lr=config.lr, decoupled_weight_decay=True)
-    epoch, step = resume_optimizer(optimizer, run.resumed)
-    hint = SOLVERS[config.solver].diverged_hint
-    # What identifies the run does not change as it goes: found once, not at every save (every step, at worst)
-    identity = {"config": config.to_dict(), "frozen_sha256": frozen_fingerprint(model),
-                "train_files": run.train_table.filenames, "labels_sha256": labels_digest(run.train_table)}
-
-    def save_state() -> None:  # never a diverged state: a resumed run would go on from weights that are not finite
-        refuse_diverged(model, run.history, hint)
-        if distributed.is_main():
-            save_train_state(run.out_dir, model=model, optimizer=optimizer.state_dict(), history=run.history,
-                             epoch=epoch, step=step, **identity)
-
-    visits = SAMPLERS[config.sampler](run.train_table, config)
-    plans = [epoch_plan(visits, config.batch_size, config.seed, e) for e in range(config.epochs)]
-    total = sum(map(len, plans))
-    schedule = LR_SCHEDULES[config.lr_schedule]
-    counted = run.counted.known[run.data.train_rows]  # entries the loss averages over, per training image
-    trained = world.wrap(TrainedPart(model, config.precision))  # DistributedDataParallel under torchrun
-    bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not config.progress)
-    model.train()
-    threads = torch.get_num_threads()
-    if run.data.head_inputs_cached(model):
-        torch.set_num_threads(1)  # steps of the head alone are tiny: 25x slower when threads wait on a busy CPU
-    try:
-        while epoch < config.epochs:
-            # Every process follows the same plan and takes its share of each batch.
-            batches = plans[epoch][step:]
-            shares = [world.shard(batch) for batch in batches]
-            for batch, share, (frozen, targets, known) in zip(batches, shares, step_inputs(run, shares), strict=True):
-                factor = schedule(len(run.history), total, config.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * factor
-                # The mean over this share's known entries, weighed by its part of the whole batch's: summed over
-                # the processes, the batch's mean (times the world size, as DistributedDataParallel averages).
-                part = world.world_size * _entries(counted, share) / max(_entries(counted, batch), 1)
-                loss = run.loss(trained(frozen), targets.to(frozen.device), known.to(frozen.device), epoch) * part
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                value = (world.sum(loss.detach()) / world.world_size).item()
-                with held_interrupts():  # so a saved state never has the weights and the step count disagree
-                    optimizer.step()
-                    run.history.append(value)
-                    step += 1
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{run.history[-1]:.4f}")
-                if config.checkpoint_every and len(run.history) % config.checkpoint_every == 0:
-                    save_state()
-            with held_interrupts():
-                epoch, step = epoch + 1, 0
-            save_state()
-    except (KeyboardInterrupt, RuntimeError) as stop:
-        refuse_overflow(stop, len(run.history), hint)
-        if not isinstance(stop, KeyboardInterrupt) and not distributed.peer_lost(stop):
-            raise
-        # Ctrl-C, or under torchrun a SIGTERM or another process gone: the weights are those of the last whole step.
-        with suppress(KeyboardInterrupt), held_interrupts():  # a second signal does not cut the save short
-            save_state()
-        raise TrainingInterrupted(str(run.out_dir)) from None
-    finally:
-        bar.close()
-        torch.set_num_threads(threads)
+@torch.no_grad()
+def validation_scores(run: TrainingRun) -> Scores:
+    """The trained model's probabilities on its validation images, at the untuned decision rule: the head (and any
+    fine-tuned stages) on their frozen features, as `aimonk evaluate` and `aimonk predict` compute them."""
+    rows, model = run.data.val_rows, run.model
+    plan = [[(i, False) for i in range(start, min(start + 64, len(rows)))] for start in range(0, len(rows), 64)]
+    model.eval()
+    trained = TrainedPart(model, run.config.precision)
+    logits = torch.cat([trained(frozen) for frozen, _, _ in step_inputs(run, plan, rows)])
+    table = run.data.table.subset(rows)
+    rule = DecisionRule.untuned(table.attributes)
+    return Scores(table, rule.probabilities(logits.double().cpu().numpy()), rule.thresholds, run.data.image_dir)
 
 
-SOLVERS.add("adam", Solver(fit_adam, full_batch=False, diverged_hint="lower --lr"),
-            "minibatch Adam over the sampler's epoch plans (the reference); resumable; fine-tunes stages too")
+def write_outputs(model_path: Path, run: TrainingRun, weights_origin: str, validation: dict | None) -> None:
+    """`aimonk_model.pth` (with the metrics on the validation images), the loss history and curve, and
+    `MODEL_CARD.md`, written from what the run holds: nothing is read back."""
+    data, config = run.data, run.config
+    checkpoint = model_checkpoint(
+        run.model, attributes=data.table.attributes, backbone=config.backbone, weights_origin=weights_origin,
+        preprocessing=run.preprocessing.as_dict(), precision=config.precision, train_config=config.to_dict(),
+        train_files=data.files(data.train_rows), val_files=data.files(data.val_rows), skipped_files=data.skipped,
+        label_counts=label_counts(data), validation=validation,
+    )
+    save_checkpoint(checkpoint, model_path)
+    write_history(model_path.parent, run.history)
+    write_model_card(model_path, checkpoint)
 
 
-def step_inputs(run: TrainingRun, plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(output of the frozen stages on the run's device, targets, known as read) per planned batch of training rows.
+def label_counts(data: TrainingData) -> dict:
+    """The images a run used, and per attribute its known and positive labels among them (for the model card)."""
+    return {"images": len(data.table), "train": len(data.train_rows), "validation": len(data.val_rows),
+            "skipped": len(data.skipped), "known": data.table.known.sum(0).tolist(),
+            "positive": data.table.positives().sum(0).tolist()}
 
-    From the cache, or from images run through the same BatchNorm-folded frozen stages: both compute the same
-    thing (`TrainedPart` then runs the trainable stages and the head)."""
-    data, labels, device = run.data, run.data.table, distributed.world().device
+
+def step_inputs(run: TrainingRun, plan: Plan, rows: np.ndarray | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(output of the frozen stages on the run's device, targets, known as read) per planned batch of `rows` of the
+    run's data (default: its training images).
+
+    From the features held, or from images run through the same BatchNorm-folded frozen stages: both compute the
+    same thing (`TrainedPart` then runs the trainable stages and the head)."""
+    data, labels, device = run.data, run.data.table, world.WORLD.device
+    rows = data.train_rows if rows is None else rows
     if data.features is not None:
-        yield from cached_batches(data.features, data.train_rows, labels.targets, labels.known, plan, device)
+        yield from cached_batches(data.features, rows, labels.targets, labels.known, plan, device)
         return
-    rows = data.train_rows
     dataset = ImageDataset(data.paths(rows), labels.targets[rows], labels.known[rows], run.preprocessing)
     frozen_part = run.model.frozen_part
     runner = BackboneRunner(inference_backbone(frozen_part), run.config.precision) if len(frozen_part) else None
@@ -250,6 +355,18 @@ def head_inputs(run: TrainingRun) -> torch.Tensor:
     return torch.cat([trained.features(frozen) for frozen, _, _ in step_inputs(run, plan)])
 
 
-def _entries(counted: np.ndarray, batch: list[tuple[int, bool]]) -> int:
-    """How many entries of the batch's rows the loss averages over."""
-    return int(counted[[row for row, _ in batch]].sum())
+def refuse_diverged(model: AttributeClassifier, history: list[float], hint: str) -> None:
+    """A diverged run fails saying so, never saved: raise AimonkError naming the trained part (head, fine-tuned
+    stages) that holds a value that is not finite, or the loss if the last one recorded is not finite (weights so
+    large that a logit is infinite)."""
+    parts = {"the head's" if name.startswith("head.") else "the fine-tuned stages'"
+             for name, tensor in model.split_state()[0].items()
+             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())}
+    if parts:
+        named = " and ".join(sorted(parts, reverse=True)) + " weights are"  # the head first
+    elif history and not math.isfinite(history[-1]):
+        named = "the loss is"
+    else:
+        return
+    raise AimonkError(f"training diverged: {named} not finite after {len(history)} iterations; {hint}")
+

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import ROOT, train_config
+from helpers import ROOT, train_cached, train_config
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.io import MODEL_FILE
-from aimonk.train.training import train
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path(os.environ.get("AIMONK_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium"))
@@ -55,7 +54,7 @@ def lab_root(tmp_path: Path) -> Path:
         for old, new in QUICK.items():
             cell.source = cell.source.replace(old, new)
     nbformat.write(notebook, root / NOTEBOOK)
-    train(train_config(root, tmp_path / "cache", out_dir=str(root / "models"), epochs=10, val_fraction=0.2))
+    train_cached(train_config(root, tmp_path / "cache", out_dir=str(root / "models"), epochs=10, val_fraction=0.2))
     return root
 
 

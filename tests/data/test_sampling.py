@@ -1,5 +1,5 @@
 """Samplers: rare positives are visited more often, and every sampler keeps cached, uncached and resumed runs
-on the same batches (the rule of aimonk.data.sampling)."""
+on the same batches (the rule of aimonk.data.images)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_dataset
+from helpers import train_cached, write_dataset
 
-import aimonk.train.training
+import aimonk.train.adam
 from aimonk.config import TrainConfig
+from aimonk.data.images import epoch_generator, epoch_plan
 from aimonk.data.labels import LabelTable
-from aimonk.data.sampling import epoch_generator, epoch_plan
 from aimonk.registry import SAMPLERS
-from aimonk.train.resume import TrainingInterrupted
-from aimonk.train.training import train
+from aimonk.train.training import TrainingInterrupted
 
 
 def _table(targets: list[list[float]], known: list[list[bool]]) -> LabelTable:
@@ -81,9 +80,9 @@ def _config(data: Path, out: Path, **overrides) -> TrainConfig:
 
 
 def test_repeat_factor_training_is_the_same_cached_and_uncached(rare_dataset: Path, tmp_path: Path):
-    cached = train(_config(rare_dataset, tmp_path / "cached"))
-    uncached = train(_config(rare_dataset, tmp_path / "uncached", feature_cache=False))
-    uniform = train(_config(rare_dataset, tmp_path / "uniform", sampler="uniform"))
+    cached = train_cached(_config(rare_dataset, tmp_path / "cached"))
+    uncached = train_cached(_config(rare_dataset, tmp_path / "uncached", feature_cache=False))
+    uniform = train_cached(_config(rare_dataset, tmp_path / "uniform", sampler="uniform"))
     assert len(cached.history) > len(uniform.history)  # rare positives visited more often
     np.testing.assert_allclose(cached.history, uncached.history, rtol=1e-5)
 
@@ -91,8 +90,8 @@ def test_repeat_factor_training_is_the_same_cached_and_uncached(rare_dataset: Pa
 def test_repeat_factor_training_interrupted_and_resumed_follows_the_same_batches(
     rare_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    reference = train(_config(rare_dataset, tmp_path / "reference")).history
-    real_save, saves = aimonk.train.training.save_train_state, []
+    reference = train_cached(_config(rare_dataset, tmp_path / "reference")).history
+    real_save, saves = aimonk.train.adam.save_train_state, []
 
     def interrupting_save(*args, **kwargs):  # Ctrl-C just after the 5th periodic save
         real_save(*args, **kwargs)
@@ -100,9 +99,9 @@ def test_repeat_factor_training_interrupted_and_resumed_follows_the_same_batches
         if len(saves) == 5:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(aimonk.train.training, "save_train_state", interrupting_save)
+    monkeypatch.setattr(aimonk.train.adam, "save_train_state", interrupting_save)
     with pytest.raises(TrainingInterrupted):
-        train(_config(rare_dataset, tmp_path / "out", checkpoint_every=1))
-    monkeypatch.setattr(aimonk.train.training, "save_train_state", real_save)
-    resumed = train(TrainConfig(out_dir=str(tmp_path / "out"), progress=False), resume=True).history
+        train_cached(_config(rare_dataset, tmp_path / "out", checkpoint_every=1))
+    monkeypatch.setattr(aimonk.train.adam, "save_train_state", real_save)
+    resumed = train_cached(TrainConfig(out_dir=str(tmp_path / "out"), progress=False), resume=True).history
     assert resumed == pytest.approx(reference, rel=1e-6)

@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DAMAGE, feature_cache_message, train_arguments, train_config
+from helpers import DAMAGE, feature_cache_message, train_arguments, train_cached, train_config
 
 from aimonk.cli import main
-from aimonk.train.training import train
 
 
 def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_dataset, tmp_path, capsys, full_disk):
@@ -40,8 +39,8 @@ def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_datase
 @pytest.mark.slow
 def test_aimonk_cache_shows_each_cache_folder_and_clears_only_what_the_cache_made(small_dataset, tmp_path, capsys):
     cache = tmp_path / "cache"
-    train(train_config(small_dataset, cache))
-    train(train_config(small_dataset, cache, trainable_stages=1, out_dir=str(tmp_path / "finetuned")))
+    train_cached(train_config(small_dataset, cache))
+    train_cached(train_config(small_dataset, cache, trainable_stages=1, out_dir=str(tmp_path / "finetuned")))
     (cache / "notes.txt").write_text("mine")  # not the cache's: never deleted
     assert main(["cache", "--cache-dir", str(cache)]) == 0
     lines = capsys.readouterr().out.splitlines()

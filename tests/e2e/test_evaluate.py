@@ -8,21 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import write_dataset
+from helpers import train_cached, write_dataset
 
 from aimonk.checkpoint import load_checkpoint, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
-from aimonk.evaluate.metrics import METRICS
 from aimonk.evaluate.prediction import Predictor
-from aimonk.evaluate.tuning import score_checkpoint
-from aimonk.train.training import train
+from aimonk.evaluate.scoring import score_checkpoint
+from aimonk.metrics import METRICS
 
 
 def _train(data: Path, out_dir: Path, val_fraction: float) -> Path:
     config = TrainConfig(data_dir=str(data), out_dir=str(out_dir), weights="none", image_size=64, epochs=1,
                          val_fraction=val_fraction, progress=False, workers=0)
-    return train(config).model_path
+    return train_cached(config).model_path
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_unwritable_csv_is_one_error_line(model, dataset, tmp_path, capsys):
 
 
 def test_scores_are_the_predictors_on_the_recorded_validation_files(model, dataset):
-    scores = score_checkpoint(model, dataset / "labels.txt", dataset / "images")
+    scores = score_checkpoint(model, dataset / "labels.txt", dataset / "images").scores()
     val_files = load_checkpoint(model)["val_files"]
     assert scores.table.filenames == val_files
     expected = [p.probabilities for p in Predictor(model).predict([dataset / "images" / f for f in val_files])]
@@ -127,7 +126,7 @@ def test_a_missing_validation_image_is_skipped_with_a_warning(model, dataset, tm
         (images / name).write_bytes((dataset / "images" / name).read_bytes())
     code, out, err = _evaluate(capsys, "--model", str(model), "--labels", str(dataset / "labels.txt"),
                                "--image-dir", str(images), "--bootstrap", "0")
-    assert code == 0
+    assert code == 0, err
     assert f"on {len(val_files) - 1} of the validation images" in out
     assert "warning" in err and val_files[0] in err
 

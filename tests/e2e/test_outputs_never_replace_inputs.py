@@ -12,12 +12,11 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, train_cached
 
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.io import output_lock
-from aimonk.train.training import train
 
 IMAGES = ROOT / "images"
 
@@ -103,7 +102,7 @@ def test_every_command_that_writes_into_a_folder_holds_its_lock(model, images, t
 def test_a_model_trained_on_every_image_is_refused_by_tune_and_evaluate_each_with_its_own_advice(tmp_path):
     config = TrainConfig(data_dir=str(ROOT), out_dir=str(tmp_path), weights="none", image_size=32, epochs=1,
                          val_fraction=0, workers=0, progress=False, labels=str(_few_labels(tmp_path)))
-    model = train(config).model_path
+    model = train_cached(config).model_path
     code, err = _run("tune", "--model", str(model), "--labels", config.labels, "--data-dir", str(ROOT))
     assert code == 2 and "no validation images" in err and "--all" not in err  # tune has no --all
     code, err = _run("evaluate", "--model", str(model), "--labels", config.labels, "--data-dir", str(ROOT))

@@ -108,7 +108,7 @@ HEAVY = ("matplotlib", "sklearn", "pandas", "iterstrat", "scipy", "seaborn", "on
 
 
 @pytest.mark.slow
-def test_predict_imports_no_plotting_or_analysis_library(tmp_path: Path):
+def test_predict_imports_no_plotting_or_analysis_library_and_no_training_code(tmp_path: Path):
     data = write_dataset(tmp_path / "data", [f"img_{i}.jpg {i % 2} 1" for i in range(6)], size=32)
     out = tmp_path / "model"
     assert main(["train", "--data-dir", str(data), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
@@ -119,8 +119,11 @@ def test_predict_imports_no_plotting_or_analysis_library(tmp_path: Path):
         "from aimonk.cli import main\n"
         f"code = main(['predict', {image!r}, '--model', {model!r}])\n"
         f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY!r})))\n"
+        "print(sorted(name for name in sys.modules if name.startswith(('aimonk.train', 'aimonk.labelling', "
+        "'aimonk.commands.training', 'aimonk.commands.labelling', 'aimonk.cache', 'aimonk.distributed'))))\n"
         "sys.exit(code)\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1] == "[]", run.stdout
+    assert run.stdout.splitlines()[-2] == "[]", run.stdout
+    assert run.stdout.splitlines()[-1] == "[]", run.stdout  # no training, labelling, cache or torchrun module

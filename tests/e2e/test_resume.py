@@ -21,16 +21,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import train_arguments, write_dataset
+from helpers import train_arguments, train_cached, write_dataset
 from torchvision import models
 
-from aimonk.checkpoint import load_checkpoint, save_atomic
+from aimonk.checkpoint import load_checkpoint, load_train_state, save_atomic
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.errors import AimonkError
 from aimonk.io import HISTORY_FILE, MODEL_FILE, STATE_FILE
-from aimonk.train.resume import load_train_state
-from aimonk.train.training import train
 
 HOLD = Path(__file__).with_name("hold_at_save.py")
 CACHED = ["--epochs", "3"]
@@ -336,7 +334,7 @@ def test_resume_with_other_settings_given_is_refused_listing_each_and_writes_not
     assert main(_resume(interrupted) + ["--recipe", "recommended"]) == 2
     assert ": recipe=recommended (saved: reference); drop them" in capsys.readouterr().err
     with pytest.raises(AimonkError, match=r"differ from it: focal_gamma=1\.0 \(saved: 2\.0\), seed=1 \(saved: 0\); "):
-        train(TrainConfig(out_dir=str(interrupted), seed=1, focal_gamma=1.0, progress=False), resume=True)
+        train_cached(TrainConfig(out_dir=str(interrupted), seed=1, focal_gamma=1.0, progress=False), resume=True)
     assert state.read_bytes() == saved and not (interrupted / MODEL_FILE).exists()
 
 

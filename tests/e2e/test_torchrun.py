@@ -21,14 +21,13 @@ import pytest
 import torch
 from helpers import ROOT, cached_entries, needs_gloo, write_dataset
 
-from aimonk.checkpoint import load_checkpoint
+from aimonk.cache.folders import MARKER
+from aimonk.cache.store import decode
+from aimonk.checkpoint import load_checkpoint, load_train_state
 from aimonk.cli import main
 from aimonk.data.images import image_files
 from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
-from aimonk.model.cache_folders import MARKER
 from aimonk.model.classifier import build_model
-from aimonk.model.digests import decode
-from aimonk.train.resume import load_train_state
 
 pytestmark = [needs_gloo, pytest.mark.slow]
 

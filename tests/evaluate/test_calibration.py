@@ -6,14 +6,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aimonk.checkpoint import sigmoid
 from aimonk.evaluate.calibration import (
-    calibrated,
     expected_calibration_error,
     fit_temperature,
     reliability,
     temperature_if_it_helps,
-    to_logits,
 )
+
+
+def to_logits(probabilities: np.ndarray) -> np.ndarray:
+    return np.log(probabilities) - np.log1p(-probabilities)
+
+
+def calibrated(probabilities: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
+    """Probabilities with a temperature applied, as a decision rule applies it to logits."""
+    return sigmoid(to_logits(probabilities) / temperature)
 
 
 def _labels(n: int, seed: int, sharpen: float) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +44,7 @@ def test_reliability_bins_count_and_ece_weighs_the_gaps():
 def test_an_over_confident_model_gets_its_temperature_back():
     truth, probabilities = _labels(4000, 0, sharpen=2.5)
     assert fit_temperature(truth, to_logits(probabilities)) == pytest.approx(2.5, rel=0.1)
-    temperature, before, after = temperature_if_it_helps(truth, probabilities)
+    temperature, before, after = temperature_if_it_helps(truth, to_logits(probabilities))
     assert temperature == pytest.approx(2.5, rel=0.1) and after < before
     assert expected_calibration_error(truth, calibrated(probabilities, temperature)) < 0.5 * \
         expected_calibration_error(truth, probabilities)
@@ -46,7 +54,7 @@ def test_a_calibrated_model_keeps_temperature_one_unless_cross_fitting_shows_a_g
     kept = []
     for seed in range(6):
         truth, probabilities = _labels(150, seed, sharpen=1.0)
-        temperature, before, after = temperature_if_it_helps(truth, probabilities)
+        temperature, before, after = temperature_if_it_helps(truth, to_logits(probabilities))
         assert temperature == 1.0 or after < before  # only ever applied where it lowered the held-out log loss
         kept.append(temperature == 1.0)
         assert temperature == 1.0 or 0.5 < temperature < 2  # and then only a small correction

@@ -8,7 +8,7 @@ import pytest
 from helpers import label_table
 
 from aimonk.evaluate.comparison import METRICS, OVERALL, Comparison
-from aimonk.evaluate.metrics import Scores, evaluate
+from aimonk.metrics import Scores, evaluate
 
 
 def _labelled(rng: np.random.Generator, n: int = 60) -> tuple[np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from aimonk.evaluate.comparison import OVERALL
 from aimonk.evaluate.experiments import Trained, compare, run_experiments, seed_spread
-from aimonk.evaluate.metrics import Scores
 from aimonk.evaluate.prediction import Predictor
+from aimonk.metrics import Scores
 
 
 def _trained(name: str, seed: int, probabilities: np.ndarray, truth: np.ndarray, seconds: float = 1.0) -> Trained:

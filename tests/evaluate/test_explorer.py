@@ -11,9 +11,9 @@ from helpers import tiny_checkpoint
 
 from aimonk.checkpoint import load_checkpoint
 from aimonk.evaluate.explorer import ThresholdExplorer
-from aimonk.evaluate.metrics import METRICS, Scores, evaluate
+from aimonk.evaluate.scoring import score_checkpoint
 from aimonk.evaluate.thresholds import tune_out_of_fold
-from aimonk.evaluate.tuning import score_checkpoint
+from aimonk.metrics import METRICS, Scores, evaluate
 
 pytest.importorskip("ipywidgets")
 pytestmark = pytest.mark.slow  # trains a small model
@@ -29,7 +29,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def scores(model: Path) -> Scores:
     data = Path(load_checkpoint(model)["train_config"]["data_dir"])
-    return score_checkpoint(model, data / "labels.txt", data / "images")
+    return score_checkpoint(model, data / "labels.txt", data / "images").scores()
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from helpers import label_table
 
-from aimonk.evaluate.metrics import evaluate
 from aimonk.evaluate.report import compact_table, format_table, verdict_sentences
+from aimonk.metrics import evaluate
 
 
 def test_format_table_shows_intervals_and_verdicts(rng: np.random.Generator):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from aimonk.model.classifier import bce_terms
 from aimonk.model.linear_heads import L2_GRID, choose_l2, fit_linear_heads
-from aimonk.model.losses import bce_terms
 
 
 def test_lbfgs_matches_scikit_learn_logistic_regression_with_weights_and_missing_labels():

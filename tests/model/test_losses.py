@@ -11,25 +11,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import train_config
+from helpers import train_cached, train_config
 
 import aimonk.train.training
 from aimonk import read_labels
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.errors import AimonkError
-from aimonk.model.losses import (
-    asymmetric_terms,
+from aimonk.model.classifier import (
     balanced_pos_weight,
     bce_terms,
-    focal_terms,
     large_loss_share,
     masked_bce_with_logits,
     masked_loss,
     na_mode_loss,
 )
+from aimonk.model.losses import asymmetric_terms, focal_terms
 from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS
-from aimonk.train.training import TrainingRun, train
+from aimonk.train.training import TrainingRun
 
 
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,8 +126,8 @@ def test_training_never_learns_from_the_value_behind_an_na(small_dataset: Path, 
         with monkeypatch.context() as patch:
             if flip:
                 patch.setattr(aimonk.train.training, "read_labels", read_flipped)
-            return train(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / out), image_size=32,
-                                      **overrides)).history
+            return train_cached(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / out),
+                                             image_size=32, **overrides)).history
 
     table = read_labels(small_dataset / "labels.txt")
     assert (~table.known).sum() >= 10 and not table.targets[~table.known].any()  # the NAs whose targets get flipped
@@ -316,7 +315,7 @@ def test_large_loss_training_runs_its_first_epoch_as_negative_then_departs(small
     def history(mode: str) -> list[float]:
         config = train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / mode), image_size=32,
                               na_mode=mode, ll_delta_rel=0.5, batch_size=6)
-        return train(config).history
+        return train_cached(config).history
 
     negative, large_loss = history("negative"), history("large_loss")
     first = len(negative) // 2  # 2 epochs of the same number of steps

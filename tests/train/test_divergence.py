@@ -8,14 +8,13 @@ import re
 
 import pytest
 import torch
-from helpers import train_config
+from helpers import train_cached, train_config
 
 import aimonk.train.lbfgs
 from aimonk.errors import AimonkError
 from aimonk.io import MODEL_FILE, STATE_FILE
 from aimonk.model.classifier import build_model
-from aimonk.train.divergence import refuse_diverged
-from aimonk.train.training import train
+from aimonk.train.training import refuse_diverged
 
 
 @pytest.mark.parametrize(("lr", "what"), [
@@ -25,12 +24,12 @@ from aimonk.train.training import train
 def test_adam_with_a_learning_rate_that_diverges_fails_saying_so_and_writes_nothing(dataset_32px, tmp_path, lr, what):
     config = train_config(dataset_32px, tmp_path / "cache", out_dir=str(tmp_path / "out"), lr=lr, epochs=2)
     with pytest.raises(AimonkError, match=f"^training diverged: {re.escape(what)}; lower --lr$"):
-        train(config)
+        train_cached(config)
     assert list((tmp_path / "out").iterdir()) == []  # no model, and no state that --resume would go on from
 
 
 def test_adam_with_a_large_learning_rate_that_stays_finite_trains_as_before(dataset_32px, tmp_path):
-    result = train(train_config(dataset_32px, tmp_path / "cache", out_dir=str(tmp_path / "out"), lr=10.0))
+    result = train_cached(train_config(dataset_32px, tmp_path / "cache", out_dir=str(tmp_path / "out"), lr=10.0))
     assert all(math.isfinite(loss) for loss in result.history)
     assert (tmp_path / "out" / MODEL_FILE).exists() and (tmp_path / "out" / STATE_FILE).exists()
 
@@ -47,7 +46,7 @@ def test_lbfgs_ending_with_weights_that_are_not_finite_fails_saying_so_and_write
     # the fit stopped at once; lbfgs still records the loss of what it returned: 1 iteration
     with pytest.raises(AimonkError, match=r"^training diverged: the head's weights are not finite after 1 "
                                           r"iterations?; try --solver adam, or other --weights$"):
-        train(config)
+        train_cached(config)
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -7,18 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_dataset
+from helpers import train_cached, write_dataset
 from PIL import Image
 
-import aimonk.train.prepare
+import aimonk.train.training
 from aimonk.config import TrainConfig
-from aimonk.train.training import train
 
 
 def test_lbfgs_never_looks_at_the_validation_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Two label files that differ only on the validation images train the same head (a fixed split)."""
     names = [f"img_{i}.jpg" for i in range(30)]
-    monkeypatch.setattr(aimonk.train.prepare, "stratified_split", lambda table, fraction, seed: (np.arange(20),
+    monkeypatch.setattr(aimonk.train.training, "stratified_split", lambda table, fraction, seed: (np.arange(20),
                                                                                         np.arange(20, 30)))
     heads = []
     for flip in (False, True):
@@ -26,7 +25,7 @@ def test_lbfgs_never_looks_at_the_validation_labels(tmp_path: Path, monkeypatch:
         data = write_dataset(tmp_path / f"data{flip}", rows, size=32)
         config = TrainConfig.from_recipe("recommended", data_dir=str(data), out_dir=str(tmp_path / f"out{flip}"),
                                          weights="none", image_size=32, workers=0, progress=False, cv_folds=2)
-        heads.append(torch.load(train(config).model_path, weights_only=True)["state_dict"]["head.weight"])
+        heads.append(torch.load(train_cached(config).model_path, weights_only=True)["state_dict"]["head.weight"])
     assert torch.equal(heads[0], heads[1])
 
 
@@ -39,5 +38,5 @@ def test_features_without_spread_still_give_a_loss_history_and_a_model(tmp_path:
     (tmp_path / "labels.txt").write_text("".join(f"i{i}.jpg {i % 2} {(i // 2) % 2}\n" for i in range(12)))
     config = TrainConfig.from_recipe("recommended", data_dir=str(tmp_path), out_dir=str(tmp_path / "out"),
                                      weights="none", image_size=32, workers=0, progress=False)
-    result = train(config)
+    result = train_cached(config)
     assert len(result.history) >= 1 and np.isfinite(result.history).all() and result.model_path.is_file()

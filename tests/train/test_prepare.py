@@ -13,17 +13,16 @@ from unittest.mock import Mock
 import numpy as np
 import pytest
 import torch
-from helpers import label_table, write_dataset
+from helpers import label_table, train_cached, write_dataset
 
-import aimonk.distributed
 import aimonk.train.training
+import aimonk.world
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
 from aimonk.config import TrainConfig
-from aimonk.distributed import Distributed
 from aimonk.errors import AimonkError, ImageReadError
-from aimonk.train.prepare import report_left_out, split_rows
-from aimonk.train.training import train
+from aimonk.train.training import report_left_out, split_rows
+from aimonk.world import World
 
 # --- training: a bad image is named and skipped with a warning, or fails the run under strict ---
 
@@ -46,7 +45,7 @@ def damaged_dataset(small_dataset: Path) -> Path:
 def test_training_skips_bad_images_with_a_warning_naming_them(damaged_dataset, tmp_path, feature_cache, workers):
     config = _config(damaged_dataset, tmp_path, feature_cache=feature_cache, workers=workers)
     with pytest.warns(UserWarning) as caught:
-        result = train(config)
+        result = train_cached(config)
     messages = [str(warning.message) for warning in caught]
     assert any("missing" in message and "img_7.jpg" in message for message in messages), messages
     assert any("unreadable" in message and "img_5.jpg" in message for message in messages), messages
@@ -59,32 +58,32 @@ def test_training_skips_bad_images_with_a_warning_naming_them(damaged_dataset, t
 def test_strict_training_fails_naming_the_unreadable_image(small_dataset, tmp_path, feature_cache):
     (small_dataset / "images" / "img_5.jpg").write_bytes(b"")
     with pytest.raises(AimonkError, match=r"1 unreadable image\(s\) \(--strict\): .*img_5\.jpg"):
-        train(_config(small_dataset, tmp_path, feature_cache=feature_cache, strict=True))
+        train_cached(_config(small_dataset, tmp_path, feature_cache=feature_cache, strict=True))
     assert not (tmp_path / "out" / "aimonk_model.pth").exists()
 
 
 def test_strict_training_fails_naming_the_missing_images(damaged_dataset, tmp_path):
     (damaged_dataset / "images" / "img_9.jpg").unlink()
     with pytest.raises(AimonkError, match=r"2 missing image\(s\) \(--strict\): img_7\.jpg, img_9\.jpg"):
-        train(_config(damaged_dataset, tmp_path, strict=True))
+        train_cached(_config(damaged_dataset, tmp_path, strict=True))
 
 
 def test_split_seed_fixes_the_split_while_the_seed_changes_training(small_dataset: Path, tmp_path: Path):
     settings = dict(data_dir=str(small_dataset), weights="none", epochs=1, batch_size=4, lr=1e-2, image_size=32,
                     workers=0, progress=False, val_fraction=0.25)
-    runs = [train(TrainConfig(out_dir=str(tmp_path / str(seed)), seed=seed, split_seed=0, **settings))
+    runs = [train_cached(TrainConfig(out_dir=str(tmp_path / str(seed)), seed=seed, split_seed=0, **settings))
             for seed in (0, 1)]
     assert runs[0].data.files(runs[0].data.val_rows) == runs[1].data.files(runs[1].data.val_rows)
     assert runs[0].history != runs[1].history
-    other = train(TrainConfig(out_dir=str(tmp_path / "other"), seed=0, split_seed=5, **settings))
+    other = train_cached(TrainConfig(out_dir=str(tmp_path / "other"), seed=0, split_seed=5, **settings))
     assert other.data.files(other.data.val_rows) != runs[0].data.files(runs[0].data.val_rows)
 
 
 def test_hidden_training_labels_leave_the_validation_labels_whole(small_dataset: Path, tmp_path: Path):
     settings = dict(data_dir=str(small_dataset), weights="none", epochs=1, image_size=32, workers=0, progress=False,
                     val_fraction=0.25)
-    whole = train(TrainConfig(out_dir=str(tmp_path / "a"), **settings)).data
-    hidden = train(TrainConfig(out_dir=str(tmp_path / "b"), hide_labels=0.5, **settings)).data
+    whole = train_cached(TrainConfig(out_dir=str(tmp_path / "a"), **settings)).data
+    hidden = train_cached(TrainConfig(out_dir=str(tmp_path / "b"), hide_labels=0.5, **settings)).data
     assert np.array_equal(hidden.table.known[hidden.val_rows], whole.table.known[whole.val_rows])
     assert hidden.table.known[hidden.train_rows].sum() < 0.6 * whole.table.known[whole.train_rows].sum()
 
@@ -93,11 +92,11 @@ def test_under_strict_every_process_stops_and_rank_0_alone_says_why(tmp_path, mo
     config = TrainConfig(out_dir=str(tmp_path / "out"), strict=True)
     names = [f"image_{i}.jpg" for i in range(7)]
     with pytest.raises(AimonkError, match=r"^7 unreadable image\(s\) \(--strict\)$"):
-        monkeypatch.setattr(aimonk.distributed, "_world", Distributed(rank=1, world_size=2))
+        monkeypatch.setattr(aimonk.world, "WORLD", World(rank=1, world_size=2))
         report_left_out("unreadable", names, config)
     assert not (tmp_path / "out").exists()  # the full list is rank 0's to write
     with pytest.raises(AimonkError, match=r"\(full list in .*unreadable_images.txt\)$"):
-        monkeypatch.setattr(aimonk.distributed, "_world", Distributed(rank=0, world_size=2))
+        monkeypatch.setattr(aimonk.world, "WORLD", World(rank=0, world_size=2))
         report_left_out("unreadable", names, config)
     assert (tmp_path / "out" / "unreadable_images.txt").read_text().split() == names
 
@@ -119,7 +118,7 @@ def _labelled(tmp_path: Path, values: list[str]) -> Path:
 
 def _fixed_split(monkeypatch: pytest.MonkeyPatch, train_rows: int, images: int) -> None:
     """The first `train_rows` images train, the rest validate."""
-    monkeypatch.setattr(aimonk.train.prepare, "stratified_split",
+    monkeypatch.setattr(aimonk.train.training, "stratified_split",
                         lambda table, fraction, seed: (np.arange(train_rows), np.arange(train_rows, images)))
 
 
@@ -129,7 +128,7 @@ def test_every_label_na_is_refused_in_one_line_before_anything_is_written(tmp_pa
     config = _config(data, tmp_path, recipe)
     message = f"{data / 'labels.txt'}: no known label among the 12 labelled images: nothing to learn from"
     with pytest.raises(AimonkError, match=f"^{re.escape(message)}$"):
-        train(config)
+        train_cached(config)
     assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "cache").exists()  # no image was read
 
 
@@ -138,7 +137,7 @@ def test_known_labels_on_validation_images_only_are_refused_as_nothing_to_train_
     _fixed_split(monkeypatch, 9, 12)
     message = f"{data / 'labels.txt'}: no known label among the 9 training images: nothing to learn from"
     with pytest.raises(AimonkError, match=f"^{re.escape(message)}$"):
-        train(_config(data, tmp_path))
+        train_cached(_config(data, tmp_path))
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -154,7 +153,7 @@ def test_an_attribute_without_a_known_training_label_is_named_in_a_warning_and_n
     message = (f"{data / 'labels.txt'}: no known label of Attr2, Attr3 among the 12 training images: the outputs of "
                "these 2 learn nothing")
     with pytest.warns(UserWarning, match=f"^{re.escape(message)}$"):
-        result = train(config)
+        result = train_cached(config)
     head = torch.load(result.model_path, weights_only=True)["state_dict"]
     assert result.history and all(math.isfinite(loss) for loss in result.history)
     assert torch.isfinite(head["head.weight"]).all() and torch.isfinite(head["head.bias"]).all()
@@ -162,7 +161,7 @@ def test_an_attribute_without_a_known_training_label_is_named_in_a_warning_and_n
 
 def test_a_single_known_label_is_something_to_learn_from(tmp_path, recwarn):
     data = _labelled(tmp_path, ["1 NA"] + ["NA NA"] * 11)
-    result = train(_config(data, tmp_path, val_fraction=0.0))
+    result = train_cached(_config(data, tmp_path, val_fraction=0.0))
     assert len(result.data.train_rows) == 12 and math.isfinite(result.history[-1])
     assert [str(warning.message).rsplit(": ", 1)[-1] for warning in recwarn] == ["its output learns nothing"]
 
@@ -195,5 +194,5 @@ def test_a_val_fraction_leaving_an_image_in_each_part_or_0_splits_as_before(frac
 def test_the_reported_val_fraction_of_0_95_on_12_images_is_refused_before_training(tmp_path):
     data = _labelled(tmp_path, [f"{i % 2} {(i // 2) % 2}" for i in range(12)])
     with pytest.raises(AimonkError, match=r"^--val-fraction 0\.95 on 12 usable images: 12 held out for validation"):
-        train(_config(data, tmp_path, val_fraction=0.95))
+        train_cached(_config(data, tmp_path, val_fraction=0.95))
     assert list((tmp_path / "out").iterdir()) == []

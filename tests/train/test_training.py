@@ -11,22 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import train_cached
 
 import aimonk.data.images
+from aimonk.checkpoint import load_train_state
 from aimonk.config import TrainConfig
 from aimonk.data.images import open_rgb
 from aimonk.errors import AimonkError
 from aimonk.io import LOCK_FILE, output_lock
 from aimonk.model.classifier import build_model
-from aimonk.train.resume import TrainingInterrupted, load_train_state
-from aimonk.train.training import train
+from aimonk.train.training import TrainingInterrupted
 
 
 def test_same_seed_repeats_a_run_and_another_seed_does_not(small_dataset: Path, tmp_path: Path):
     def run(seed: int, out: str) -> list[float]:
         config = TrainConfig(data_dir=str(small_dataset), out_dir=str(tmp_path / out), weights="none", epochs=2,
                              batch_size=4, lr=1e-3, seed=seed, image_size=64, workers=0, progress=False)
-        return train(config).history
+        return train_cached(config).history
 
     assert run(0, "a") == run(0, "b")
     assert run(0, "a") != run(1, "c")
@@ -38,9 +39,9 @@ def test_training_from_python_or_a_notebook_takes_the_lock_too(dataset_32px, tmp
                          workers=0, progress=False, cache_dir=str(tmp_path / "cache"))
     with output_lock(out):  # another holder, here in this process
         with pytest.raises(AimonkError, match=f"in use by process {os.getpid()} "):
-            train(config)
+            train_cached(config)
         assert list(out.iterdir()) == [out / LOCK_FILE]
-    train(config)
+    train_cached(config)
     assert not (out / LOCK_FILE).exists()
 
 
@@ -68,7 +69,7 @@ def test_sigterm_during_training_from_python_saves_the_state_and_raises_training
     previous = signal.signal(signal.SIGTERM, record)
     try:
         with pytest.raises(TrainingInterrupted):
-            train(config)
+            train_cached(config)
         after = signal.getsignal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -89,7 +90,7 @@ def _config(data: Path, out: Path, **overrides) -> TrainConfig:
 
 @pytest.mark.slow
 def test_only_the_last_stages_train_and_frozen_batchnorm_statistics_never_change(small_dataset, tmp_path):
-    result = train(_config(small_dataset, tmp_path / "out", trainable_stages=2))
+    result = train_cached(_config(small_dataset, tmp_path / "out", trainable_stages=2))
     initial, _ = build_model(3, weights="none")  # a random backbone is initialised the same way in every run
     trained = torch.load(result.model_path, weights_only=True)["state_dict"]
     for name, before in initial.state_dict().items():
@@ -114,13 +115,14 @@ def test_cached_last_frozen_stage_gives_the_uncached_loss_history_and_is_reused(
         return open_rgb(path, min_size)
 
     monkeypatch.setattr(aimonk.data.images, "open_rgb", counting_open_rgb)
-    cached = train(_config(small_dataset, tmp_path / "cached"))
+    cached = train_cached(_config(small_dataset, tmp_path / "cached"))
     assert cached.data.features.shape[1:] == (2, 256, 4, 4)  # layer3's map of a 64-px image, both orientations
     decoded.clear()
-    again = train(_config(small_dataset, tmp_path / "again"))
+    again = train_cached(_config(small_dataset, tmp_path / "again"))
     assert decoded == []  # the frozen stages did not run again
-    uncached = train(_config(small_dataset, tmp_path / "uncached", feature_cache=False))
-    # Once each to find unreadable images, then every training image in each of the 2 epochs.
-    assert len(decoded) == len(uncached.data.table) + 2 * len(uncached.data.train_rows)
+    uncached = train_cached(_config(small_dataset, tmp_path / "uncached", feature_cache=False))
+    # Once each to find unreadable images, then every training image in each of the 2 epochs, then the validation
+    # images once, to score them (no features are held without the cache).
+    assert len(decoded) == len(uncached.data.table) + 2 * len(uncached.data.train_rows) + len(uncached.data.val_rows)
     np.testing.assert_allclose(cached.history, uncached.history, rtol=1e-5)
     assert cached.history == again.history

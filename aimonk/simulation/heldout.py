@@ -1,6 +1,6 @@
 """Train a head on some labels and score images it never saw: the measurement behind the labelling curve. The
 held-out images are written into the training labels file as all-NA rows, so their features come from the same run
-(and the feature cache) while no label of theirs reaches the loss."""
+(and the on-disk feature cache of `base`'s settings) while no label of theirs reaches the loss."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from aimonk.cache import disk_stores
+from aimonk.checkpoint import DecisionRule
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.evaluate.comparison import OVERALL, Comparison
-from aimonk.evaluate.metrics import Scores
 from aimonk.io import atomic_file
+from aimonk.metrics import Scores
+from aimonk.model.classifier import TrainedPart
 from aimonk.train.training import train
 
 
@@ -49,8 +52,9 @@ def train_and_score(train_table: LabelTable, held_out: LabelTable, image_dir: Pa
     return the model's probabilities for the images of `held_out`, with their labels, at thresholds 0.5."""
     with tempfile.TemporaryDirectory(prefix="aimonk-heldout-") as work:
         labels = write_labels(with_unlabelled(train_table, held_out.filenames), Path(work) / "labels.txt")
-        result = train(config_from(base, labels=str(labels), image_dir=str(image_dir), val_fraction=0.0, seed=seed,
-                                   out_dir=str(Path(work) / "model")))
+        config = config_from(base, labels=str(labels), image_dir=str(image_dir), val_fraction=0.0, seed=seed,
+                             out_dir=str(Path(work) / "model"))
+        result = train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
     data, model = result.data, result.model
     if not data.head_inputs_cached(model):
         raise ValueError("scoring held-out images needs a frozen backbone with cached features")
@@ -60,8 +64,9 @@ def train_and_score(train_table: LabelTable, held_out: LabelTable, image_dir: Pa
         raise ValueError(f"{len(missing)} held-out images could not be read, e.g. {missing[0]}")
     rows = torch.as_tensor([position[name] for name in held_out.filenames])
     with torch.no_grad():
-        probabilities = torch.sigmoid(model.head(data.features[rows, 0].float())).numpy()
-    return Scores(held_out, probabilities.astype(np.float64), [0.5] * len(held_out.attributes), Path(image_dir))
+        logits = TrainedPart(model, config.precision)(data.features[rows, 0]).double().numpy()
+    rule = DecisionRule.untuned(held_out.attributes)
+    return Scores(held_out, rule.probabilities(logits), list(rule.thresholds), Path(image_dir))
 
 
 def mean_ap(scores: Scores) -> float:

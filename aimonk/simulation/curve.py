@@ -1,5 +1,5 @@
 """The labelling curve: how much k new labels help, chosen by `next` or at random. Of the entries hidden by
-`aimonk.labelling.corruption.corrupt`, k are revealed (their true label written back), the recommended head is
+`aimonk.simulation.corruption.corrupt`, k are revealed (their true label written back), the recommended head is
 trained again on the images the answers saw, and scored (mAP) on the held-out images, which it never trains on."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from aimonk.labelling.corruption import Corrupted
-from aimonk.labelling.heldout import mean_ap, train_and_score
+from aimonk.simulation.corruption import Corrupted
+from aimonk.simulation.heldout import mean_ap, train_and_score
 
 
 def revealed(corrupted: Corrupted, entries: np.ndarray) -> Corrupted:

@@ -1,4 +1,4 @@
-"""Fixtures of the labelling tests."""
+"""Fixtures of the simulation tests."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import label_table
 
-from aimonk.labelling.corruption import corrupt
-from aimonk.labelling.heldout import write_labels
+from aimonk.simulation.corruption import corrupt
+from aimonk.simulation.heldout import write_labels
 
 
 @pytest.fixture

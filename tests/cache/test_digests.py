@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import aimonk.model.digests
+import aimonk.cache.store
+from aimonk.cache.store import INDEX, DigestIndex, decode
 from aimonk.io import atomic_file
-from aimonk.model.digests import INDEX, DigestIndex, decode
 
 AN_HOUR_AGO = time.time() - 3600
 
@@ -40,13 +40,13 @@ def sha(data: bytes) -> str:
 def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the files hashed, in order."""
     names: list[str] = []
-    digest = aimonk.model.digests.file_digest
+    digest = aimonk.cache.store.file_digest
 
     def counting(path: Path) -> str:
         names.append(Path(path).name)
         return digest(path)
 
-    monkeypatch.setattr(aimonk.model.digests, "file_digest", counting)
+    monkeypatch.setattr(aimonk.cache.store, "file_digest", counting)
     return names
 
 

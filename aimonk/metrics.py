@@ -1,6 +1,8 @@
 """Per-attribute metrics over known labels only, with bootstrap intervals, trivial baselines and a verdict.
 
-Pure functions of labels and probabilities: producing the probabilities of a checkpoint is `aimonk.evaluate.tuning`.
+Pure functions of labels and probabilities, used alike by the end of a training run (the checkpoint's and model
+card's numbers), `aimonk evaluate`, `aimonk tune`, the threshold explorer and the comparisons of runs. The
+probabilities of a checkpoint on labelled images come from `aimonk.evaluate.prediction.score_checkpoint`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Scores:
 
 
 METRICS = ("precision", "recall", "f1", "ap", "roc_auc")
+BOOTSTRAP = 1000  # resamples of the intervals a checkpoint records (and `aimonk evaluate` prints by default)
 MIN_PER_CLASS = 5  # fewer known positives (or negatives) than this and an attribute is not judged
 
 
@@ -65,6 +68,20 @@ def evaluate(
         row["verdict"] = verdict(row)
         rows.append(row)
     return pd.DataFrame(rows).set_index("attribute")
+
+
+def validation_record(scores: Scores, n_bootstrap: int = BOOTSTRAP, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """`evaluate` of a model's scores on its validation images, and the same as a checkpoint's `validation` entry
+    (plain data: the metrics by attribute, the images, resamples, seed and confidence)."""
+    metrics = evaluate(scores.table, scores.probabilities, scores.thresholds, n_bootstrap, seed)
+    rows = {name: {key: _plain(value) for key, value in row.items()} for name, row in metrics.iterrows()}
+    return metrics, {"images": len(scores.table), "bootstrap": n_bootstrap, "seed": seed, "confidence": 0.95,
+                     "metrics": rows}
+
+
+def _plain(value: object) -> object:
+    """A Python int, float or str for a numpy scalar: a checkpoint holds plain data only (weights_only)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def point_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aimonk.labelling.curve import chosen_at_random, chosen_by_next, curve_summary, revealed
+from aimonk.simulation.curve import chosen_at_random, chosen_by_next, curve_summary, revealed
 
 
 def test_the_curve_reveals_only_hidden_entries_at_their_true_value(corrupted_demo):

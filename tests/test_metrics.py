@@ -9,7 +9,8 @@ import pytest
 from helpers import label_table
 from sklearn.metrics import f1_score, roc_auc_score
 
-from aimonk.evaluate.metrics import (
+from aimonk.evaluate.report import format_table
+from aimonk.metrics import (
     MIN_PER_CLASS,
     VERDICTS,
     baselines,
@@ -21,7 +22,6 @@ from aimonk.evaluate.metrics import (
     resampled_metrics,
     short_verdict,
 )
-from aimonk.evaluate.report import format_table
 
 
 def test_a_perfect_ranking_scores_one_and_beats_chance(rng: np.random.Generator):

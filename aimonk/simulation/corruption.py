@@ -5,7 +5,7 @@ original), run the three answers on it, and score them against the labels as the
 - audit: precision and recall of the flips among its top k = 2 x (number of flips) suspects, and whether it ever
   flagged an NA entry;
 - complete: per attribute, the realised precision of its fills of hidden entries against the level asked;
-- next (`aimonk.labelling.curve`): mAP on the held-out images after k hidden labels are revealed, chosen by `next`
+- next (`aimonk.simulation.curve`): mAP on the held-out images after k hidden labels are revealed, chosen by `next`
   or at random.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from aimonk.data.labels import LabelTable, read_labels, stratified_split
-from aimonk.labelling.heldout import write_labels
+from aimonk.simulation.heldout import write_labels
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from aimonk.data.labels import read_labels
-from aimonk.labelling.corruption import audit_check, completion_check
+from aimonk.simulation.corruption import audit_check, completion_check
 
 
 def test_corrupt_flips_and_hides_the_shares_asked_of_each_attributes_known_labels_keeping_the_original(corrupted_demo):

@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 from torch import nn
 
+from aimonk.cache.folders import MARKER, cache_contents, clear_cache, is_cache_folder, made_by_cache
+from aimonk.cache.store import FeatureCache, shard_paths
 from aimonk.data.images import Preprocessing
-from aimonk.model.cache_folders import MARKER, cache_contents, clear_cache, is_cache_folder, made_by_cache
-from aimonk.model.features import FeatureCache
-from aimonk.model.old_entries import entry_path
-from aimonk.model.shards import shard_paths
 
 DIGEST = hashlib.sha256(b"an image").hexdigest()
 
@@ -82,7 +80,7 @@ def test_clear_cache_deletes_a_whole_cache_and_says_how_many_bytes_it_freed(tmp_
 def test_clear_cache_keeps_the_files_it_did_not_make_and_their_folders_and_names_them(tmp_path):
     cache = real_cache(tmp_path)
     [shard] = shard_paths(cache.folder)
-    entry = entry_path(cache.folder, DIGEST)  # an entry of the old layout
+    entry = cache.folder / DIGEST[:2] / f"{DIGEST}.npy"  # an entry of the layout before shards
     entry.parent.mkdir()
     np.save(entry, np.zeros(cache.shape, cache.dtype))
     left_by_a_crash = [cache.folder / ".key.json.k3x_9abc.tmp", entry.parent / f".{entry.name}.q1w2e3r4.tmp",

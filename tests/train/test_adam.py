@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import train_cached
 
 from aimonk.config import TrainConfig
 from aimonk.model.classifier import build_model
 from aimonk.registry import LR_SCHEDULES
-from aimonk.train.optim import parameter_groups
-from aimonk.train.training import train
+from aimonk.train.adam import parameter_groups
 
 
 def test_parameter_groups_scale_the_backbone_and_never_decay_biases_or_norms():
@@ -36,8 +36,8 @@ def test_schedules_warm_up_then_hold_or_decay_to_zero():
 def test_weight_decay_and_schedule_change_the_run(small_dataset: Path, tmp_path: Path):
     settings = dict(data_dir=str(small_dataset), weights="none", epochs=2, batch_size=4, lr=1e-2, image_size=32,
                     workers=0, progress=False)
-    plain = train(TrainConfig(out_dir=str(tmp_path / "a"), **settings)).history
-    decayed = train(TrainConfig(out_dir=str(tmp_path / "b"), weight_decay=0.5, **settings)).history
-    cosine = train(TrainConfig(out_dir=str(tmp_path / "c"), lr_schedule="cosine", **settings)).history
+    plain = train_cached(TrainConfig(out_dir=str(tmp_path / "a"), **settings)).history
+    decayed = train_cached(TrainConfig(out_dir=str(tmp_path / "b"), weight_decay=0.5, **settings)).history
+    cosine = train_cached(TrainConfig(out_dir=str(tmp_path / "c"), lr_schedule="cosine", **settings)).history
     assert plain[0] == decayed[0] == cosine[0]  # the first step's loss comes before any update
     assert plain[1:] != decayed[1:] and plain[1:] != cosine[1:]

@@ -12,23 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import DAMAGE, cached_entries, feature_cache_message, train_config
+from helpers import DAMAGE, cached_entries, feature_cache_message, train_cached, train_config
 from PIL import Image
 from torch import nn
 
+import aimonk.cache.store
 import aimonk.data.images
-import aimonk.model.digests
 import aimonk.model.features
 import aimonk.train.training
+from aimonk.cache.folders import MARKER, cache_contents, clear_cache
+from aimonk.cache.store import FeatureCache, encode_shard, file_digest, shard_entries, shard_paths
 from aimonk.data.images import Preprocessing, open_rgb
 from aimonk.evaluate.prediction import Predictor
-from aimonk.model.cache_folders import MARKER, cache_contents, clear_cache
 from aimonk.model.classifier import build_model
-from aimonk.model.digests import file_digest
-from aimonk.model.features import FeatureCache, extract_features, to_storable
-from aimonk.model.runtime import inference_backbone
-from aimonk.model.shards import encode_shard, shard_entries, shard_paths
-from aimonk.train.training import train
+from aimonk.model.features import features_of, inference_backbone, to_storable
 
 
 @pytest.fixture
@@ -50,8 +47,8 @@ def tiny_backbone(seed: int = 0) -> nn.Module:
 
 
 def test_cached_and_uncached_training_give_the_same_loss_history(small_dataset: Path, tmp_path: Path):
-    cached = train(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / "cached")))
-    uncached = train(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / "plain"),
+    cached = train_cached(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / "cached")))
+    uncached = train_cached(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / "plain"),
                                   feature_cache=False))
     assert cached.data.features is not None and uncached.data.features is None
     assert len(cached.history) == 2 * 5  # 18 training images, batches of 4
@@ -67,8 +64,8 @@ def test_cached_and_uncached_training_agree_in_bf16(small_dataset: Path, tmp_pat
     precision handling (autocast around the backbone only, head in fp32) that the tolerance cannot.
     """
     def bf16_run(out: str, **overrides) -> list[float]:
-        return train(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / out), precision="bf16",
-                                  **overrides)).history
+        return train_cached(train_config(small_dataset, tmp_path / "cache", out_dir=str(tmp_path / out),
+                                         precision="bf16", **overrides)).history
 
     cached, uncached = bf16_run("cached"), bf16_run("plain", feature_cache=False)
     np.testing.assert_allclose(uncached, cached, rtol=2e-3)
@@ -84,29 +81,29 @@ def test_cached_and_uncached_training_agree_in_bf16(small_dataset: Path, tmp_pat
 
 
 def test_rerun_with_another_lr_decodes_no_image(small_dataset: Path, tmp_path: Path, decoded: list[str]):
-    first = train(train_config(small_dataset, tmp_path / "cache"))
+    first = train_cached(train_config(small_dataset, tmp_path / "cache"))
     assert sorted(decoded) == sorted(first.data.table.filenames)  # each image decoded exactly once
     decoded.clear()
-    second = train(train_config(small_dataset, tmp_path / "cache", lr=1e-2))
+    second = train_cached(train_config(small_dataset, tmp_path / "cache", lr=1e-2))
     assert decoded == []
     assert torch.equal(first.data.features, second.data.features)
     assert first.history[0] == second.history[0] and first.history[-1] != second.history[-1]
 
 
 def test_edited_image_is_recomputed_alone(small_dataset: Path, tmp_path: Path, decoded: list[str]):
-    train(train_config(small_dataset, tmp_path / "cache"))
+    train_cached(train_config(small_dataset, tmp_path / "cache"))
     decoded.clear()
     Image.new("RGB", (40, 40), (200, 10, 10)).save(small_dataset / "images" / "img_5.jpg")
-    train(train_config(small_dataset, tmp_path / "cache"))
+    train_cached(train_config(small_dataset, tmp_path / "cache"))
     assert decoded == ["img_5.jpg"]
 
 
 def test_other_image_size_precision_or_resize_misses_the_cache(small_dataset: Path, tmp_path: Path,
                                                                decoded: list[str]):
-    train(train_config(small_dataset, tmp_path / "cache"))
+    train_cached(train_config(small_dataset, tmp_path / "cache"))
     for overrides in ({"image_size": 48}, {"precision": "bf16"}, {"resize": "crop"}):
         decoded.clear()
-        train(train_config(small_dataset, tmp_path / "cache", **overrides))
+        train_cached(train_config(small_dataset, tmp_path / "cache", **overrides))
         assert len(decoded) == 24, overrides
 
 
@@ -114,16 +111,16 @@ def test_other_backbone_weights_miss_the_cache(small_dataset: Path, tmp_path: Pa
     paths = sorted((small_dataset / "images").iterdir())
     preprocessing = Preprocessing(32)
     backbone = tiny_backbone()
-    extract_features(backbone, paths, preprocessing, FeatureCache(tmp_path, backbone, preprocessing, "fp32"),
+    features_of(backbone, paths, preprocessing, FeatureCache(tmp_path, backbone, preprocessing, "fp32"),
                      "fp32", num_workers=0, progress=False)
     decoded.clear()
     with torch.no_grad():
         backbone[0].weight[0, 0, 0, 0] += 1e-3
-    extract_features(backbone, paths, preprocessing, FeatureCache(tmp_path, backbone, preprocessing, "fp32"),
+    features_of(backbone, paths, preprocessing, FeatureCache(tmp_path, backbone, preprocessing, "fp32"),
                      "fp32", num_workers=0, progress=False)
     assert len(decoded) == len(paths)
     decoded.clear()
-    extract_features(backbone, paths, preprocessing, FeatureCache(tmp_path, backbone, preprocessing, "fp32"),
+    features_of(backbone, paths, preprocessing, FeatureCache(tmp_path, backbone, preprocessing, "fp32"),
                      "fp32", num_workers=0, progress=False)
     assert decoded == []
 
@@ -133,8 +130,8 @@ def test_cached_features_are_the_backbone_on_both_orientations(small_dataset: Pa
     preprocessing = Preprocessing(32)
     backbone = tiny_backbone()
     cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
-    extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
-    features, readable, errors = extract_features(backbone, paths, preprocessing, cache, "fp32", progress=False)
+    features_of(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
+    features, readable, errors = features_of(backbone, paths, preprocessing, cache, "fp32", progress=False)
     assert readable == list(range(5)) and errors == []
     images = torch.stack([preprocessing(open_rgb(path, 32)) for path in paths])
     with torch.no_grad():
@@ -157,7 +154,7 @@ def test_extraction_streams_in_batches(small_dataset: Path, tmp_path: Path, deco
     preprocessing = Preprocessing(32)
     backbone = tiny_backbone()
     cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
-    extract_features(backbone, paths, preprocessing, cache, "fp32", batch_size=4, num_workers=0, progress=False)
+    features_of(backbone, paths, preprocessing, cache, "fp32", batch_size=4, num_workers=0, progress=False)
     assert decoded_at_store[:4] == [4] * 4 and decoded_at_store[-1] == len(paths)
 
 
@@ -167,7 +164,7 @@ def test_unreadable_image_is_reported_and_left_out(small_dataset: Path, tmp_path
     preprocessing = Preprocessing(32)
     backbone = tiny_backbone()
     cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
-    features, readable, errors = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0,
+    features, readable, errors = features_of(backbone, paths, preprocessing, cache, "fp32", num_workers=0,
                                                   progress=False)
     assert len(readable) == len(paths) - 1 and paths.index(small_dataset / "images" / "img_3.jpg") not in readable
     assert len(errors) == 1 and "img_3.jpg" in errors[0]
@@ -175,7 +172,7 @@ def test_unreadable_image_is_reported_and_left_out(small_dataset: Path, tmp_path
 
 
 def test_trained_backbone_never_uses_the_cache(small_dataset: Path, tmp_path: Path):
-    result = train(train_config(small_dataset, tmp_path / "cache", trainable_stages=5, epochs=1, batch_size=16))
+    result = train_cached(train_config(small_dataset, tmp_path / "cache", trainable_stages=5, epochs=1, batch_size=16))
     assert result.data.features is None
     assert cached_entries(tmp_path / "cache") == 0
 
@@ -187,10 +184,10 @@ def test_backbone_in_workers_gives_the_features_of_the_main_process(small_datase
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # one worker per thread: the workers run the backbone
-        in_workers = extract_features(backbone, paths, preprocessing, None, "fp32", 4, num_workers=1, progress=False)
+        in_workers = features_of(backbone, paths, preprocessing, None, "fp32", 4, num_workers=1, progress=False)
     finally:
         torch.set_num_threads(threads)
-    in_main = extract_features(backbone, paths, preprocessing, None, "fp32", 4, num_workers=0, progress=False)
+    in_main = features_of(backbone, paths, preprocessing, None, "fp32", 4, num_workers=0, progress=False)
     assert in_workers[1:] == in_main[1:]
     torch.testing.assert_close(in_workers[0], in_main[0], rtol=1e-5, atol=1e-6)
 
@@ -198,7 +195,7 @@ def test_backbone_in_workers_gives_the_features_of_the_main_process(small_datase
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(small_dataset: Path, tmp_path: Path,
                                                                            precision: str):
-    result = train(train_config(small_dataset, tmp_path / "cache", precision=precision))
+    result = train_cached(train_config(small_dataset, tmp_path / "cache", precision=precision))
     predictor = Predictor(result.model_path)
     assert predictor.precision == precision  # recorded in the checkpoint
     paths = [small_dataset / "images" / name for name in result.data.table.filenames]
@@ -211,7 +208,7 @@ def test_prediction_on_a_training_image_uses_the_features_it_was_trained_on(smal
 def _extract(cache_root: Path, paths: list[Path], precision: str = "fp32") -> FeatureCache:
     """Extract through a cache at `cache_root`: each call stores what it computed into a new shard."""
     cache = FeatureCache(cache_root, tiny_backbone(), Preprocessing(32), precision)
-    extract_features(tiny_backbone(), paths, Preprocessing(32), cache, precision, num_workers=0, progress=False)
+    features_of(tiny_backbone(), paths, Preprocessing(32), cache, precision, num_workers=0, progress=False)
     return cache
 
 
@@ -224,7 +221,7 @@ def test_a_damaged_shard_is_recomputed_rewritten_and_reported_once(small_dataset
         cache = FeatureCache(tmp_path, backbone, preprocessing, "fp32")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            features, _, _ = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0,
+            features, _, _ = features_of(backbone, paths, preprocessing, cache, "fp32", num_workers=0,
                                               progress=False)
         return features, [str(warning.message) for warning in caught]
 
@@ -260,13 +257,13 @@ def test_bf16_entries_are_checked_too(small_dataset, tmp_path):
 def test_a_full_cache_disk_continues_without_caching_with_one_warning(small_dataset, tmp_path, full_disk):
     paths = sorted((small_dataset / "images").iterdir())
     preprocessing, backbone = Preprocessing(32), tiny_backbone()
-    expected = extract_features(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
+    expected = features_of(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
     for room in (0, 600):  # nothing fits; key.json and a couple of entries fit
         full_disk(room=room, under=tmp_path / str(room))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cache = FeatureCache(tmp_path / str(room), backbone, preprocessing, "fp32")
-            features = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
+            features = features_of(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
         assert torch.equal(features[0], expected[0]) and features[1:] == expected[1:]
         messages = [str(warning.message) for warning in caught]
         assert len(messages) == 1 and messages[0].startswith(str(cache.folder)), messages
@@ -283,7 +280,7 @@ def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, 
     preprocessing, backbone = Preprocessing(32), tiny_backbone()
     FeatureCache(tmp_path / "empty", backbone, preprocessing, "fp32")  # the folder exists, nothing else
     warm = _extract(tmp_path / "warm", paths[1:])
-    expected = extract_features(backbone, paths, preprocessing, warm, "fp32", num_workers=0, progress=False)
+    expected = features_of(backbone, paths, preprocessing, warm, "fp32", num_workers=0, progress=False)
     DAMAGE["empty"](shard_paths(warm.folder)[0])  # the newest, with paths[0] alone
     read_only(tmp_path, code)
     shutil.rmtree(tmp_path / "empty")
@@ -292,7 +289,7 @@ def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cache = FeatureCache(tmp_path / root, backbone, preprocessing, "fp32")
-            features = extract_features(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
+            features = features_of(backbone, paths, preprocessing, cache, "fp32", num_workers=0, progress=False)
         assert torch.equal(features[0], expected[0]) and features[1:] == expected[1:]
         messages = [str(warning.message) for warning in caught]
         assert len(messages) == 1 + (root == "warm"), messages
@@ -301,12 +298,12 @@ def test_a_read_only_cache_is_still_read_and_never_fails_the_run(small_dataset, 
 
 
 def _extract_recording(cache_root: Path, paths: list[Path], precision: str = "fp32") -> tuple[tuple, list[str]]:
-    """extract_features through a cache at `cache_root` with the tiny backbone: its result, and the warnings."""
+    """features_of through a cache at `cache_root` with the tiny backbone: its result, and the warnings."""
     preprocessing, backbone = Preprocessing(32), tiny_backbone()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cache = FeatureCache(cache_root, backbone, preprocessing, precision)
-        result = extract_features(backbone, paths, preprocessing, cache, precision, num_workers=0, progress=False)
+        result = features_of(backbone, paths, preprocessing, cache, precision, num_workers=0, progress=False)
     return result, [str(warning.message) for warning in caught]
 
 
@@ -314,7 +311,7 @@ def _extract_recording(cache_root: Path, paths: list[Path], precision: str = "fp
 def test_a_cache_dir_that_is_a_file_is_one_warning_and_the_run_goes_on_without_it(small_dataset, tmp_path, decoded,
                                                                                   under):
     paths = sorted((small_dataset / "images").iterdir())
-    expected = extract_features(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
+    expected = features_of(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
                                 progress=False)
     (tmp_path / "notes").write_text("not a folder")
     decoded.clear()
@@ -366,8 +363,8 @@ def test_a_warm_run_hashes_no_image_and_reads_a_renamed_or_copied_one_from_the_c
                                                                                    monkeypatch):
     paths = _old(sorted((small_dataset / "images").iterdir()))
     hashed: list[str] = []
-    digest = aimonk.model.digests.file_digest
-    monkeypatch.setattr(aimonk.model.digests, "file_digest", lambda path: hashed.append(path.name) or digest(path))
+    digest = aimonk.cache.store.file_digest
+    monkeypatch.setattr(aimonk.cache.store, "file_digest", lambda path: hashed.append(path.name) or digest(path))
     (expected, *_), _ = _extract_recording(tmp_path, paths)
     assert len(hashed) == len(paths)
     hashed.clear(), decoded.clear()
@@ -383,7 +380,7 @@ def test_a_warm_run_hashes_no_image_and_reads_a_renamed_or_copied_one_from_the_c
 
 def test_shards_hold_at_most_their_number_of_entries_and_all_are_read_back(small_dataset, tmp_path, decoded,
                                                                            monkeypatch):
-    monkeypatch.setattr(aimonk.model.features, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(aimonk.cache.store, "MAX_ENTRIES", 5)
     paths = sorted((small_dataset / "images").iterdir())
     (expected, *_), _ = _extract_recording(tmp_path, paths)
     [folder] = [entry["folder"] for entry in cache_contents(tmp_path)]
@@ -397,7 +394,7 @@ def test_two_runs_sharing_a_cache_both_keep_their_entries_and_the_newest_copy_is
                                                                                       decoded):
     paths = sorted((small_dataset / "images").iterdir())
     preprocessing, backbone = Preprocessing(32), tiny_backbone()
-    expected, *_ = extract_features(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
+    expected, *_ = features_of(backbone, paths, preprocessing, None, "fp32", num_workers=0, progress=False)
     first, second = (FeatureCache(tmp_path, backbone, preprocessing, "fp32") for _ in range(2))  # both open at once
     for cache, share in ((first, range(15)), (second, range(10, 24))):  # each computes its part, 5 images in both
         for i in share:
@@ -410,24 +407,27 @@ def test_two_runs_sharing_a_cache_both_keep_their_entries_and_the_newest_copy_is
     assert torch.equal(features, expected) and decoded == [] and messages == []
 
 
-def test_an_old_one_file_per_image_cache_is_read_and_moved_into_a_shard_with_one_line(small_dataset, tmp_path,
-                                                                                       decoded):
+def test_an_old_one_file_per_image_cache_is_deleted_and_its_images_computed_again_into_a_shard_with_one_line(
+        small_dataset, tmp_path, decoded):
     paths = sorted((small_dataset / "images").iterdir())[:6]
-    expected, *_ = extract_features(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
-                                    progress=False)
+    expected, *_ = features_of(tiny_backbone(), paths, Preprocessing(32), None, "fp32", num_workers=0,
+                               progress=False)
     folder = FeatureCache(tmp_path, tiny_backbone(), Preprocessing(32), "fp32").folder
     for path, features in zip(paths, expected.numpy(), strict=True):  # as aimonk wrote entries before shards
         digest = file_digest(path)
         (folder / digest[:2]).mkdir(exist_ok=True)
         np.save(folder / digest[:2] / f"{digest}.npy", features)
+    (folder / "ab").mkdir()
+    (folder / "ab" / "mine.txt").write_text("not the cache's")  # kept, with its folder
     assert cache_contents(tmp_path)[0]["files"] == 6
     decoded.clear()
     (features, *_), messages = _extract_recording(tmp_path, paths)
-    assert torch.equal(features, expected) and decoded == []
-    assert messages == [f"{folder}: 6 entries in the one-file-per-image layout of an older aimonk were read and moved "
-                        f"into shards"]
+    assert torch.equal(features, expected) and len(decoded) == 6  # computed again: the old layout is not read
+    assert messages == [f"{folder}: 6 entries in the one-file-per-image layout of an older aimonk, which is no longer "
+                        "read, were deleted; their images are computed again into shards"]
     assert not list(folder.rglob("*.npy")) and cached_entries(folder) == 6 and cache_contents(tmp_path)[0]["files"] == 6
+    decoded.clear()
     (features, *_), messages = _extract_recording(tmp_path, paths)
     assert torch.equal(features, expected) and decoded == [] and messages == []
-    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith("shard-")) == \
-        sorted(["aimonk-cache.json", "key.json"])  # the old entries' folders removed with them
+    assert [path.name for path in folder.iterdir() if path.is_dir()] == ["ab"]  # the old entries' folders removed
+    assert (folder / "ab" / "mine.txt").read_text() == "not the cache's"

@@ -1,37 +1,17 @@
-"""The feature cache's folders under a cache root: the marker that says the cache made a folder, what each holds,
-and clearing exactly the files the cache made there. A folder without the marker (a user's, even one holding a
+"""`aimonk cache`: the feature cache's folders under a cache root, what each holds, and clearing exactly the files the
+cache made there. A folder without the marker (a user's, even one holding a
 key.json) is never listed nor touched; a file the cache did not make stays, and so does its folder."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import warnings
 from pathlib import Path
 
+from aimonk.cache.store import ENTRY, INDEX, KEY, LOCK, MARKER, SHARD, is_cache_folder, read_json, shard_entries
 from aimonk.errors import AimonkError
 from aimonk.io import listed
-from aimonk.model.digests import INDEX, LOCK
-from aimonk.model.old_entries import ENTRY
-from aimonk.model.shards import SHARD, shard_entries
-
-MARKER = "aimonk-cache.json"  # written by the cache alone, into each folder it makes
-MARKER_TEXT = json.dumps({"format": "aimonk-feature-cache-v1"}).encode()
-KEY = "key.json"  # what was run: backbone fingerprint, preprocessing, precision
-
-
-def read_json(path: Path) -> object:
-    """The JSON value in the file, or None if it cannot be read or parsed."""
-    try:
-        return json.loads(Path(path).read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
-def is_cache_folder(folder: Path) -> bool:
-    """Whether the cache made `folder`: it holds the marker, as the cache writes it."""
-    return read_json(Path(folder) / MARKER) == json.loads(MARKER_TEXT)
 
 
 def made_by_cache(relative: str) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from helpers import label_table
 
 from aimonk.data.labels import read_labels
-from aimonk.labelling.heldout import mean_ap, train_and_score, with_unlabelled
+from aimonk.simulation.heldout import mean_ap, train_and_score, with_unlabelled
 
 
 def test_held_out_images_are_added_with_every_label_na():

@@ -1,6 +1,9 @@
 """The simulation that checks `audit`, `complete` and `next` where the truth is known, end to end: per seed, corrupt
 the labels (`corruption`), run the three answers on the corrupted file as `aimonk audit / complete / next` would,
-score them against the labels as they were, and draw the labelling curve (`curve`). Then the numbers as sentences.
+score them against the labels as they were, and draw the labelling curve (`curve`: heads trained on some labels and
+scored on held-out images, `heldout`). Then the numbers as sentences.
+
+Used by notebook 05, benchmarks/labels_simulation.py and the tests, never by the library itself.
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aimonk.cache import disk_stores
 from aimonk.labelling.audit import audit
 from aimonk.labelling.complete import NOT_FILLED, Completion, complete
-from aimonk.labelling.corruption import Corrupted, audit_check, completion_check, corrupt
 from aimonk.labelling.crossfit import out_of_fold
-from aimonk.labelling.curve import curve_summary, labelling_curve
-from aimonk.labelling.heldout import config_from
 from aimonk.labelling.next import next_to_label
+from aimonk.simulation.corruption import Corrupted, audit_check, completion_check, corrupt
+from aimonk.simulation.curve import curve_summary, labelling_curve
+from aimonk.simulation.heldout import config_from
 
 OVERALL = "all attributes"
 
@@ -58,17 +62,18 @@ def simulate(labels_path: Path, image_dir: Path, base: dict[str, Any], seeds: Se
     flips, hidden labels, folds and random choices); `base` holds TrainConfig settings (backbone, weights...) on
     top of the recommended recipe."""
     config = config_from(base)
+    stores = disk_stores(config.feature_cache, config.cache_dir)
     audits, completions, curves = [], [], []
     with tempfile.TemporaryDirectory(prefix="aimonk-simulation-") as work:
         for seed in seeds:
             corrupted = corrupt(labels_path, Path(work) / f"labels_{seed}.txt", flip, hide, seed=seed)
-            oof = out_of_fold(corrupted.path, image_dir, config, folds=folds, seed=seed, n_bootstrap=n_bootstrap)
+            oof = out_of_fold(corrupted.path, image_dir, config, folds, seed, n_bootstrap, stores)
             audits.append(audit_check(audit(oof), corrupted).assign(seed=seed))
             # complete is checked on the hidden labels alone too: with flips, its precision is estimated against
             # labels that are themselves wrong 5 % of the time, so a level of 0.95 is out of reach
             hidden = corrupt(labels_path, Path(work) / f"hidden_{seed}.txt", 0.0, hide, seed=seed)
-            for labels, found in ((corrupted, oof), (hidden, out_of_fold(hidden.path, image_dir, config, folds=folds,
-                                                                          seed=seed, n_bootstrap=n_bootstrap))):
+            found_hidden = out_of_fold(hidden.path, image_dir, config, folds, seed, n_bootstrap, stores)
+            for labels, found in ((corrupted, oof), (hidden, found_hidden)):
                 filled, values = fills_by_row(complete(found, level=level), labels)
                 completions.append(completion_check(filled, values, labels, level).assign(
                     flipped=flip if labels is corrupted else 0.0, seed=seed))

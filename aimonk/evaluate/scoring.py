@@ -1,0 +1,91 @@
+"""A checkpoint's scores on labelled images (its validation images, or any): what `aimonk evaluate` and `aimonk tune`
+judge, and what the threshold explorer shows. The features come from `features_of` (from the feature store where
+present); the logits and probabilities are those `aimonk predict` computes (`Predictor`), at the checkpoint's
+decision rule or another.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aimonk import world
+from aimonk.checkpoint import DecisionRule, check_attributes, load_checkpoint
+from aimonk.data.images import drop_missing_images, report_unusable_images
+from aimonk.data.labels import LabelTable, read_labels
+from aimonk.errors import AimonkError
+from aimonk.evaluate.prediction import Predictor
+from aimonk.io import listed
+from aimonk.metrics import Scores
+from aimonk.model.features import Stores, features_of
+
+
+class NothingHeldOut(AimonkError):
+    """A checkpoint trained on every image: it has no validation images to be scored on."""
+
+
+@dataclass
+class Scored:
+    """A checkpoint's logits for labelled images (known labels in `table`), and its decision rule."""
+
+    table: LabelTable
+    logits: np.ndarray  # float64 (images, attributes)
+    rule: DecisionRule
+    image_dir: Path
+
+    def scores(self, rule: DecisionRule | None = None) -> Scores:
+        """The probabilities and thresholds of `rule` (default: the checkpoint's)."""
+        rule = rule or self.rule
+        return Scores(self.table, rule.probabilities(self.logits), list(rule.thresholds), self.image_dir)
+
+
+def score_checkpoint(
+    model_path: str | Path,
+    labels_path: str | Path,
+    image_dir: str | Path,
+    include_training: bool = False,
+    device: str = "cpu",
+    batch_size: int = 8,
+    num_workers: int = 1,
+    stores: Stores | None = None,
+    checkpoint: dict | None = None,
+) -> Scored:
+    """The checkpoint's logits for the validation images it recorded at training time (every labelled image with
+    `include_training`, with a warning: training images flatter the model), their features from `stores` where
+    present (`checkpoint`: the one at `model_path`, if already loaded). Unreadable or missing images are left out
+    with a warning. Under torchrun each process extracts its share; every process gets the whole."""
+    job = world.start(device)
+    labelled = read_labels(labels_path)
+    checkpoint = check_attributes(model_path, checkpoint or load_checkpoint(model_path), labelled.attributes)
+    if include_training:
+        if job.is_main:
+            warnings.warn("scoring every labelled image: training images are included, so metrics are optimistic",
+                          stacklevel=2)
+        files = labelled.filenames
+    else:
+        files = list(checkpoint.get("val_files") or [])
+        if not files:
+            raise NothingHeldOut(f"{model_path}: the checkpoint records no validation images (trained with "
+                                 "val_fraction 0): nothing was held out to score; retrain with --val-fraction above 0")
+    rows = {name: row for row, name in enumerate(labelled.filenames)}
+    unlabelled = [name for name in files if name not in rows]
+    if unlabelled:
+        raise AimonkError(f"{labels_path}: no label line for {len(unlabelled)} of the checkpoint's validation "
+                          f"images ({listed(unlabelled)}); is this the labels file it was trained on?")
+    image_dir = Path(image_dir)
+    table, missing = drop_missing_images(labelled.subset([rows[name] for name in files]), image_dir)
+    predictor = Predictor(model_path, job.device, checkpoint)
+    frozen = predictor.model.frozen_part
+    store = stores(frozen, predictor.preprocessing, predictor.precision) if stores else None
+    paths = [image_dir / name for name in table.filenames]
+    features, readable, errors = job.in_shares(paths, lambda share: features_of(
+        frozen, share, predictor.preprocessing, store, predictor.precision, batch_size, num_workers, progress=False))
+    if job.is_main:
+        report_unusable_images("unreadable or missing", [f"{image_dir / name}: image file not found"
+                                                         for name in missing] + errors, strict=False)
+    if not readable:
+        raise AimonkError(f"{image_dir}: none of the {len(files)} images to score could be read")
+    return Scored(table.subset(readable), predictor.logits(features[:, 0]), predictor.rule, image_dir)
