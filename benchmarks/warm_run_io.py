@@ -75,6 +75,9 @@ def main() -> None:
               f"{size / 2**20:.1f} MiB), {cache_bytes / 2**20:.1f} MiB of the feature cache, "
               f"{sum(read.values()) / 2**20:.1f} MiB in all")
         bare = [sys.executable, "-c", "import torch, torchvision"]
+        importing_read = sum(traced_reads(bare, Path(work) / "bare.log").values())
+        print(f"bytes read in all: warm aimonk train {sum(read.values()) / 2**20:.1f} MiB, python -c 'import torch, "
+              f"torchvision' {importing_read / 2**20:.1f} MiB ({sum(read.values()) / importing_read:.2f}x)")
         times: dict[str, list[float]] = {"import": [], "train": []}
         for _ in range(args.rounds):
             times["import"].append(seconds(bare))

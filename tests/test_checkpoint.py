@@ -16,7 +16,7 @@ import torch
 from helpers import train_cached, write_dataset
 from PIL import Image
 
-from aimonk.checkpoint import FORMAT, _is, load_checkpoint, load_safely, save_atomic, save_tuning
+from aimonk.checkpoint import FORMAT, DecisionRule, _is, load_checkpoint, load_safely, save_atomic, save_tuning
 from aimonk.cli import main
 from aimonk.config import TrainConfig
 from aimonk.data.images import open_rgb
@@ -479,3 +479,18 @@ def test_tuning_that_would_not_read_back_is_not_saved_and_the_file_is_left_as_it
     assert path.read_bytes() == before
     save_tuning(path, **{entry: [0.0, 1.0, 0.5] if entry == "thresholds" else [0.1, 1.0, 10.0]})  # the neighbours
     assert load_checkpoint(path)[entry] == ([0.0, 1.0, 0.5] if entry == "thresholds" else [0.1, 1.0, 10.0])
+
+
+def test_the_decision_rule_turns_logits_into_calibrated_probabilities_and_decisions():
+    rule = DecisionRule(("Attr1", "Attr2", "Attr3"), (0.5, 0.9, 0.5), (2.0, 1.0, 1.0), (True, True, False),
+                        ("better than chance",) * 3)
+    logits = np.array([[2.0, 3.0, 40.0], [-1000.0, 1000.0, 0.0]])
+    probabilities = rule.probabilities(logits)
+    np.testing.assert_allclose(probabilities[0], 1 / (1 + np.exp(-np.array([1.0, 3.0, 40.0]))))
+    assert probabilities[1].tolist() == pytest.approx([0.0, 1.0, 0.5], abs=1e-200)  # no overflow at any logit
+    assert rule.decisions(probabilities[0]) == [True, True, None] and rule.present(probabilities[0]) == ["Attr1",
+                                                                                                          "Attr2"]
+    assert rule.decisions([0.4, 0.89, 1.0]) == [False, False, None] and rule.cannot_judge == ["Attr3"]
+    assert DecisionRule.of({"attributes": list(rule.attributes), **rule.entries()}) == rule  # as stored, read back
+    untuned = DecisionRule.untuned(["a", "b"])
+    assert untuned.entries() == {"thresholds": [0.5, 0.5], "temperatures": [1.0, 1.0], "learnable": [True, True]}

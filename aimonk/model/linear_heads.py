@@ -13,7 +13,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from aimonk.metrics import resampled_metrics
 from aimonk.model.classifier import EntryLoss
 
 L2_GRID = tuple(10.0 ** (half / 2) for half in range(-10, 3))  # 1e-5 to 10 by half decades (standardised features)
@@ -65,6 +64,8 @@ def held_out_precision(logits: torch.Tensor, targets: torch.Tensor, known: torch
                        held_out: torch.Tensor) -> np.ndarray:
     """Per attribute, the average precision of each fold's held-out known labels by the logits of the heads fitted
     without them (visits as weights), averaged over the folds where it is defined (NaN where it is in none)."""
+    from aimonk.metrics import resampled_metrics  # scikit-learn and pandas come with it: only when a choice needs it
+
     truth, known, visits = targets.numpy() > 0.5, known.numpy(), visits.numpy().astype(np.float64)
     per_fold = np.full((len(held_out), known.shape[1]), np.nan)
     for part, rows in enumerate(held_out.numpy()):

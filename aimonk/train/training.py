@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -38,7 +38,6 @@ from aimonk.data.images import (
 from aimonk.data.labels import LabelTable, read_labels, stratified_split
 from aimonk.errors import AimonkError
 from aimonk.io import MODEL_FILE, STATE_FILE, listed, output_lock, remove_stale_temporaries
-from aimonk.metrics import Scores, validation_record
 from aimonk.model.backbones import preprocessing_for
 from aimonk.model.classifier import (
     AttributeClassifier,
@@ -50,6 +49,11 @@ from aimonk.model.classifier import (
 )
 from aimonk.model.features import BackboneRunner, Stores, features_of, inference_backbone
 from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS, SOLVERS
+
+if TYPE_CHECKING:  # the metrics (scikit-learn, pandas) are imported when a run holds images out, not before
+    import pandas as pd
+
+    from aimonk.metrics import Scores
 
 
 @dataclass
@@ -115,8 +119,7 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainRes
     SOLVERS[config.solver].fit(run)
     model.fold_input_scaling()
     refuse_diverged(model, run.history, SOLVERS[config.solver].diverged_hint)
-    validation = validation_scores(run) if len(data.val_rows) else None
-    metrics, record = validation_record(validation) if validation else (None, None)
+    validation, metrics, record = validation_scores(run) if len(data.val_rows) else (None, None, None)
     model_path = out_dir / MODEL_FILE
     if world.WORLD.is_main:
         try:
@@ -287,9 +290,12 @@ class Solver:
 
 
 @torch.no_grad()
-def validation_scores(run: TrainingRun) -> Scores:
-    """The trained model's probabilities on its validation images, at the untuned decision rule: the head (and any
-    fine-tuned stages) on their frozen features, as `aimonk evaluate` and `aimonk predict` compute them."""
+def validation_scores(run: TrainingRun) -> tuple[Scores, pd.DataFrame, dict]:
+    """The trained model's probabilities on its validation images at the untuned decision rule (the head, and any
+    fine-tuned stages, on their frozen features, as `aimonk evaluate` and `aimonk predict` compute them), `evaluate`'s
+    table of them, and that table as the checkpoint's `validation` entry."""
+    from aimonk.metrics import Scores, validation_record
+
     rows, model = run.data.val_rows, run.model
     plan = [[(i, False) for i in range(start, min(start + 64, len(rows)))] for start in range(0, len(rows), 64)]
     model.eval()
@@ -297,7 +303,8 @@ def validation_scores(run: TrainingRun) -> Scores:
     logits = torch.cat([trained(frozen) for frozen, _, _ in step_inputs(run, plan, rows)])
     table = run.data.table.subset(rows)
     rule = DecisionRule.untuned(table.attributes)
-    return Scores(table, rule.probabilities(logits.double().cpu().numpy()), rule.thresholds, run.data.image_dir)
+    scores = Scores(table, rule.probabilities(logits.double().cpu().numpy()), rule.thresholds, run.data.image_dir)
+    return scores, *validation_record(scores)
 
 
 def write_outputs(model_path: Path, run: TrainingRun, weights_origin: str, validation: dict | None) -> None:

@@ -67,3 +67,14 @@ def test_temperatures_are_bounded_so_a_separated_validation_set_does_not_make_ce
     temperature = fit_temperature(truth, to_logits(probabilities))
     assert temperature == pytest.approx(0.25, rel=1e-3)
     assert calibrated(np.array([[0.9]]), np.array([temperature]))[0, 0] < 0.99995
+
+
+def test_labels_the_logits_separate_keep_temperature_one():
+    """On separated labels the log loss falls without end as the temperature shrinks, on every fold alike: the fit
+    would only run to its bound and make a confident model more so. Overlapping labels still get theirs."""
+    truth = np.array([0] * 30 + [1] * 30, dtype=bool)
+    separated = np.where(truth, 2.0, -2.0) + np.random.default_rng(0).normal(0, 0.3, 60)
+    assert fit_temperature(truth, separated) == pytest.approx(0.25, rel=1e-3)  # what the fit alone would do
+    assert temperature_if_it_helps(truth, separated)[0] == 1.0
+    overlapping, probabilities = _labels(4000, 0, sharpen=2.5)
+    assert temperature_if_it_helps(overlapping, to_logits(probabilities))[0] == pytest.approx(2.5, rel=0.1)

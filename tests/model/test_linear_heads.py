@@ -11,7 +11,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from aimonk.model.classifier import bce_terms
-from aimonk.model.linear_heads import L2_GRID, choose_l2, fit_linear_heads
+from aimonk.model.linear_heads import L2_GRID, choose_l2, fit_linear_heads, plateau_middle
 
 
 def test_lbfgs_matches_scikit_learn_logistic_regression_with_weights_and_missing_labels():
@@ -162,3 +162,32 @@ def test_lbfgs_chooses_per_attribute_the_strength_with_the_lowest_held_out_loss_
         assert losses[strengths.index(strength), attribute] <= losses[:, attribute].min() * (1 + 1e-3)
     # The positive weights matter here: without them the choice differs.
     assert not torch.equal(choose_l2(bce_terms, rows, targets, known, visits, None, fold), chosen)
+
+
+def test_where_the_held_out_loss_runs_to_the_weakest_strength_the_middle_of_the_best_ranking_ones_is_chosen():
+    """Attribute 0 is separated by the rows on every fold: its held-out loss keeps falling as L2 weakens, so alone it
+    would choose the weakest strength (heads whose probabilities run to 0 and 1); every strength ranks its held-out
+    labels perfectly, so the middle of the grid is chosen, and said. Attribute 1 (a noisy signal) keeps its
+    held-out-loss choice."""
+    rng = np.random.default_rng(0)
+    rows = torch.tensor(rng.normal(size=(200, 4)))
+    separated = rows[:, 0] > 0
+    rows[:, 0] += torch.where(separated, 1.0, -1.0)  # a margin: every fold's held-out labels are separated
+    noisy = rows[:, 1] + 2 * torch.tensor(rng.normal(size=200)) > 0
+    targets = torch.stack([separated, noisy], 1).double()
+    arguments = (bce_terms, rows, targets, torch.ones(200, 2, dtype=torch.bool), torch.ones(200, dtype=torch.float64),
+                 None, torch.arange(200) % 4)
+    fell_back: list[int] = []
+    chosen = choose_l2(*arguments, fell_back)
+    strengths = sorted(L2_GRID, reverse=True)
+    assert fell_back == [0] and chosen[0] == strengths[(len(strengths) - 1) // 2]
+    with pytest.MonkeyPatch.context() as patch:  # the held-out loss's own choice: the weakest strength
+        patch.setattr("aimonk.model.linear_heads.plateau_middle", lambda values, tolerance=0.0: len(values) - 1)
+        alone = choose_l2(*arguments)
+    assert alone[0] == min(L2_GRID) and alone[1] == chosen[1] and chosen[1] > min(L2_GRID)
+
+
+def test_the_plateau_middle_is_that_of_the_run_of_best_values_holding_the_first_best():
+    assert plateau_middle(np.array([0.5, 1.0, 1.0, 1.0, 0.9, 1.0])) == 2  # strengths 1-3 tie; 5 is another run
+    assert plateau_middle(np.array([1.0, 1.0, 0.7, 0.7])) == 0  # a half index goes to the stronger
+    assert plateau_middle(np.array([np.nan, 0.8, np.nan])) == 1  # undefined values never win

@@ -12,6 +12,8 @@ from PIL import Image
 
 import aimonk.train.training
 from aimonk.config import TrainConfig
+from aimonk.model.linear_heads import L2_GRID
+from aimonk.train.lbfgs import l2_notes
 
 
 def test_lbfgs_never_looks_at_the_validation_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -40,3 +42,13 @@ def test_features_without_spread_still_give_a_loss_history_and_a_model(tmp_path:
                                      weights="none", image_size=32, workers=0, progress=False)
     result = train_cached(config)
     assert len(result.history) >= 1 and np.isfinite(result.history).all() and result.model_path.is_file()
+
+
+def test_the_run_says_which_l2_fell_back_to_the_ranking_and_which_sits_on_an_edge_of_the_grid():
+    notes = l2_notes(["a", "b", "c", "d"], [1e-2, min(L2_GRID), max(L2_GRID), 1e-3], fell_back=[0])
+    assert notes == [
+        "lbfgs: a's L2 1e-02 is the middle of the strengths that rank its held-out labels best: its held-out loss was "
+        "still falling at the weakest strength (1e-05; the folds separate its labels)",
+        "lbfgs: b's L2 1e-05 is the weakest strength of the grid (1e-05 to 1e+01): the best may lie beyond it",
+        "lbfgs: c's L2 1e+01 is the strongest strength of the grid (1e-05 to 1e+01): the best may lie beyond it",
+    ]
