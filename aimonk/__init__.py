@@ -1,8 +1,8 @@
 """aimonk: multi-label image attribute classification with missing (NA) labels.
 
 Layers, each importing only those below it (checked by import-linter, see pyproject.toml):
-cli > commands > simulation > labelling | cache | distributed > evaluate > train > card > model > metrics > data >
-checkpoint > config > world | io > registry > errors.
+cli > commands > simulation > labelling | cache | distributed > evaluate > train > card > model > metrics | checkpoint >
+data > config > world | io > registry > errors.
 
 The core (train, model, data, metrics, card, checkpoint and the floors below; evaluate but its explorer and export)
 never imports an extra: the feature cache (`cache`), torchrun (`distributed`), the labels workflow (`labelling`),

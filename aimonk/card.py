@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aimonk.checkpoint import load_checkpoint
+from aimonk.checkpoint import DecisionRule, load_checkpoint
 from aimonk.config import TrainConfig, recipe_description
 from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, atomic_file
 
@@ -91,8 +91,7 @@ def _validation(checkpoint: dict) -> Iterator[str]:
     yield from ["## On the validation images", ""]
     validation = checkpoint.get("validation")
     if validation is None:
-        yield from ["Not scored: no images were held out (`--val-fraction 0`), or not yet (`aimonk tune` scores "
-                    "them).", ""]
+        yield from ["Not scored: no images were held out (`--val-fraction 0`).", ""]
         return
     yield (f"{validation['images']} validation images, known labels only, at the thresholds below; "
            f"[{percent(validation['confidence'], 0)} bootstrap interval over {validation['bootstrap']} resamples, "
@@ -100,32 +99,34 @@ def _validation(checkpoint: dict) -> Iterator[str]:
            "0.5; `F1 all present` is predicting every image present.")
     yield from ["", "| attribute | verdict | AP | AP baseline | ROC AUC | F1 | F1 all present | precision | recall "
                 "| threshold | temperature |", "| --- " * 11 + "|"]
-    temperatures = checkpoint.get("temperatures", [1.0] * len(checkpoint["attributes"]))
-    for j, name in enumerate(checkpoint["attributes"]):
+    rule = DecisionRule.of(checkpoint)
+    for j, name in enumerate(rule.attributes):
         row = validation["metrics"][name]
         cells = [name, verdict_of(checkpoint, j), interval(row, "ap"), number(row["prevalence"]),
                  interval(row, "roc_auc"), interval(row, "f1"), number(row["f1_all_positive"]),
-                 interval(row, "precision"), interval(row, "recall"), number(checkpoint["thresholds"][j]),
-                 number(temperatures[j])]
+                 interval(row, "precision"), interval(row, "recall"), number(rule.thresholds[j]),
+                 number(rule.temperatures[j])]
         yield "| " + " | ".join(cells) + " |"
     yield ""
 
 
 def _cannot_judge(checkpoint: dict) -> Iterator[str]:
     yield from ["## What it cannot judge", ""]
-    learnable = checkpoint.get("learnable")
-    unable = [f"- {name}: {verdict_of(checkpoint, j)}; `aimonk predict` never reports it present"
-              for j, name in enumerate(checkpoint["attributes"]) if learnable is not None and not learnable[j]]
-    if learnable is None:
-        unable = ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, if "
-                  "any, are at the default thresholds); until then `aimonk predict` reports every attribute."]
+    rule = DecisionRule.of(checkpoint)
+    if rule.verdicts is None:
+        yield from ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, "
+                    "if any, are at the default thresholds); until then `aimonk predict` reports every attribute.", ""]
+        return
+    unable = [f"- {name}: {rule.verdicts[j]}; `aimonk predict` never reports it present"
+              for j, name in enumerate(rule.attributes) if not rule.learnable[j]]
     yield from [*(unable or ["Every attribute is better than chance on the validation images."]), ""]
 
 
 def verdict_of(checkpoint: dict, attribute: int) -> str:
-    """The verdict `aimonk tune` recorded, else the one of the validation metrics."""
-    if "verdicts" in checkpoint:
-        return checkpoint["verdicts"][attribute]
+    """The verdict `aimonk tune` recorded (the decision rule's), else the one of the validation metrics."""
+    verdicts = DecisionRule.of(checkpoint).verdicts
+    if verdicts is not None:
+        return verdicts[attribute]
     return checkpoint["validation"]["metrics"][checkpoint["attributes"][attribute]]["verdict"]
 
 

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from aimonk.config import PRECISIONS
+from aimonk.data.images import RESIZES  # the module that registers the resizes a checkpoint may name
 from aimonk.errors import AimonkError, CheckpointError
 from aimonk.io import STATE_FILE, atomic_file, attribute_names_problem
-from aimonk.registry import RESIZES
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
@@ -150,10 +150,12 @@ class DecisionRule:
                    None if verdicts is None else tuple(verdicts))
 
     def entries(self) -> dict[str, list]:
-        """The rule as checkpoint entries (one value per attribute each)."""
-        entries = {"thresholds": list(self.thresholds), "temperatures": list(self.temperatures),
-                   "learnable": list(self.learnable)}
-        return entries if self.verdicts is None else {**entries, "verdicts": list(self.verdicts)}
+        """The rule as checkpoint entries (one value per attribute each): the thresholds alone until `aimonk tune`
+        judged the attributes (a checkpoint without verdicts says that no attribute was judged yet)."""
+        if self.verdicts is None:
+            return {"thresholds": list(self.thresholds)}
+        return {"thresholds": list(self.thresholds), "temperatures": list(self.temperatures),
+                "learnable": list(self.learnable), "verdicts": list(self.verdicts)}
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (float64) of logits (..., attributes)."""
@@ -189,7 +191,7 @@ def model_checkpoint(
         "weights_origin": weights_origin,
         "preprocessing": preprocessing,
         "precision": precision,
-        "thresholds": [0.5] * len(attributes),
+        **DecisionRule.untuned(attributes).entries(),
         "train_config": train_config,
         "train_files": list(train_files),
         "val_files": list(val_files),

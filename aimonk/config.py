@@ -167,10 +167,10 @@ class TrainConfig:
         for spec in fields(self):
             value = getattr(self, spec.name)
             choices = spec.metadata.get("choices")
-            if choices is not None and value not in choices:
-                registry = isinstance(choices, Registry)
-                kind, elsewhere = (choices.kind, choices.elsewhere) if registry else (spec.name, "")
-                raise AimonkError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}{elsewhere}")
+            if isinstance(choices, Registry):
+                choices[value]  # an unknown name is refused in one line, with the choices
+            elif choices is not None and value not in choices:
+                raise AimonkError(f"unknown {spec.name} {value!r}; choose one of {', '.join(choices)}")
             _check(spec.name, value, spec.metadata.get("check"))
         for name, value in self.options.items():
             _check(name, value, declared[name].check)

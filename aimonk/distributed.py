@@ -50,7 +50,7 @@ class Torchrun(world.World):
             return module
         return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def gather_in_order(self, mine: Iterable[T], total: int, chunk: int, everywhere: bool = False) -> Iterator[T]:
+    def gather_in_order(self, mine: Iterable[T], total: int, chunk: int) -> Iterator[T]:
         """Each round takes `chunk` items from every process, so output streams and memory stays bounded."""
         if self.world_size == 1:
             yield from mine
@@ -58,7 +58,7 @@ class Torchrun(world.World):
         mine = iter(mine)
         for _ in range(-(-total // (self.world_size * chunk))):  # the rounds rank 0, with the largest share, needs
             parts = self.all_gather(list(itertools.islice(mine, chunk)))
-            if everywhere or self.is_main:
+            if self.is_main:
                 # Rank r holds inputs r, r + world, r + 2 world, ...: position by position, rank by rank is input order.
                 yield from (share[i] for i in range(chunk) for share in parts if i < len(share))
 

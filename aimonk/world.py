@@ -57,9 +57,9 @@ class World:
         """`module` with its gradients averaged over the processes."""
         return module
 
-    def gather_in_order(self, mine: Iterable[T], total: int, chunk: int, everywhere: bool = False) -> Iterator[T]:
-        """The items of every process, each computed on the `shard` of `total` inputs: on rank 0 (every rank with
-        `everywhere`) in the order of the inputs, as they come; nothing on the other ranks."""
+    def gather_in_order(self, mine: Iterable[T], total: int, chunk: int) -> Iterator[T]:
+        """The items of every process, each computed on the `shard` of `total` inputs: on rank 0 in the order of the
+        inputs, as they come; nothing on the other ranks."""
         yield from mine
 
     def in_shares(self, paths: list[Path], work: Work) -> tuple[torch.Tensor | None, list[int], list[str]]:

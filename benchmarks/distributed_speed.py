@@ -33,7 +33,7 @@ def worker(arguments: list[str]) -> None:
     process and its finished data-loading workers. Every rank prints its timings as one JSON line."""
     import aimonk.distributed  # noqa: F401  (torchrun's job, as the command line joins it)
     import aimonk.train.training as training
-    from aimonk.cache import disk_stores
+    from aimonk.cache import config_stores
     from aimonk.cli import build_parser
     from aimonk.config import config_from_arguments
     from aimonk.registry import SOLVERS
@@ -52,7 +52,7 @@ def worker(arguments: list[str]) -> None:
     training.prepare_data = timed("data", training.prepare_data)
     training.SOLVERS = {name: Solver(timed("fit", SOLVERS[name].fit), SOLVERS[name].full_batch) for name in SOLVERS}
     config = config_from_arguments(build_parser().parse_args(["train", *arguments]))
-    result = training.train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
+    result = training.train(config, stores=config_stores(config))
     print(json.dumps({**timings, "images": len(result.data.table), "steps": len(result.history)}), flush=True)
 
 

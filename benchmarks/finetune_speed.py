@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from common import ROOT, Stopwatch, machine
 
-from aimonk.cache import disk_stores
+from aimonk.cache import config_stores
 from aimonk.config import TrainConfig
 from aimonk.data.images import epoch_plan
 from aimonk.model.classifier import TrainedPart, build_model
@@ -30,7 +30,7 @@ def timed(settings: dict, epochs: int) -> tuple[float, str, int]:
     """Seconds of a whole train() call, the stopwatch's note on other load, and the number of training images."""
     with Stopwatch() as watch:
         config = TrainConfig(epochs=epochs, **settings)
-        result = train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
+        result = train(config, stores=config_stores(config))
     return watch.seconds, watch.note(), len(result.data.train_rows)
 
 

@@ -25,7 +25,7 @@ import torch
 from common import ROOT, Stopwatch, machine
 from sklearn.metrics import roc_auc_score
 
-from aimonk.cache import disk_stores
+from aimonk.cache import config_stores
 from aimonk.config import TrainConfig
 from aimonk.evaluate.scoring import score_checkpoint
 from aimonk.metrics import evaluate
@@ -78,7 +78,7 @@ def main() -> None:
                     progress=False, **settings,
                 )
                 with Stopwatch() as watch:
-                    results[precision] = train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
+                    results[precision] = train(config, stores=config_stores(config))
                 seconds[precision] = watch.seconds
                 print(f"[{case}, {precision}: trained in {watch.seconds:.1f} s{watch.note()}]", flush=True)
             fp32, bf16 = results["fp32"], results["bf16"]

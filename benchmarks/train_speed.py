@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
 
-from aimonk.cache import disk_stores
+from aimonk.cache import config_stores
 from aimonk.config import TrainConfig
 from aimonk.train.training import train
 
@@ -148,7 +148,7 @@ def main() -> None:
                 cache_dir=cache_dir, workers=args.workers, progress=False,
             )
             with Stopwatch() as watch:
-                history = train(config, stores=disk_stores(config.feature_cache, config.cache_dir)).history
+                history = train(config, stores=config_stores(config)).history
             return watch, history
 
         cold = ours(args.lr)

@@ -164,10 +164,10 @@ def feature_cache_message(folder: Path, reasons: str, count: int = 1) -> str:
 
 def train_cached(config: TrainConfig, resume: bool = False):  # noqa: ANN201  (a TrainResult)
     """`train` with the on-disk feature cache its config names, as `aimonk train` runs it."""
-    from aimonk.cache import disk_stores
+    from aimonk.cache import config_stores
     from aimonk.train.training import train
 
-    return train(config, resume, disk_stores(config.feature_cache, config.cache_dir))
+    return train(config, resume, config_stores(config))
 
 
 def tiny_checkpoint(data_dir: Path, out_dir: Path, values: list[str], n_images: int) -> Path:

@@ -493,4 +493,4 @@ def test_the_decision_rule_turns_logits_into_calibrated_probabilities_and_decisi
     assert rule.decisions([0.4, 0.89, 1.0]) == [False, False, None] and rule.cannot_judge == ["Attr3"]
     assert DecisionRule.of({"attributes": list(rule.attributes), **rule.entries()}) == rule  # as stored, read back
     untuned = DecisionRule.untuned(["a", "b"])
-    assert untuned.entries() == {"thresholds": [0.5, 0.5], "temperatures": [1.0, 1.0], "learnable": [True, True]}
+    assert untuned.entries() == {"thresholds": [0.5, 0.5]}  # nothing judged yet: no verdicts, no learnable

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from aimonk.config import TrainConfig
 from aimonk.data.images import Preprocessing
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file
@@ -430,8 +431,8 @@ class FeatureCache:
 
 def disk_stores(feature_cache: bool = True, cache_dir: str | Path | None = None) -> Stores | None:
     """Feature caches under `cache_dir` (default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features), one per frozen
-    backbone, preprocessing and precision; None where `feature_cache` is off. `disk_stores(config.feature_cache,
-    config.cache_dir)` for a training config."""
+    backbone, preprocessing and precision; None where `feature_cache` is off (`config_stores` for a training
+    config)."""
     if not feature_cache:
         return None
     root = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -442,10 +443,15 @@ def disk_stores(feature_cache: bool = True, cache_dir: str | Path | None = None)
     return store
 
 
+def config_stores(config: TrainConfig) -> Stores | None:
+    """The feature caches a training config names (its `feature_cache` and `cache_dir` settings)."""
+    return disk_stores(config.feature_cache, config.cache_dir)
+
+
 def model_stores(checkpoint: dict) -> Stores | None:
-    """The feature caches a checkpoint's training run used (its `feature_cache` and `cache_dir` settings): where its
-    validation images' features already are."""
+    """The feature caches a checkpoint's training run used (its `feature_cache` and `cache_dir` settings), where its
+    validation images' features already are; the default cache where that folder is not on this machine."""
     settings = checkpoint.get("train_config") or {}
     cache_dir = settings.get("cache_dir")
-    return disk_stores(settings.get("feature_cache", True) is not False,
-                       cache_dir if isinstance(cache_dir, str) else None)
+    here = isinstance(cache_dir, str) and Path(cache_dir).is_dir()
+    return disk_stores(settings.get("feature_cache", True) is not False, cache_dir if here else None)

@@ -24,11 +24,11 @@ def labelling_config(args: argparse.Namespace):  # noqa: ANN201  (a TrainConfig:
 
 
 def out_of_fold_from(config, folds: int):  # noqa: ANN001, ANN201  (TrainConfig -> OutOfFold)
-    from aimonk.cache import disk_stores
+    from aimonk.cache import config_stores
     from aimonk.labelling.crossfit import out_of_fold
 
     oof = out_of_fold(config.labels_path, config.images_path, config, folds=folds, seed=config.seed,
-                      stores=disk_stores(config.feature_cache, config.cache_dir))
+                      stores=config_stores(config))
     judged = int(oof.better_than_chance.sum())
     print(f"{config.labels_path}: {len(oof.images)} images, {int(oof.known.sum())} known labels and "
           f"{int((~oof.known).sum())} NA, scored out of fold ({folds} folds); {judged} of "

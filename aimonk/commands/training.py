@@ -13,7 +13,7 @@ from aimonk.io import CARD_FILE, output_lock
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from aimonk.cache import disk_stores
+    from aimonk.cache import config_stores
     from aimonk.config import config_from_arguments, recipe_description
     from aimonk.train.training import TrainingInterrupted, train
 
@@ -23,7 +23,7 @@ def run_train(args: argparse.Namespace) -> int:
     config = config_from_arguments(args)
     command = "torchrun ... -m aimonk" if "WORLD_SIZE" in os.environ else "aimonk"  # how it was started
     try:
-        result = train(config, resume=args.resume, stores=disk_stores(config.feature_cache, config.cache_dir))
+        result = train(config, resume=args.resume, stores=config_stores(config))
     except TrainingInterrupted:
         if world.is_main():
             print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "

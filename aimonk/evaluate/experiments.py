@@ -51,7 +51,7 @@ def run_experiments(
             config = TrainConfig.from_recipe(recipe, **{"split_seed": 0, "progress": False, **base, **settings,
                                                         "seed": seed, "out_dir": str(work_dir / name / str(seed))})
             start = time.perf_counter()
-            result = train(config, stores=stores)
+            result = train(config, stores=stores if config.feature_cache else None)
             seconds = time.perf_counter() - start
             if result.validation is None:
                 raise ValueError(f"experiment {name!r} held no images out (val_fraction 0): nothing to compare on")

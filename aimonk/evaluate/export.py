@@ -46,11 +46,10 @@ class Export:
 class Probabilities(nn.Module):
     """A trained AttributeClassifier with its decision rule's temperatures: images -> calibrated probabilities."""
 
-    def __init__(self, model: nn.Module, temperatures: Sequence[float] | None = None):
+    def __init__(self, model: nn.Module, temperatures: Sequence[float]):
         super().__init__()
         self.model = model
-        temperatures = [1.0] * model.head.out_features if temperatures is None else list(temperatures)
-        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
+        self.register_buffer("temperatures", torch.tensor(list(temperatures), dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(images) / self.temperatures)

@@ -6,6 +6,7 @@ and decisions are the checkpoint's decision rule applied to them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,12 @@ class Predictor:
         self.precision: str = checkpoint.get("precision", "fp32")
         self.checkpoint = checkpoint
         self.model: AttributeClassifier = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
-        # The frozen stages as `features_of` runs them, then the rest of the model as training ran it.
-        self.runner = BackboneRunner(inference_backbone(self.model.frozen_part), self.precision)
-        self.rest = TrainedPart(self.model, self.precision)
+        self.rest = TrainedPart(self.model, self.precision)  # the rest of the model, as training ran it
+
+    @functools.cached_property
+    def runner(self) -> BackboneRunner:
+        """The frozen stages as `features_of` runs them (BatchNorm folded: built when first used)."""
+        return BackboneRunner(inference_backbone(self.model.frozen_part), self.precision)
 
     @property
     def cannot_judge(self) -> list[str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from aimonk import world
 from aimonk.checkpoint import DecisionRule, check_attributes, load_checkpoint
@@ -21,6 +22,8 @@ from aimonk.evaluate.prediction import Predictor
 from aimonk.io import listed
 from aimonk.metrics import Scores
 from aimonk.model.features import Stores, features_of
+
+CHUNK = 1024  # images whose features are held at once
 
 
 class NothingHeldOut(AimonkError):
@@ -79,13 +82,23 @@ def score_checkpoint(
     table, missing = drop_missing_images(labelled.subset([rows[name] for name in files]), image_dir)
     predictor = Predictor(model_path, job.device, checkpoint)
     frozen = predictor.model.frozen_part
-    store = stores(frozen, predictor.preprocessing, predictor.precision) if stores else None
-    paths = [image_dir / name for name in table.filenames]
-    features, readable, errors = job.in_shares(paths, lambda share: features_of(
-        frozen, share, predictor.preprocessing, store, predictor.precision, batch_size, num_workers, progress=False))
+    store = stores(frozen, predictor.preprocessing, predictor.precision) if stores and len(frozen) else None
+
+    def logits_of(paths: list[Path]) -> tuple[torch.Tensor | None, list[int], list[str]]:
+        """The logits of the readable images of `paths`, a chunk of them at a time: memory holds one chunk's
+        features (feature maps, for a fine-tuned model), and torchrun gathers logits alone."""
+        logits, readable, errors = [], [], []
+        for start in range(0, len(paths), CHUNK):
+            features, found, failed = features_of(frozen, paths[start : start + CHUNK], predictor.preprocessing, store,
+                                                  predictor.precision, batch_size, num_workers, progress=False)
+            logits += [torch.from_numpy(predictor.logits(features[:, 0]))] if found else []
+            readable, errors = readable + [start + i for i in found], errors + failed
+        return (torch.cat(logits) if logits else None), readable, errors
+
+    logits, readable, errors = job.in_shares([image_dir / name for name in table.filenames], logits_of)
     if job.is_main:
         report_unusable_images("unreadable or missing", [f"{image_dir / name}: image file not found"
                                                          for name in missing] + errors, strict=False)
     if not readable:
         raise AimonkError(f"{image_dir}: none of the {len(files)} images to score could be read")
-    return Scored(table.subset(readable), predictor.logits(features[:, 0]), predictor.rule, image_dir)
+    return Scored(table.subset(readable), logits.numpy(), predictor.rule, image_dir)

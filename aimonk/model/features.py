@@ -152,9 +152,17 @@ class BackboneRunner:
         batch["features"] = None if images is None else self.features(images).cpu()
         return batch
 
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone's weights are (the CPU for a backbone of no stage: every stage fine-tuned)."""
+        return next(self.backbone.parameters(), torch.empty(0)).device
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's output on its device: bf16 at precision bf16, else float32."""
-        device = next(self.backbone.parameters()).device
+        """The backbone's output on its device: bf16 at precision bf16, else float32; the images themselves (float32)
+        for a backbone of no stage."""
+        if next(self.backbone.parameters(), None) is None:
+            return images
+        device = self.device
         flat = images.flatten(0, -4).to(device).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), backbone_autocast(self.precision, device):
             # bf16 for every backbone (autocast leaves some, e.g. ConvNeXt's last LayerNorm, in float32), so the
@@ -172,7 +180,7 @@ def backbone_batches(runner: BackboneRunner, dataset: Dataset, batch_size: int, 
     measured). Otherwise workers only decode and the main process runs the backbone. (A forked worker must stay
     single-threaded: OpenMP hangs in a child whose parent already ran threads.)
     """
-    on_cpu = next(runner.backbone.parameters()).device.type == "cpu"
+    on_cpu = runner.device.type == "cpu"
     in_workers = on_cpu and num_workers >= torch.get_num_threads()
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=runner if in_workers else collate_readable)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aimonk.cache import disk_stores
+from aimonk.cache import config_stores
 from aimonk.labelling.audit import audit
 from aimonk.labelling.complete import NOT_FILLED, Completion, complete
 from aimonk.labelling.crossfit import out_of_fold
@@ -62,7 +62,7 @@ def simulate(labels_path: Path, image_dir: Path, base: dict[str, Any], seeds: Se
     flips, hidden labels, folds and random choices); `base` holds TrainConfig settings (backbone, weights...) on
     top of the recommended recipe."""
     config = config_from(base)
-    stores = disk_stores(config.feature_cache, config.cache_dir)
+    stores = config_stores(config)
     audits, completions, curves = [], [], []
     with tempfile.TemporaryDirectory(prefix="aimonk-simulation-") as work:
         for seed in seeds:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aimonk.cache import disk_stores
+from aimonk.cache import config_stores
 from aimonk.checkpoint import DecisionRule
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
@@ -54,7 +54,7 @@ def train_and_score(train_table: LabelTable, held_out: LabelTable, image_dir: Pa
         labels = write_labels(with_unlabelled(train_table, held_out.filenames), Path(work) / "labels.txt")
         config = config_from(base, labels=str(labels), image_dir=str(image_dir), val_fraction=0.0, seed=seed,
                              out_dir=str(Path(work) / "model"))
-        result = train(config, stores=disk_stores(config.feature_cache, config.cache_dir))
+        result = train(config, stores=config_stores(config))
     data, model = result.data, result.model
     if not data.head_inputs_cached(model):
         raise ValueError("scoring held-out images needs a frozen backbone with cached features")

@@ -51,8 +51,6 @@ from aimonk.model.features import BackboneRunner, Stores, features_of, inference
 from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS, SOLVERS
 
 if TYPE_CHECKING:  # the metrics (scikit-learn, pandas) are imported when a run holds images out, not before
-    import pandas as pd
-
     from aimonk.metrics import Scores
 
 
@@ -65,8 +63,7 @@ class TrainResult:
     report: list[str]  # what the solver chose, for the user
     model: AttributeClassifier  # as saved (standardisation folded into the head)
     learned: LabelTable  # the labels it learned from: `data.table`, with the fills of an NA mode that completes
-    validation: Scores | None  # the saved model on its validation images, at the untuned decision rule
-    metrics: pd.DataFrame | None  # `evaluate` of those scores: what the checkpoint and its model card hold
+    validation: Scores | None  # the saved model on its validation images, at the untuned decision rule (rank 0)
 
 
 def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None) -> TrainResult:
@@ -74,7 +71,7 @@ def train(config: TrainConfig, resume: bool = False, stores: Stores | None = Non
 
     With `resume`, continue the run whose state was saved in `out_dir`, exactly: with that run's settings (those
     given in `config.given` must be the same, but for PLACES) and its training images and labels, or not at all.
-    `stores` keeps the frozen stages' features between runs (`aimonk.cache.disk_stores`); without, they are computed
+    `stores` keeps the frozen stages' features between runs (`aimonk.cache.config_stores`); without, they are computed
     once for this run. Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises
     TrainingInterrupted. The output folder is locked for the run: another run into it fails at once (AimonkError).
     """
@@ -119,14 +116,14 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainRes
     SOLVERS[config.solver].fit(run)
     model.fold_input_scaling()
     refuse_diverged(model, run.history, SOLVERS[config.solver].diverged_hint)
-    validation, metrics, record = validation_scores(run) if len(data.val_rows) else (None, None, None)
-    model_path = out_dir / MODEL_FILE
-    if world.WORLD.is_main:
+    model_path, validation = out_dir / MODEL_FILE, None
+    if world.WORLD.is_main:  # rank 0 alone scores and writes
         try:
-            write_outputs(model_path, run, weights_origin, record)
+            validation, record = validation_scores(run) if len(data.val_rows) else (None, None)
+            write_outputs(model_path, run, data, weights_origin, record)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
-    return TrainResult(model_path, run.history, data, config, run.report, model, learned, validation, metrics)
+    return TrainResult(model_path, run.history, data, config, run.report, model, learned, validation)
 
 
 @dataclass
@@ -290,10 +287,10 @@ class Solver:
 
 
 @torch.no_grad()
-def validation_scores(run: TrainingRun) -> tuple[Scores, pd.DataFrame, dict]:
+def validation_scores(run: TrainingRun) -> tuple[Scores, dict]:
     """The trained model's probabilities on its validation images at the untuned decision rule (the head, and any
-    fine-tuned stages, on their frozen features, as `aimonk evaluate` and `aimonk predict` compute them), `evaluate`'s
-    table of them, and that table as the checkpoint's `validation` entry."""
+    fine-tuned stages, on their frozen features, as `aimonk evaluate` and `aimonk predict` compute them), and
+    `evaluate` of them as the checkpoint's `validation` entry."""
     from aimonk.metrics import Scores, validation_record
 
     rows, model = run.data.val_rows, run.model
@@ -304,13 +301,15 @@ def validation_scores(run: TrainingRun) -> tuple[Scores, pd.DataFrame, dict]:
     table = run.data.table.subset(rows)
     rule = DecisionRule.untuned(table.attributes)
     scores = Scores(table, rule.probabilities(logits.double().cpu().numpy()), rule.thresholds, run.data.image_dir)
-    return scores, *validation_record(scores)
+    return scores, validation_record(scores)[1]
 
 
-def write_outputs(model_path: Path, run: TrainingRun, weights_origin: str, validation: dict | None) -> None:
+def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weights_origin: str,
+                  validation: dict | None) -> None:
     """`aimonk_model.pth` (with the metrics on the validation images), the loss history and curve, and
-    `MODEL_CARD.md`, written from what the run holds: nothing is read back."""
-    data, config = run.data, run.config
+    `MODEL_CARD.md`, written from what the run holds: nothing is read back. `data` is the run's data as read: its
+    label counts are the labels given, not an NA mode's fills."""
+    config = run.config
     checkpoint = model_checkpoint(
         run.model, attributes=data.table.attributes, backbone=config.backbone, weights_origin=weights_origin,
         preprocessing=run.preprocessing.as_dict(), precision=config.precision, train_config=config.to_dict(),

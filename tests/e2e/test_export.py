@@ -55,7 +55,7 @@ def test_onnxruntime_gives_pytorchs_probabilities_on_the_demo_images(exported):
     images, _ = check_images(predictor, DEMO_IMAGES)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
-        expected = Probabilities(predictor.model).eval()(images).numpy()
+        expected = Probabilities(predictor.model, predictor.rule.temperatures).eval()(images).numpy()
     for batch in (images[:1], images[1:6], images):  # the batch axis is dynamic
         start = 0 if len(batch) != 5 else 1
         got = session.run(["probabilities"], {"images": batch.numpy()})[0]
@@ -118,7 +118,7 @@ def test_the_export_pages_snippet_gives_pytorchs_probabilities(exported, capsys)
     predictor = Predictor(model)
     images, _ = check_images(predictor, DEMO_IMAGES[:1])
     with torch.inference_mode():
-        expected = Probabilities(predictor.model).eval()(images)[0].numpy()
+        expected = Probabilities(predictor.model, predictor.rule.temperatures).eval()(images)[0].numpy()
     np.testing.assert_allclose(namespace["probabilities"], expected, atol=1e-4, rtol=0)
     present = [name for name, p, t in zip(predictor.attributes, namespace["probabilities"], predictor.thresholds,
                                           strict=True) if p >= t]
