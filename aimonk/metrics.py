@@ -2,7 +2,7 @@
 
 Pure functions of labels and probabilities, used alike by the end of a training run (the checkpoint's and model
 card's numbers), `aimonk evaluate`, `aimonk tune`, the threshold explorer and the comparisons of runs. The
-probabilities of a checkpoint on labelled images come from `aimonk.evaluate.prediction.score_checkpoint`.
+probabilities of a checkpoint on labelled images come from `aimonk.evaluate.scoring.score_checkpoint`.
 """
 
 from __future__ import annotations

@@ -10,16 +10,17 @@ module is imported (an ordinary import, which import-linter sees):
 | table | filled by |
 | --- | --- |
 | BACKBONES | aimonk.model.backbones |
-| LOSSES, NA_MODES, POS_WEIGHTS | aimonk.model.losses (NA_MODES also by the labels workflow's selftrain) |
+| LOSSES, NA_MODES, POS_WEIGHTS | aimonk.model.classifier (the reference's), aimonk.model.losses (the others) |
 | SAMPLERS | aimonk.data.images |
 | SOLVERS, LR_SCHEDULES | aimonk.train.adam, aimonk.train.lbfgs |
 | RESIZES | aimonk.data.images |
 | RECIPES | aimonk.config |
 
 `import aimonk.train` fills every table a training run reads; the command line also imports the labels workflow,
-whose NA mode `self_train` is an extra. The config (which validates `--loss focal` against LOSSES) imports only this
-module: it checks against the entries present. An entry may declare settings of its own (`EntryOption` of
-`aimonk.config`): they become config keys and command-line flags like any other setting, checked the same way.
+whose NA mode `self_train` (aimonk.labelling.selftrain) is an extra. The config (which validates `--loss focal`
+against LOSSES) imports only this module: it checks against the entries present. An entry may declare settings of
+its own (`EntryOption` of `aimonk.config`): they become config keys and command-line flags like any other setting,
+checked the same way.
 """
 
 from __future__ import annotations

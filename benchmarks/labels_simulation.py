@@ -1,5 +1,5 @@
 """Check `aimonk audit / complete / next` where the truth is known: flip 5 % of the known labels of a learnable set
-and hide 20 %, then score the answers against the labels as they were (aimonk/labelling/simulation.py).
+and hide 20 %, then score the answers against the labels as they were (aimonk/simulation/).
 
     python benchmarks/labels_simulation.py --quick             # the demo set, made afresh in a temporary folder
     python benchmarks/labels_simulation.py --data-dir benchmarks/data/learnable --backbone efficientnet_lite0

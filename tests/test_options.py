@@ -1,4 +1,4 @@
-"""Every numeric option of every command is checked in one place (aimonk.options): a bad value is one line naming
+"""Every numeric option of every command is checked in one place (aimonk.cli): a bad value is one line naming
 the option, exit code 2, before any work; never a traceback."""
 
 from __future__ import annotations

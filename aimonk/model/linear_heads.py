@@ -41,7 +41,7 @@ def choose_l2(terms: EntryLoss, rows: torch.Tensor, targets: torch.Tensor, known
     held_out = fold[None, :] == torch.arange(folds)[:, None]  # (folds, rows)
     scored = (visits * held_out)[:, :, None]
     strengths = sorted(L2_GRID, reverse=True)
-    losses, precision, solution = [], [], None
+    losses, held_out_logits, solution = [], [], None
     for strength in strengths:
         l2 = torch.full((folds, known.shape[1]), strength, dtype=torch.float64)
         solution = fit_linear_heads(rows, targets, known, visits * ~held_out, pos_weight, l2, terms, init=solution,
@@ -49,10 +49,11 @@ def choose_l2(terms: EntryLoss, rows: torch.Tensor, targets: torch.Tensor, known
         logits = torch.einsum("nd,pad->pna", rows, solution[0].to(rows.dtype)) + solution[1][:, None, :].to(rows.dtype)
         entries = terms(logits, targets.expand_as(logits), pos_weight) * known
         losses.append(((entries * scored).sum(1) / (known * scored).sum(1).clamp(min=1e-12)).sum(0))
-        precision.append(held_out_precision(logits, targets, known, visits, held_out))
+        held_out_logits.append(logits[fold, torch.arange(len(fold))])  # each row by the heads fitted without it
     chosen = torch.stack(losses).argmin(0)
     for attribute in torch.nonzero(chosen == len(strengths) - 1).flatten().tolist():
-        mean_ap = np.array([ap[attribute] for ap in precision])
+        mean_ap = np.array([held_out_precision(scores[:, attribute], targets[:, attribute], known[:, attribute],
+                                               visits, fold) for scores in held_out_logits])
         if np.isfinite(mean_ap).any():  # no fold holds a positive: nothing ranks, the loss's choice stays
             chosen[attribute] = plateau_middle(mean_ap)
             if fell_back is not None:
@@ -61,22 +62,19 @@ def choose_l2(terms: EntryLoss, rows: torch.Tensor, targets: torch.Tensor, known
 
 
 def held_out_precision(logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, visits: torch.Tensor,
-                       held_out: torch.Tensor) -> np.ndarray:
-    """Per attribute, the average precision of each fold's held-out known labels by the logits of the heads fitted
-    without them (visits as weights), averaged over the folds where it is defined (NaN where it is in none)."""
+                       fold: torch.Tensor) -> float:
+    """One attribute's average precision of the known labels by their held-out logits (visits as weights), averaged
+    over the folds where it is defined (NaN where it is in none)."""
     from aimonk.metrics import resampled_metrics  # scikit-learn and pandas come with it: only when a choice needs it
 
-    truth, known, visits = targets.numpy() > 0.5, known.numpy(), visits.numpy().astype(np.float64)
-    per_fold = np.full((len(held_out), known.shape[1]), np.nan)
-    for part, rows in enumerate(held_out.numpy()):
-        for attribute in range(known.shape[1]):
-            counted = rows & known[:, attribute]
-            per_fold[part, attribute] = resampled_metrics(truth[counted, attribute],
-                                                          logits[part, counted, attribute].double().numpy(), 0.0,
-                                                          visits[counted][None])["ap"][0]
+    truth, logits, visits = targets.numpy() > 0.5, logits.double().numpy(), visits.numpy().astype(np.float64)
+    per_fold = []
+    for part in range(int(fold.max()) + 1):
+        counted = (fold == part).numpy() & known.numpy()
+        per_fold.append(resampled_metrics(truth[counted], logits[counted], 0.0, visits[counted][None])["ap"][0])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an attribute with no positive in any fold: NaN
-        return np.nanmean(per_fold, axis=0)
+        warnings.simplefilter("ignore", RuntimeWarning)  # no positive held out in any fold: NaN
+        return float(np.nanmean(per_fold))
 
 
 def plateau_middle(values: np.ndarray, tolerance: float = 1e-9) -> int:
