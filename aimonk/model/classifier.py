@@ -181,13 +181,13 @@ def bce(config: TrainConfig) -> EntryLoss:
 class NAMode:
     """What an NA label means to the loss: `counted(targets, known)` gives the labels as the loss counts them (numpy
     tables or torch batches alike); a mode that `revise`s also changes each minibatch's losses, by epoch
-    (`revise(terms, na, share)`: the per-entry loss, where the NA entries are and the share of them the epoch
-    affects), so it needs a solver with epochs. A mode that `completes` fills NA entries of the training images
+    (`revise(terms, na, epoch, config)`: the per-entry loss, where the NA entries are, the 0-based epoch and the
+    run's settings), so it needs a solver with epochs. A mode that `completes` fills NA entries of the training images
     before the fit: `completes(config, data)` gives the labels the run learns from (a LabelTable of `data`'s images)
     and lines for the run's report; it cross-fits heads on the frozen features, so it needs a frozen backbone."""
 
     counted: Callable[[Labels, Labels], tuple[Labels, Labels]]
-    revise: Callable[[EntryLoss, torch.Tensor, float], EntryLoss] | None = None
+    revise: Callable[[EntryLoss, torch.Tensor, int, TrainConfig], EntryLoss] | None = None
     completes: Callable[..., tuple[Any, list[str]]] | None = None  # (TrainConfig, TrainingData)
 
     @property
@@ -216,26 +216,20 @@ def na_as_negative(targets: Labels, known: Labels) -> tuple[Labels, Labels]:
     return targets * known, known | ~known
 
 
-def large_loss_share(epoch: int, delta_rel: float) -> float:
-    """The share of a batch's NA entries whose losses count as large at `epoch` (0-based): none in the first
-    epoch, `delta_rel` more in each later one, at most all (the reference's `clean_rate`, 1 - share)."""
-    return min(1.0, epoch * delta_rel)
-
-
 NA_MODES.add("ignore", NAMode(ignore_na), "NA entries are left out of the loss (the reference)")
 NA_MODES.add("negative", NAMode(na_as_negative), "an NA label counts as absent: every entry trains")
 
 
 def na_mode_loss(
     mode: NAMode, terms: EntryLoss, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor,
-    pos_weight: torch.Tensor | None = None, share: float = 0.0,
+    pos_weight: torch.Tensor | None = None, epoch: int = 0, config: TrainConfig | None = None,
 ) -> torch.Tensor:
     """The loss of a batch of labels as read (`known` False at NA entries) under NA `mode`: `terms` averaged over
-    the entries the mode counts, those of the NA entries revised (the epoch's `share` of them) by a mode that
-    revises."""
+    the entries the mode counts, as a mode that revises them revises them at `epoch` (0-based) of a run of
+    `config`."""
     counted_targets, counted = mode.counted(targets, known)
     if mode.revise:
-        terms = mode.revise(terms, ~known, share)
+        terms = mode.revise(terms, ~known, epoch, config)
     return masked_loss(terms, logits, counted_targets, counted, pos_weight)
 
 

@@ -111,6 +111,18 @@ def largest_na_losses(terms: torch.Tensor, na: torch.Tensor, share: float) -> to
     return chosen.view_as(na)
 
 
+def large_loss_share(epoch: int, delta_rel: float) -> float:
+    """The share of a batch's NA entries whose losses count as large at `epoch` (0-based): none in the first
+    epoch, `delta_rel` more in each later one, at most all (the reference's `clean_rate`, 1 - share)."""
+    return min(1.0, epoch * delta_rel)
+
+
+def large_losses_at(terms: EntryLoss, na: torch.Tensor, epoch: int, config: TrainConfig,
+                    large_losses: Literal["reject", "correct"]) -> EntryLoss:
+    """The `revise` of a large-loss NA mode: `with_large_losses` at the share of `epoch` (--ll-delta-rel)."""
+    return with_large_losses(terms, na, large_loss_share(epoch, config.ll_delta_rel), large_losses)
+
+
 def with_large_losses(terms: EntryLoss, na: torch.Tensor, share: float,
                       large_losses: Literal["reject", "correct"]) -> EntryLoss:
     """`terms` with NA entries counted as negatives, after Kim et al., CVPR 2022, "Large Loss Matters in Weakly
@@ -134,11 +146,11 @@ def with_large_losses(terms: EntryLoss, na: torch.Tensor, share: float,
 LARGE_LOSS_DELTA = EntryOption("ll_delta_rel", 0.002, "share of the NA entries counted as negatives whose large "
                                "losses are rejected or corrected, added each epoch (large_loss modes; the paper's "
                                "0.001 to 0.005)", fraction)
-NA_MODES.add("large_loss", NAMode(na_as_negative, partial(with_large_losses, large_losses="reject")),
+NA_MODES.add("large_loss", NAMode(na_as_negative, partial(large_losses_at, large_losses="reject")),
              "NA counts as absent, but the NA entries with the largest losses are left out, a share growing each "
              "epoch (LL-R, Kim et al. 2022; --ll-delta-rel; adam solver)", [LARGE_LOSS_DELTA])
 # --ll-delta-rel is declared once, by large_loss above
-NA_MODES.add("large_loss_correct", NAMode(na_as_negative, partial(with_large_losses, large_losses="correct")),
+NA_MODES.add("large_loss_correct", NAMode(na_as_negative, partial(large_losses_at, large_losses="correct")),
              "as large_loss, but those entries count as positives for the step (LL-Ct, Kim et al. 2022; adam solver)")
 
 

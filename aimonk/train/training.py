@@ -44,7 +44,6 @@ from aimonk.model.classifier import (
     EntryLoss,
     TrainedPart,
     build_model,
-    large_loss_share,
     na_mode_loss,
 )
 from aimonk.model.features import BackboneRunner, Stores, features_of, inference_backbone
@@ -275,8 +274,8 @@ class TrainingRun:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, known: torch.Tensor, epoch: int = 0) -> torch.Tensor:
         """A batch's training loss from its labels as read: the config's loss and NA mode, at `epoch` (0-based)."""
-        share = large_loss_share(epoch, self.config.ll_delta_rel)
-        return na_mode_loss(NA_MODES[self.config.na_mode], self.terms, logits, targets, known, self.pos_weight, share)
+        return na_mode_loss(NA_MODES[self.config.na_mode], self.terms, logits, targets, known, self.pos_weight, epoch,
+                            self.config)
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ from aimonk.errors import AimonkError
 from aimonk.model.classifier import (
     balanced_pos_weight,
     bce_terms,
-    large_loss_share,
     masked_bce_with_logits,
     masked_loss,
     na_mode_loss,
 )
-from aimonk.model.losses import asymmetric_terms, focal_terms
+from aimonk.model.losses import asymmetric_terms, focal_terms, large_loss_share
 from aimonk.registry import LOSSES, NA_MODES, POS_WEIGHTS
 from aimonk.train.training import TrainingRun
 
@@ -296,7 +295,8 @@ def test_large_loss_correct_counts_the_largest_na_losses_as_positives():
 
 def test_large_loss_with_every_na_rejected_is_ignore_over_every_entry():
     logits, targets, known = _large_loss_batch()
-    loss = na_mode_loss(NA_MODES["large_loss"], bce_terms, logits, targets, known, share=1.0)
+    loss = na_mode_loss(NA_MODES["large_loss"], bce_terms, logits, targets, known, epoch=1,
+                        config=TrainConfig(ll_delta_rel=1.0))
     assert torch.allclose(loss, bce_terms(logits, targets)[known].sum() / logits.numel())
 
 
