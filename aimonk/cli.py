@@ -30,6 +30,7 @@ from aimonk.config import (
     between,
     choices_of,
     declared_options,
+    precision_level,
     value_problem,
 )
 from aimonk.errors import AimonkError, ImageReadError
@@ -52,10 +53,6 @@ COMMANDS = {  # each command, and what it does
     "export": "write the model for deployment (ONNX; needs aimonk[onnx])",
     "demo": "regenerate the embedded demo dataset (images/ + labels.txt)",
 }
-
-
-def LEVEL(value: float) -> str | None:  # noqa: N802  (a check, named like the others)
-    return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +203,7 @@ def _complete(commands: argparse._SubParsersAction, help_text: str) -> None:
                           "estimated on the known labels scored out of fold, reaches --level (lower bound of its 95%% "
                           "interval); every other entry stays NA. Writes a completed labels file beside the "
                           "original, never over it.")
-    add_number(complete, "--level", float, LEVEL, 0.95, "precision the fills must reach")
+    add_number(complete, "--level", float, precision_level, 0.95, "precision the fills must reach")
     complete.add_argument("--out", metavar="FILE", help="completed labels file (default: LABELS stem + "
                           ".completed.txt, beside it)")
     complete.add_argument("--csv", metavar="FILE", help="also write every NA entry: image, attribute, calibrated "

@@ -70,6 +70,11 @@ def fraction(value: float) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
+def precision_level(value: float) -> str | None:
+    """A precision that fills of NA labels must reach (`complete --level`, `--self-train-level`)."""
+    return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
+
+
 @dataclass(init=False, eq=False)
 class TrainConfig:
     """Everything that defines a run; stored in the checkpoint and in the resumable state (as `to_dict()`)."""

@@ -16,17 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aimonk.config import EntryOption, TrainConfig
+from aimonk.config import EntryOption, TrainConfig, precision_level
 from aimonk.model.classifier import NAMode, ignore_na
 from aimonk.registry import NA_MODES
 
-if TYPE_CHECKING:  # every NA_MODES lookup loads this module: it imports what a run with self_train needs when called
+if TYPE_CHECKING:  # imported wherever training options are parsed: what self_train needs is imported when called
     from aimonk.data.labels import LabelTable
     from aimonk.train.training import TrainingData
-
-
-def precision_level(value: float) -> str | None:
-    return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
 
 
 def completed_training_labels(config: TrainConfig, data: TrainingData) -> tuple[LabelTable, list[str]]:
