@@ -102,7 +102,9 @@ def _validation(checkpoint: dict) -> Iterator[str]:
     rule = DecisionRule.of(checkpoint)
     for j, name in enumerate(rule.attributes):
         row = validation["metrics"][name]
-        cells = [name, verdict_of(checkpoint, j), interval(row, "ap"), number(row["prevalence"]),
+        # the verdict `aimonk tune` recorded (the decision rule's), else that of the metrics at the default rule
+        verdict = row["verdict"] if rule.verdicts is None else rule.verdicts[j]
+        cells = [name, verdict, interval(row, "ap"), number(row["prevalence"]),
                  interval(row, "roc_auc"), interval(row, "f1"), number(row["f1_all_positive"]),
                  interval(row, "precision"), interval(row, "recall"), number(rule.thresholds[j]),
                  number(rule.temperatures[j])]
@@ -120,14 +122,6 @@ def _cannot_judge(checkpoint: dict) -> Iterator[str]:
     unable = [f"- {name}: {rule.verdicts[j]}; `aimonk predict` never reports it present"
               for j, name in enumerate(rule.attributes) if not rule.learnable[j]]
     yield from [*(unable or ["Every attribute is better than chance on the validation images."]), ""]
-
-
-def verdict_of(checkpoint: dict, attribute: int) -> str:
-    """The verdict `aimonk tune` recorded (the decision rule's), else the one of the validation metrics."""
-    verdicts = DecisionRule.of(checkpoint).verdicts
-    if verdicts is not None:
-        return verdicts[attribute]
-    return checkpoint["validation"]["metrics"][checkpoint["attributes"][attribute]]["verdict"]
 
 
 def number(value: float) -> str:

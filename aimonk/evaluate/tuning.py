@@ -5,6 +5,7 @@ and the model card rewritten (`save_rule`, also the threshold explorer's Save)."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 
 from aimonk.card import write_model_card
 from aimonk.checkpoint import DecisionRule, save_tuning
+from aimonk.data.labels import LabelTable
 from aimonk.evaluate.calibration import expected_calibration_error, temperature_if_it_helps
 from aimonk.evaluate.scoring import Scored
 from aimonk.evaluate.thresholds import tune_out_of_fold
@@ -24,7 +26,8 @@ def tune_checkpoint(model_path: str | Path, scored: Scored, n_bootstrap: int = B
     row per attribute with the numbers behind each choice."""
     table, logits = scored.table, scored.logits
     untuned = DecisionRule.untuned(table.attributes)
-    verdicts = evaluate(table, untuned.probabilities(logits), n_bootstrap=n_bootstrap, seed=seed)
+    before = untuned.probabilities(logits)
+    verdicts = evaluate(table, before, n_bootstrap=n_bootstrap, seed=seed)
     short = [short_verdict(row) for _, row in verdicts.iterrows()]
     learnable = [verdict in LEARNABLE for verdict in short]
     temperatures = []
@@ -32,13 +35,11 @@ def tune_checkpoint(model_path: str | Path, scored: Scored, n_bootstrap: int = B
         known, truth = table.known_labels(j)
         temperatures.append(temperature_if_it_helps(truth, logits[known, j], folds, seed)[0]
                             if learnable[j] and temperature else 1.0)
-    calibrated = DecisionRule(untuned.attributes, untuned.thresholds, tuple(temperatures), tuple(learnable))
+    calibrated = replace(untuned, temperatures=tuple(temperatures), learnable=tuple(learnable))
     probabilities = calibrated.probabilities(logits)
     thresholds = tune_out_of_fold(table, probabilities, learnable, folds, seed)
-    rule = DecisionRule(untuned.attributes, tuple(thresholds["threshold"]), tuple(temperatures), tuple(learnable),
-                        tuple(verdicts["verdict"]))
+    rule = replace(calibrated, thresholds=tuple(thresholds["threshold"]), verdicts=tuple(verdicts["verdict"]))
     save_rule(model_path, scored.scores(rule), rule, n_bootstrap, seed)
-    before = untuned.probabilities(logits)
     frame = thresholds.copy()
     frame.insert(0, "verdict", short)
     frame.insert(1, "roc_auc", verdicts["roc_auc"])
@@ -58,6 +59,7 @@ def save_rule(model_path: str | Path, scores: Scores, rule: DecisionRule, n_boot
     return metrics
 
 
-def _known(table, probabilities: np.ndarray, attribute: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _known(table: LabelTable, probabilities: np.ndarray, attribute: int) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, probabilities) of one attribute's known labels."""
     known, truth = table.known_labels(attribute)
     return truth, probabilities[known, attribute]
