@@ -3,7 +3,7 @@ from the system's packages driven by playwright (no browser download), notebook 
 dragged, Save clicked, the saved threshold read back from the checkpoint, and a screenshot written
 (into $AIMONK_SCREENSHOT_DIR, else the test's temporary folder).
 
-Run it with `pytest tests/browser` (README); it skips, saying why, where Chromium or playwright is missing.
+Run it with `pytest tests/browser` (docs/testing.md); it skips, saying why, where Chromium or playwright is missing.
 """
 
 from __future__ import annotations
