@@ -1,5 +1,6 @@
-"""What a model says to a person, beside its checkpoint: the model card `MODEL_CARD.md`, and the run's loss history
-(`loss_history.csv`) and curve (`loss_curve.png`).
+"""What a model says to a person, beside its checkpoint: the model card `MODEL_CARD.md`, the run's loss history
+(`loss_history.csv`) and curve (`loss_curve.png`), and its validation per epoch (`metrics.csv`,
+`validation_curve.png`).
 
 `aimonk train` writes the card, `aimonk tune` and the threshold explorer's Save (notebook 03) rewrite it, all through
 `write_model_card`. Every number on it is an entry of the checkpoint, or a share of two (tests/test_card.py checks
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aimonk.checkpoint import DecisionRule, load_checkpoint
 from aimonk.config import TrainConfig, recipe_description
-from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, atomic_file
+from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, METRICS_FILE, VALIDATION_CURVE_FILE, atomic_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,7 +52,8 @@ def model_card(checkpoint: dict, name: str) -> str:
     return "\n".join([f"# Model card: {name}", "",
                       "Written from the checkpoint alone by aimonk (`aimonk train`; rewritten by `aimonk tune` and by "
                       "the threshold explorer of notebook 03): every number below is stored in the checkpoint.", "",
-                      *_data(checkpoint), *_model(checkpoint), *_validation(checkpoint), *_cannot_judge(checkpoint),
+                      *_data(checkpoint), *_model(checkpoint), *_training(checkpoint), *_validation(checkpoint),
+                      *_cannot_judge(checkpoint),
                       "## Limitations", "", *(f"- {line}" for line in LIMITATIONS), ""])
 
 
@@ -87,6 +89,28 @@ def _model(checkpoint: dict) -> Iterator[str]:
                 f"{checkpoint.get('precision', 'fp32')}", ""]
 
 
+def _training(checkpoint: dict) -> Iterator[str]:
+    training = checkpoint.get("training")
+    if training is None:
+        return
+    yield from ["## Training", "", f"- {training['epochs_run']} epoch(s) run; weights of epoch "
+                f"{training['kept_epoch']} kept: {training['stopped']}"]
+    if "init_from" in training:
+        yield f"- started from the weights of `{training['init_from']['path']}` (SHA-256 " \
+              f"`{training['init_from']['sha256'][:16]}...`)"
+    yield ""
+
+
+def validation_map(checkpoint: dict) -> float | None:
+    """The mAP on the validation images that a checkpoint records (None if none were held out)."""
+    from aimonk.metrics import mean_average_precision  # scikit-learn and pandas: not for a card without metrics
+
+    validation = checkpoint.get("validation")
+    if validation is None:
+        return None
+    return mean_average_precision([validation["metrics"][name]["ap"] for name in checkpoint["attributes"]])
+
+
 def _validation(checkpoint: dict) -> Iterator[str]:
     yield from ["## On the validation images", ""]
     validation = checkpoint.get("validation")
@@ -97,6 +121,7 @@ def _validation(checkpoint: dict) -> Iterator[str]:
            f"[{percent(validation['confidence'], 0)} bootstrap interval over {validation['bootstrap']} resamples, "
            f"seed {validation['seed']}]. Trivial baselines: a constant score has AP = the share present and ROC AUC "
            "0.5; `F1 all present` is predicting every image present.")
+    yield from ["", f"mAP (mean AP over the attributes): {number(validation_map(checkpoint))}"]
     yield from ["", "| attribute | verdict | AP | AP baseline | ROC AUC | F1 | F1 all present | precision | recall "
                 "| threshold | temperature |", "| --- " * 11 + "|"]
     rule = DecisionRule.of(checkpoint)
@@ -149,6 +174,56 @@ def write_history(out_dir: Path, history: list[float]) -> None:
         writer.writerows((i, f"{loss:.8g}") for i, loss in enumerate(history, start=1))
     with atomic_file(out_dir / CURVE_FILE) as file:
         loss_curve_figure(history).savefig(file, format="png", dpi=100)
+
+
+METRICS_COLUMNS = ("epoch", "training_loss", "validation_loss", "validation_mAP")
+
+
+def write_metrics(out_dir: Path, rows: list[dict], attributes: list[str], figure: bool = True) -> None:
+    """`metrics.csv` (one row per epoch: the columns of METRICS_COLUMNS, `AP_<attribute>` for each, seconds; the
+    validation columns empty without validation images) and, with `figure`, `validation_curve.png`, each written
+    atomically."""
+    with atomic_file(out_dir / METRICS_FILE, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow([*METRICS_COLUMNS, *(f"AP_{name}" for name in attributes), "seconds"])
+        for row in rows:
+            aps = row["ap"] or [None] * len(attributes)
+            writer.writerow([row["epoch"], *(_cell(row[key]) for key in METRICS_COLUMNS[1:]), *map(_cell, aps),
+                             f"{row['seconds']:.3f}"])
+    if figure:
+        with atomic_file(out_dir / VALIDATION_CURVE_FILE) as file:
+            validation_curve_figure(rows).savefig(file, format="png", dpi=100)
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.8g}"
+
+
+def validation_curve_figure(rows: list[dict]) -> Figure:
+    """Per epoch: the mean training loss and the validation loss (left), the validation mAP (right)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    loss_axes, map_axes = figure.subplots(1, 2)
+    epochs = [row["epoch"] for row in rows]
+    loss_axes.plot(epochs, [row["training_loss"] for row in rows], marker="o", label="training loss (epoch mean)")
+    scored = [row for row in rows if row["validation_mAP"] is not None]
+    if scored:
+        loss_axes.plot([row["epoch"] for row in scored], [row["validation_loss"] for row in scored], marker="o",
+                       label="validation loss (known labels)")
+        map_axes.plot([row["epoch"] for row in scored], [row["validation_mAP"] for row in scored], marker="o",
+                      color="tab:green")
+    else:
+        map_axes.text(0.5, 0.5, "no validation images held out", ha="center", va="center",
+                      transform=map_axes.transAxes)
+    loss_axes.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
+    loss_axes.legend()
+    map_axes.set(xlabel="epoch", ylabel="validation mAP", title="Validation mAP per epoch")
+    for axes in (loss_axes, map_axes):
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    return figure
 
 
 def loss_curve_figure(losses: Sequence[float]) -> Figure:

@@ -29,11 +29,12 @@ from aimonk.io import STATE_FILE, atomic_file, attribute_names_problem
 
 FORMAT = "aimonk-checkpoint-v1"
 REQUIRED_KEYS = ("format", "state_dict", "attributes", "backbone", "weights_origin", "preprocessing", "thresholds")
-STATE_FORMAT = "aimonk-train-state-v3"
+STATE_FORMAT = "aimonk-train-state-v4"
 OLD_STATE_FORMATS = ("aimonk-train-state-v1",  # the whole model in the state
-                     "aimonk-train-state-v2")  # no digest of the training labels
+                     "aimonk-train-state-v2",  # no digest of the training labels
+                     "aimonk-train-state-v3")  # no validation per epoch, no best epoch (--patience)
 STATE_KEYS = ("config", "model", "frozen_sha256", "optimizer", "history", "epoch", "step", "train_files",
-              "labels_sha256", "rng")
+              "labels_sha256", "rng", "epochs", "best")
 # One value per attribute, and its type. All but thresholds are written by `aimonk tune` (notebook 03); where they
 # are absent, every attribute counts as learnable and its temperature is 1.
 PER_ATTRIBUTE = {"thresholds": float, "verdicts": str, "learnable": bool, "temperatures": float}
@@ -179,10 +180,11 @@ class DecisionRule:
 def model_checkpoint(
     model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
     precision: str, train_config: dict, train_files: list[str], val_files: list[str], skipped_files: list[str],
-    label_counts: dict, validation: dict | None = None,
+    label_counts: dict, validation: dict | None = None, training: dict | None = None,
 ) -> dict:
     """The inference checkpoint: weights plus everything needed to predict and evaluate, with the untuned decision
-    rule and the metrics on the validation images at it (`validation`, if any were held out)."""
+    rule and the metrics on the validation images at it (`validation`, if any were held out), and how the training
+    went (`training`: the epochs run, the one kept and why it stopped; the checkpoint it started from, if any)."""
     checkpoint = {
         "format": FORMAT,
         "state_dict": {key: value.contiguous() for key, value in model.state_dict().items()},
@@ -198,7 +200,8 @@ def model_checkpoint(
         "skipped_files": list(skipped_files),
         "label_counts": label_counts,
     }
-    return checkpoint if validation is None else {**checkpoint, "validation": validation}
+    optional = {"validation": validation, "training": training}
+    return {**checkpoint, **{key: value for key, value in optional.items() if value is not None}}
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
@@ -315,6 +318,9 @@ CHECKS: dict[str, Check] = {
     "label_counts": _fields({  # the images a run used and, per attribute, its known and positive labels
         **dict.fromkeys(("images", "train", "validation", "skipped"), COUNT), "known": _list(COUNT),
         "positive": _list(COUNT)}),
+    "training": _fields({  # how the run went: epochs run, the one whose weights were kept, why it stopped
+        "epochs_run": COUNT, "kept_epoch": COUNT, "stopped": TEXT},
+        {"init_from": _fields({"path": TEXT, "sha256": TEXT})}),  # the checkpoint it started from (--init-from)
     "validation": _fields({  # metrics on the validation images at the saved thresholds (aimonk.card shows them)
         "images": COUNT, "bootstrap": COUNT, "seed": COUNT, "metrics": _kind(dict, "a dict"),
         "confidence": _number("a confidence is in (0, 1)", lambda v: 0 < v < 1)}),

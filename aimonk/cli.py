@@ -1,5 +1,5 @@
-"""`aimonk train | predict | evaluate | tune | explain | export | audit | complete | next | cache | demo`: the command
-line.
+"""`aimonk train | runs | predict | evaluate | tune | explain | export | audit | complete | next | cache | demo`: the
+command line.
 
 Each command is a `run_*` function of `aimonk.commands`, imported when that command runs (predict loads no training
 or labelling code). This module builds the parser, and turns every input problem into one line on stderr and exit
@@ -42,6 +42,7 @@ BATCH = between(1, 65536)  # images per forward pass
 MAX_RESAMPLES = 100_000  # bootstrap resamples: more only fills memory
 COMMANDS = {  # each command, and what it does
     "train": "train on DATA_DIR/images + DATA_DIR/labels.txt",
+    "runs": "list the model in OUT_DIR and the earlier runs kept in OUT_DIR/runs",
     "predict": "print the attributes present in images",
     "evaluate": "score a checkpoint on the validation images it held out",
     "explain": "write where the model sees each attribute, as image overlays",
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     """The command's `run_*` function, from the one module of `aimonk.commands` it needs."""
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         import aimonk.distributed  # noqa: F401  (a torchrun job: `world.start` joins it)
-    if args.command in ("train", "cache", "demo"):
+    if args.command in ("train", "runs", "cache", "demo"):
         from aimonk.commands import training as commands
     elif args.command in ("audit", "complete", "next"):
         from aimonk.commands import labelling as commands
@@ -127,6 +128,13 @@ def _train(commands: argparse._SubParsersAction, help_text: str) -> None:
                                 "aimonk.config.TrainConfig; options not given take the recipe's value.")
     add_config_options(train)
     train.add_argument("--resume", action="store_true", help="continue the run saved in OUT_DIR, with its settings")
+
+
+def _runs(commands: argparse._SubParsersAction, help_text: str) -> None:
+    runs = commands.add_parser("runs", help=help_text, description="The model in OUT_DIR, then the runs a new "
+                               "training run moved to OUT_DIR/runs (newest first): recipe, backbone, epochs run and "
+                               "the one kept, learning rate, validation mAP, whether `aimonk tune` adjusted it.")
+    runs.add_argument("--out-dir", default=TrainConfig.out_dir, help=f"[default: {TrainConfig.out_dir}]")
 
 
 def _predict(commands: argparse._SubParsersAction, help_text: str) -> None:
@@ -250,7 +258,7 @@ def _demo(commands: argparse._SubParsersAction, help_text: str) -> None:
 
 
 OPTIONS: dict[str, Callable[[argparse._SubParsersAction, str], None]] = {
-    "train": _train, "predict": _predict, "evaluate": _evaluate, "explain": _explain, "tune": _tune,
+    "train": _train, "runs": _runs, "predict": _predict, "evaluate": _evaluate, "explain": _explain, "tune": _tune,
     "audit": _audit, "complete": _complete, "next": _next, "cache": _cache, "export": _export, "demo": _demo,
 }
 

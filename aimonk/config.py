@@ -123,8 +123,18 @@ class TrainConfig:
     workers: int = option(2, "data-loading processes", check=WORKERS)
     checkpoint_every: int = option(0, "also save the resumable state every N iterations (0: after each epoch)",
                                    check=at_least(0))
+    patience: int = option(0, "stop when the validation mAP has not improved for N epochs and keep the best epoch's "
+                           "weights (adam; 0: train every epoch, keep the last)", check=at_least(0))
+    init_from: str | None = option(None, "start from the weights of this saved checkpoint (same backbone and "
+                                   "attributes), e.g. to train a model for more epochs")
     strict: bool = option(False, "a missing or unreadable image is an error instead of a warning")
-    progress: bool = option(True, "show progress bars")
+    progress: bool = option(True, "show progress bars on a terminal (elsewhere, and without them, one line per "
+                            "epoch)")
+    quiet: bool = option(False, "print only warnings and the summary at the end")
+    tensorboard: bool = option(False, "write TensorBoard event files into OUT_DIR/tensorboard (needs "
+                               "aimonk[tensorboard])")
+    log_dir: str | None = option(None, "write TensorBoard event files into this folder instead (implies "
+                                 "--tensorboard)")
     device: str = option("cpu", "cpu, cuda, cuda:1, ...")
 
     def __init__(self, **settings: Any) -> None:
@@ -181,6 +191,10 @@ class TrainConfig:
             _check(name, value, declared[name].check)
         if problem := NA_MODES[self.na_mode].problem(self):
             raise AimonkError(problem)
+        if self.patience and not self.val_fraction:
+            raise AimonkError("--patience stops on the validation mAP, but --val-fraction 0 holds no image out")
+        if self.patience and SOLVERS[self.solver].full_batch:
+            raise AimonkError(f"--patience counts epochs of --solver adam; {self.solver} fits once, to convergence")
 
     @classmethod
     def from_recipe(cls, recipe: str = "reference", given_recipe: bool = False, **overrides: Any) -> TrainConfig:
@@ -278,7 +292,8 @@ def recipe_description(config: TrainConfig) -> str:
 
 
 # Where data and outputs live, and how the run is shown: not part of what is trained.
-PLACES = {"data_dir", "labels", "image_dir", "out_dir", "cache_dir", "workers", "progress", "device"}
+PLACES = {"data_dir", "labels", "image_dir", "out_dir", "cache_dir", "workers", "progress", "quiet", "tensorboard",
+          "log_dir", "device"}
 
 
 def resumed_config(saved: dict, path: Path, given: TrainConfig) -> TrainConfig:
@@ -293,4 +308,5 @@ def resumed_config(saved: dict, path: Path, given: TrainConfig) -> TrainConfig:
         raise AimonkError(f"{path}: --resume continues the saved run as it was, but these settings given differ from "
                           f"it: {', '.join(differ)}; drop them to resume, or train anew into another --out-dir")
     places = {name: getattr(given, name) for name in PLACES & given.given}
-    return TrainConfig(**{**saved, **places, "out_dir": given.out_dir, "progress": given.progress})
+    return TrainConfig(**{**saved, **places, "out_dir": given.out_dir, "progress": given.progress,
+                          "quiet": given.quiet})

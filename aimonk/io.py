@@ -25,6 +25,13 @@ STATE_FILE = "train_state.pth"
 HISTORY_FILE = "loss_history.csv"
 CURVE_FILE = "loss_curve.png"
 CARD_FILE = "MODEL_CARD.md"  # beside the checkpoint (aimonk.card)
+METRICS_FILE = "metrics.csv"  # one row per epoch: training loss, validation loss, mAP and each attribute's AP
+VALIDATION_CURVE_FILE = "validation_curve.png"
+RUNS_FOLDER = "runs"  # the models a new run replaced, each in a folder of its own (keep_previous_run)
+# What belongs to the model in an output folder: moved together when a new run replaces it (the ONNX file is the
+# default path of `aimonk export`)
+RUN_FILES = (MODEL_FILE, CARD_FILE, HISTORY_FILE, CURVE_FILE, METRICS_FILE, VALIDATION_CURVE_FILE, STATE_FILE,
+             str(Path(MODEL_FILE).with_suffix(".onnx")))
 NAMES_SHOWN = 5  # names a message lists before pointing to the full list
 NAME_LENGTH = 150  # longer names are shortened in a message (the full list has them whole)
 
@@ -103,9 +110,78 @@ def listed(names: Sequence[str], full_list: str | Path | None = None) -> str:
 
 def remove_stale_temporaries(out_dir: Path) -> None:
     """Delete temporary files left by a run killed while saving (they never replaced a good file)."""
-    for name in (STATE_FILE, MODEL_FILE, HISTORY_FILE, CURVE_FILE, CARD_FILE):
+    for name in RUN_FILES:
         for stale in Path(out_dir).glob(f".{name}.*.tmp"):
             stale.unlink()
+
+
+# Runs kept: a new run into a folder that holds a model first moves that model and its files into
+# OUT_DIR/runs/<when it was written, UTC>/. Each file is renamed into a hidden `.<name>.partial` folder there, which is
+# then renamed to its name: a run killed in between leaves the partial folder, and the next run into OUT_DIR finishes
+# the move (`finish_moves`) before it writes anything.
+
+
+def keep_previous_run(out_dir: str | Path) -> Path | None:
+    """Move the model in `out_dir` (if any) and the files of its run into a new folder under `out_dir/runs`, named
+    after the UTC time the model was last written; that folder, or None if there was no model."""
+    out_dir = Path(out_dir)
+    model = out_dir / MODEL_FILE
+    if not model.is_file():
+        return None
+    runs = out_dir / RUNS_FOLDER
+    written = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(model.stat().st_mtime))
+    name, number = written, 1
+    while (runs / name).exists() or (runs / f".{name}.partial").exists():
+        number += 1
+        name = f"{written}-{number}"
+    partial = runs / f".{name}.partial"
+    try:
+        partial.mkdir(parents=True)
+        return _finish_move(out_dir, partial)
+    except OSError as error:
+        raise AimonkError(f"{out_dir}: cannot keep the previous model in {runs}: {error.strerror or error}") from None
+
+
+def finish_moves(out_dir: str | Path) -> None:
+    """Complete a move of a previous run that a killed run left half done (see `keep_previous_run`)."""
+    for partial in sorted((Path(out_dir) / RUNS_FOLDER).glob(".*.partial")):
+        _finish_move(Path(out_dir), partial)
+
+
+def _finish_move(out_dir: Path, partial: Path) -> Path:
+    for name in RUN_FILES:  # the model file is moved last: while it is in `out_dir`, the move is not done
+        if (out_dir / name).is_file() and name != MODEL_FILE:
+            os.replace(out_dir / name, partial / name)
+    if (out_dir / MODEL_FILE).is_file():
+        os.replace(out_dir / MODEL_FILE, partial / MODEL_FILE)
+    kept = partial.with_name(partial.name[1:].removesuffix(".partial"))
+    os.replace(partial, kept)
+    _sync(partial.parent)
+    _sync(out_dir)
+    return kept
+
+
+def _sync(folder: Path) -> None:
+    """The renames in `folder` reach the disk."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def previous_runs(out_dir: str | Path) -> list[Path]:
+    """The folders of the runs kept in `out_dir/runs`, newest first."""
+    runs = Path(out_dir) / RUNS_FOLDER
+    if not runs.is_dir():
+        return []
+    folders = [folder for folder in runs.iterdir() if folder.is_dir() and not folder.name.startswith(".")]
+
+    def written(folder: Path) -> tuple[str, int]:  # 20261206T143000Z-2 after 20261206T143000Z
+        stamp, _, number = folder.name.partition("-")
+        return stamp, int(number) if number.isdigit() else 1
+
+    return sorted(folders, key=written, reverse=True)
 
 
 # One writer per output folder: the kernel's flock on OUT_DIR/.aimonk.lock. It goes when its process ends, however

@@ -94,10 +94,29 @@ def point_metrics(truth: np.ndarray, scores: np.ndarray, threshold: float) -> di
         precision, recall, f1, _ = precision_recall_fscore_support(
             truth, scores >= threshold, average="binary", pos_label=True, zero_division=np.nan
         )
-        ap = average_precision_score(truth, scores) if truth.any() else nan
+        ap = average_precision(truth, scores)
     auc = roc_auc_score(truth, scores) if 0 < truth.sum() < truth.size else nan
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "ap": float(ap),
             "roc_auc": float(auc)}
+
+
+def average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of scores for known labels `truth` (scikit-learn's); NaN without a positive."""
+    return float(average_precision_score(truth, scores)) if truth.any() else float("nan")
+
+
+def average_precisions(table: LabelTable, probabilities: np.ndarray) -> list[float]:
+    """Each attribute's average precision over its known labels, as `evaluate` computes its `ap`."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return [average_precision(truth, probabilities[known, j])
+            for j, (known, truth) in enumerate(map(table.known_labels, range(len(table.attributes))))]
+
+
+def mean_average_precision(aps: Sequence[float]) -> float:
+    """mAP: the mean of the attributes' average precisions where defined (NaN if none is). Per epoch of training,
+    on the model card, in `aimonk evaluate` and `aimonk runs`, from the per-attribute APs each already holds."""
+    defined = [float(ap) for ap in aps if ap is not None and not np.isnan(ap)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def bootstrap_draws(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:

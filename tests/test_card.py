@@ -52,6 +52,11 @@ def _numbers_from(checkpoint: dict) -> set[str]:
             found |= {str(value) if isinstance(value, int) else _three(value) for value in row.values()
                       if isinstance(value, (int, float))}
             found |= set(NUMBER.findall(row["verdict"]))
+        aps = [row["ap"] for row in validation["metrics"].values() if row["ap"] == row["ap"]]
+        found.add(_three(sum(aps) / len(aps) if aps else None))  # mAP: the mean of the APs
+    training = checkpoint.get("training", {})
+    found |= {str(training[key]) for key in ("epochs_run", "kept_epoch") if key in training}
+    found |= set(NUMBER.findall(training.get("stopped", "")))
     found |= {_three(value) for value in checkpoint["thresholds"]}
     found |= {_three(value) for value in checkpoint.get("temperatures", [1.0])}
     found |= {number for verdict in checkpoint.get("verdicts", []) for number in NUMBER.findall(verdict)}

@@ -61,7 +61,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from aimonk.evaluate.report import compact_table, format_table
     from aimonk.evaluate.scoring import NothingHeldOut
-    from aimonk.metrics import evaluate
+    from aimonk.metrics import evaluate, mean_average_precision
 
     reads = [args.model, *labelled_data_paths(args)]
     with output_file(args.csv, ".csv", "--csv", reads, newline="", encoding="utf-8") as table:
@@ -78,13 +78,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if table:
             results.to_csv(table)
     which = "all labelled images (training included)" if args.all else "the validation images held out at training"
+    mean_ap = mean_average_precision(results["ap"])
     if args.json:
         print(json.dumps({"model": str(args.model), "images": len(scores.table), "scope": "all" if args.all else
                           "validation", "bootstrap": args.bootstrap, "seed": args.seed, "confidence": 0.95,
+                          "mAP": None if mean_ap != mean_ap else mean_ap,
                           "attributes": json.loads(results.reset_index().to_json(orient="records"))}))
         return 0
     print(f"{args.model} on {len(scores.table)} of {which}")
-    print(f"metrics over known labels, [{args.bootstrap}-resample bootstrap 95% interval]")
+    print(f"metrics over known labels, [{args.bootstrap}-resample bootstrap 95% interval]; mAP {mean_ap:.3f}")
     if args.details:
         with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
             print(format_table(results).to_string())

@@ -1,4 +1,5 @@
-"""`aimonk train`, `cache` and `demo`: making models, their feature cache, and the demo data."""
+"""`aimonk train`, `runs`, `cache` and `demo`: making models, the runs kept, their feature cache, and the demo
+data."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 from aimonk import world
-from aimonk.io import CARD_FILE, output_lock
+from aimonk.io import CARD_FILE, METRICS_FILE, MODEL_FILE, VALIDATION_CURVE_FILE, output_lock
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -22,8 +23,13 @@ def run_train(args: argparse.Namespace) -> int:
     gc.freeze()
     config = config_from_arguments(args)
     command = "torchrun ... -m aimonk" if "WORLD_SIZE" in os.environ else "aimonk"  # how it was started
+    watchers = []
+    if (config.tensorboard or config.log_dir) and world.is_main():
+        from aimonk.tracking import TensorBoard  # the extra: aimonk[tensorboard]
+
+        watchers.append(TensorBoard.for_run(config))
     try:
-        result = train(config, resume=args.resume, stores=config_stores(config))
+        result = train(config, resume=args.resume, stores=config_stores(config), watchers=watchers)
     except TrainingInterrupted:
         if world.is_main():
             print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
@@ -44,7 +50,57 @@ def run_train(args: argparse.Namespace) -> int:
     for line in result.report:
         print(line)
     print(f"recipe: {recipe_description(result.config)}")
-    print(f"wrote {result.model_path}, loss_history.csv, loss_curve.png and {CARD_FILE} in {result.model_path.parent}")
+    print(f"training: {result.training['epochs_run']} epoch(s) run, {result.training['stopped']}")
+    if "init_from" in result.training:
+        print(f"started from {result.training['init_from']['path']}")
+    for line in validation_summary(result.record):
+        print(line)
+    for watcher in watchers:
+        print(f"TensorBoard event files in {watcher.folder} (view: tensorboard --logdir {watcher.folder.parent})")
+    print(f"wrote {result.model_path}, loss_history.csv, loss_curve.png, {METRICS_FILE}, {VALIDATION_CURVE_FILE} and "
+          f"{CARD_FILE} in {result.model_path.parent}")
+    if result.previous is not None:
+        print(f"the model it replaced, with its files, is in {result.previous}")
+    return 0
+
+
+def validation_summary(record: dict | None) -> list[str]:
+    """The validation mAP and each attribute's AP and verdict, as the checkpoint and model card hold them."""
+    if record is None:
+        return ["validation: none (no images held out)"]
+    from aimonk.metrics import mean_average_precision
+
+    metrics = record["metrics"]
+    width = max(map(len, metrics))
+    return [f"validation mAP {mean_average_precision([row['ap'] for row in metrics.values()]):.3f} on "
+            f"{record['images']} images (AP per attribute, verdict at the default thresholds):",
+            *(f"  {name:<{width}}  AP {row['ap']:.3f}  {row['verdict']}" for name, row in metrics.items())]
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from aimonk.card import validation_map
+    from aimonk.checkpoint import load_checkpoint
+    from aimonk.errors import AimonkError
+    from aimonk.io import previous_runs
+
+    out_dir = Path(args.out_dir)
+    folders = [out_dir] if (out_dir / MODEL_FILE).is_file() else []
+    folders += [folder for folder in previous_runs(out_dir) if (folder / MODEL_FILE).is_file()]
+    if not folders:
+        raise AimonkError(f"{out_dir}: no model, and no run kept in {out_dir / 'runs'}")
+    print("run | recipe | backbone | epochs run/kept | lr | validation mAP | tuned")
+    for folder in folders:
+        try:
+            checkpoint = load_checkpoint(folder / MODEL_FILE)
+        except AimonkError as error:
+            print(f"{folder} | unreadable: {error}")
+            continue
+        config, training = checkpoint.get("train_config", {}), checkpoint.get("training")
+        epochs = f"{training['epochs_run']}/{training['kept_epoch']}" if training else f"{config.get('epochs')}/?"
+        mean_ap = validation_map(checkpoint)
+        name = "(current)" if folder == out_dir else str(folder)
+        print(f"{name} | {config.get('recipe')} | {checkpoint['backbone']} | {epochs} | {config.get('lr')} | "
+              f"{'n/a' if mean_ap is None else f'{mean_ap:.3f}'} | {'yes' if 'verdicts' in checkpoint else 'no'}")
     return 0
 
 

@@ -90,11 +90,16 @@ class AttributeClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head_logits(self.trainable_part(self.frozen_part(images)))
 
-    def standardise_head_input(self, features: torch.Tensor) -> None:
+    def standardise_head_input(self, features: torch.Tensor, keep_outputs: bool = False) -> None:
         """Feed the head features standardised with the mean and deviation of `features` (rows x dims), as
-        `standardising` finds them."""
+        `standardising` finds them; with `keep_outputs`, the head rescaled so that its outputs stay the same (a
+        trained head, `--init-from`)."""
         mean, scale = standardising(features)
         self.input_scaling = (mean.to(self.head.weight), scale.to(self.head.weight))
+        if keep_outputs:  # w.(x - mean)/scale + b' = w'.x + b  for  w = w' * scale, b = b' + w'.mean
+            with torch.no_grad():
+                self.head.bias.add_(self.head.weight @ self.input_scaling[0])
+                self.head.weight.mul_(self.input_scaling[1])
 
     def fold_input_scaling(self) -> None:
         """Fold the standardisation into the head, so the saved model is a plain linear head on raw features."""

@@ -17,6 +17,7 @@ import math
 import random
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -35,7 +36,14 @@ from aimonk.io import STATE_FILE
 from aimonk.model.classifier import AttributeClassifier, TrainedPart
 from aimonk.model.features import state_fingerprint
 from aimonk.registry import LR_SCHEDULES, SAMPLERS, SOLVERS
-from aimonk.train.training import Solver, TrainingInterrupted, TrainingRun, refuse_diverged, step_inputs
+from aimonk.train.training import (
+    Solver,
+    TrainingInterrupted,
+    TrainingRun,
+    progress_bars,
+    refuse_diverged,
+    step_inputs,
+)
 
 
 def fit_adam(run: TrainingRun) -> None:
@@ -43,6 +51,7 @@ def fit_adam(run: TrainingRun) -> None:
     if run.resumed is not None:
         restore_run(model, run.resumed, run.train_table, run.out_dir / STATE_FILE)
         run.history = list(run.resumed["history"])
+        run.continue_from(run.resumed)
     optimizer = torch.optim.Adam(parameter_groups(model, config), lr=config.lr, decoupled_weight_decay=True)
     epoch, step = resume_optimizer(optimizer, run.resumed)
     hint = SOLVERS[config.solver].diverged_hint
@@ -55,7 +64,8 @@ def fit_adam(run: TrainingRun) -> None:
         if job.is_main:
             trainable = {name: tensor.detach().contiguous() for name, tensor in model.split_state()[0].items()}
             save_train_state(run.out_dir, model=trainable, optimizer=optimizer.state_dict(), history=list(run.history),
-                             epoch=epoch, step=step, rng=capture_rng(), **identity)
+                             epoch=epoch, step=step, rng=capture_rng(), epochs=list(run.epochs), best=run.best,
+                             **identity)
 
     visits = SAMPLERS[config.sampler](run.train_table, config)
     plans = [epoch_plan(visits, config.batch_size, config.seed, e) for e in range(config.epochs)]
@@ -63,13 +73,14 @@ def fit_adam(run: TrainingRun) -> None:
     schedule = LR_SCHEDULES[config.lr_schedule]
     counted = run.counted.known[run.data.train_rows]  # entries the loss averages over, per training image
     trained = job.wrap(TrainedPart(model, config.precision))  # DistributedDataParallel under torchrun
-    bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not config.progress)
+    bar = tqdm(total=total, initial=len(run.history), desc="training", unit="it", disable=not progress_bars(config))
     model.train()
     threads = torch.get_num_threads()
     if run.data.head_inputs_cached(model):
         torch.set_num_threads(1)  # steps of the head alone are tiny: 25x slower when threads wait on a busy CPU
     try:
-        while epoch < config.epochs:
+        while epoch < config.epochs and not run.stopped_early:
+            started = time.monotonic()
             # Every process follows the same plan and takes its share of each batch.
             batches = plans[epoch][step:]
             shares = [job.shard(batch) for batch in batches]
@@ -88,11 +99,17 @@ def fit_adam(run: TrainingRun) -> None:
                     optimizer.step()
                     run.history.append(value)
                     step += 1
+                for watcher in run.watchers:
+                    watcher.iteration(len(run.history), value)
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{run.history[-1]:.4f}")
                 if config.checkpoint_every and len(run.history) % config.checkpoint_every == 0:
                     save_state()
-            with held_interrupts():
+            first = sum(map(len, plans[:epoch]))  # the epoch's first iteration
+            row = run.epoch_row(epoch, run.history[first:], time.monotonic() - started)
+            model.train()
+            with held_interrupts():  # the row recorded and the epoch counted together, or neither
+                run.end_epoch(row)
                 epoch, step = epoch + 1, 0
             save_state()
     except (KeyboardInterrupt, RuntimeError) as stop:

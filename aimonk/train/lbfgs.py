@@ -3,6 +3,8 @@ chosen per attribute on folds of the training images only, as in the linear-prob
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from aimonk.config import EntryOption, at_least
@@ -15,7 +17,7 @@ from aimonk.train.training import Solver, TrainingRun
 
 
 def fit_lbfgs(run: TrainingRun) -> None:
-    config, model, data = run.config, run.model, run.data
+    config, model, data, started = run.config, run.model, run.data, time.monotonic()
     if not data.head_inputs_cached(model):
         raise AimonkError("the lbfgs solver fits the head on frozen features: use --trainable-stages 0 "
                           "(or --solver adam to fine-tune)")
@@ -53,6 +55,7 @@ def fit_lbfgs(run: TrainingRun) -> None:
     with torch.no_grad():
         model.head.weight.copy_(weight[0])
         model.head.bias.copy_(bias[0])
+    run.end_epoch(run.epoch_row(0, run.history[-1:], time.monotonic() - started))  # its one row: the final loss
 
 
 def l2_notes(attributes: list[str], l2: list[float], fell_back: list[int]) -> list[str]:

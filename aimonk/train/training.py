@@ -1,5 +1,6 @@
-"""The training run, read top to bottom: labels, model, data (the frozen stages' features, once), loss, solver, the
-validation images scored, outputs.
+"""The training run, read top to bottom: labels, model (or the weights of a saved one, `--init-from`), data (the
+frozen stages' features, once), loss, the previous model kept, solver (the validation images scored after each
+epoch, the best epoch kept under `--patience`), the validation images scored, outputs.
 
 Every choice is a TrainConfig setting whose valid values come from a registry. Under torchrun every process runs
 this same recipe on its share of the work, and rank 0 (`world.WORLD.is_main`) alone reports and writes. The solvers
@@ -8,22 +9,25 @@ this same recipe on its share of the work, and rank 0 (`world.WORLD.is_main`) al
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from aimonk import world
-from aimonk.card import write_history, write_model_card
-from aimonk.checkpoint import DecisionRule, load_train_state, model_checkpoint, save_checkpoint
+from aimonk.card import write_history, write_metrics, write_model_card
+from aimonk.checkpoint import DecisionRule, load_checkpoint, load_train_state, model_checkpoint, save_checkpoint
 from aimonk.config import TrainConfig, resumed_config
 from aimonk.data.images import (
     ImageDataset,
@@ -37,13 +41,22 @@ from aimonk.data.images import (
 )
 from aimonk.data.labels import LabelTable, read_labels, stratified_split
 from aimonk.errors import AimonkError
-from aimonk.io import MODEL_FILE, STATE_FILE, listed, output_lock, remove_stale_temporaries
+from aimonk.io import (
+    MODEL_FILE,
+    STATE_FILE,
+    finish_moves,
+    keep_previous_run,
+    listed,
+    output_lock,
+    remove_stale_temporaries,
+)
 from aimonk.model.backbones import preprocessing_for
 from aimonk.model.classifier import (
     AttributeClassifier,
     EntryLoss,
     TrainedPart,
     build_model,
+    masked_loss,
     na_mode_loss,
 )
 from aimonk.model.features import BackboneRunner, Stores, features_of, inference_backbone
@@ -63,9 +76,24 @@ class TrainResult:
     model: AttributeClassifier  # as saved (standardisation folded into the head)
     learned: LabelTable  # the labels it learned from: `data.table`, with the fills of an NA mode that completes
     validation: Scores | None  # the saved model on its validation images, at the untuned decision rule (rank 0)
+    record: dict | None  # `evaluate` of them, as the checkpoint's `validation` entry holds it
+    training: dict  # the checkpoint's `training` entry: epochs run, the one kept, why it stopped, where it started
+    previous: Path | None  # where the model this run replaced was moved (OUT_DIR/runs/...), if there was one
 
 
-def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None) -> TrainResult:
+class Watcher(Protocol):
+    """What follows a run as it goes, on rank 0 (the TensorBoard writer of `aimonk.tracking`, given by the command
+    line): the run at its start (a resumed one with its history), each iteration's loss, each epoch's row of
+    metrics.csv, and the run at its end."""
+
+    def start(self, run: TrainingRun) -> None: ...
+    def iteration(self, number: int, loss: float) -> None: ...
+    def epoch(self, row: dict, attributes: list[str]) -> None: ...
+    def end(self, run: TrainingRun) -> None: ...
+
+
+def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None,
+          watchers: list[Watcher] | None = None) -> TrainResult:
     """Train and write the checkpoint, loss history, loss curve and model card into `config.out_dir`.
 
     With `resume`, continue the run whose state was saved in `out_dir`, exactly: with that run's settings (those
@@ -73,14 +101,16 @@ def train(config: TrainConfig, resume: bool = False, stores: Stores | None = Non
     `stores` keeps the frozen stages' features between runs (`aimonk.cache.config_stores`); without, they are computed
     once for this run. Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises
     TrainingInterrupted. The output folder is locked for the run: another run into it fails at once (AimonkError).
+    A new run (not `resume`) into a folder holding a model first moves that model and its files into
+    OUT_DIR/runs/<UTC time>/, once its input was read and just before training begins. `watchers` follow the run.
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
     writer = world.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
     with world.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
-        return _train(config, resume, stores)
+        return _train(config, resume, stores, (watchers or []) if writer else [])
 
 
-def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainResult:
+def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: list[Watcher]) -> TrainResult:
     out_dir = Path(config.out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
@@ -88,14 +118,18 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainRes
         config.check()
     device = world.start(config.device).device  # a resumed run's device comes from its saved settings
     if world.WORLD.is_main:
+        finish_moves(out_dir)
         remove_stale_temporaries(out_dir)
     else:
         config = config.replace(progress=False)
     seed_everything(config.seed)
 
     labelled = read_labels(config.labels_path)
-    model, weights_origin = build_model(len(labelled.attributes), config.backbone, config.weights,
-                                        config.trainable_stages)
+    model, weights_origin = build_model(len(labelled.attributes), config.backbone,
+                                        "none" if config.init_from else config.weights, config.trainable_stages)
+    started_from = None
+    if config.init_from:
+        started_from, weights_origin = start_from(model, Path(config.init_from), labelled.attributes, config.backbone)
     model.to(device=device, memory_format=torch.channels_last)
     preprocessing = preprocessing_for(config.backbone, config.image_size, config.resize)
     mode = NA_MODES[config.na_mode]
@@ -107,22 +141,67 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainRes
     counted = replace(learned, targets=targets, known=known)  # the labels as the loss counts them
     pos_weight = POS_WEIGHTS[config.pos_weight](targets[data.train_rows], known[data.train_rows])
     run = TrainingRun(config, model, replace(data, table=learned), counted, LOSSES[config.loss](config),
-                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir, report=report)
+                      None if pos_weight is None else pos_weight.to(device), preprocessing, out_dir, report=report,
+                      watchers=watchers)
     if config.standardise_features:  # from the weights the run starts with, so a resumed run gets the same
-        model.standardise_head_input(head_inputs(run))
+        model.standardise_head_input(head_inputs(run), keep_outputs=started_from is not None)
     run.resumed = state  # the solver (adam) continues from it
+    previous = None
+    if world.WORLD.is_main and state is None:
+        previous = keep_previous_run(out_dir)
+        if previous is not None:
+            warnings.warn(f"{out_dir / MODEL_FILE} was a model of an earlier run: moved with its files to {previous}",
+                          stacklevel=1)
+            started_from = kept_start(started_from, out_dir, previous)
+    for watcher in run.watchers:
+        watcher.start(run)
 
     SOLVERS[config.solver].fit(run)
+    run.keep_best()
     model.fold_input_scaling()
     refuse_diverged(model, run.history, SOLVERS[config.solver].diverged_hint)
-    model_path, validation = out_dir / MODEL_FILE, None
+    model_path, validation, record = out_dir / MODEL_FILE, None, None
+    training = run.training_record(started_from)
     if world.WORLD.is_main:  # rank 0 alone scores and writes
         try:
             validation, record = validation_scores(run) if len(data.val_rows) else (None, None)
-            write_outputs(model_path, run, data, weights_origin, record)
+            write_outputs(model_path, run, data, weights_origin, record, training)
+            for watcher in run.watchers:
+                watcher.end(run)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
-    return TrainResult(model_path, run.history, data, config, run.report, model, learned, validation)
+    return TrainResult(model_path, run.history, data, config, run.report, model, learned, validation, record,
+                       training, previous)
+
+
+def start_from(model: AttributeClassifier, path: Path, attributes: list[str], backbone: str) -> tuple[dict, str]:
+    """Load the weights of the checkpoint at `path` (`--init-from`) into `model`; where they came from (the
+    checkpoint's path and SHA-256) and its backbone weights' origin. Refused in one line naming what differs if it
+    has another backbone or other attributes."""
+    checkpoint = load_checkpoint(path)
+    differ = [f"{what} {theirs}, not {ours} as here" for what, theirs, ours in (
+        ("backbone", checkpoint["backbone"], backbone), ("attributes", checkpoint["attributes"], list(attributes)))
+        if theirs != ours]
+    if differ:
+        raise AimonkError(f"--init-from {path}: its {'; its '.join(differ)}: a run starts from a model of the same "
+                          "backbone and attributes")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise AimonkError(f"--init-from {path}: its weights do not fit a {backbone} model "
+                          f"({str(error).splitlines()[-1].strip()})") from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return {"path": str(path), "sha256": digest.hexdigest()}, checkpoint["weights_origin"]
+
+
+def kept_start(started_from: dict | None, out_dir: Path, kept: Path) -> dict | None:
+    """Where the checkpoint a run started from is now, if it was the model in `out_dir`, just moved to `kept`."""
+    if started_from is None or Path(started_from["path"]).resolve() != (out_dir / MODEL_FILE).resolve():
+        return started_from
+    return {**started_from, "path": str(kept / MODEL_FILE)}
 
 
 @dataclass
@@ -173,7 +252,7 @@ def prepare_data(
         store = stores(model.frozen_part, preprocessing, config.precision) if stores else None
         features, readable, errors = world.WORLD.in_shares(paths, lambda share: features_of(
             model.frozen_part, share, preprocessing, store, config.precision, num_workers=config.workers,
-            progress=config.progress,
+            progress=progress_bars(config),
         ))
     else:
         _, readable, errors = world.WORLD.in_shares(paths, lambda share: (None, *scan_readable(
@@ -246,6 +325,12 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training, raised after the resumable state was saved."""
 
 
+def progress_bars(config: TrainConfig) -> bool:
+    """Whether to draw progress bars: asked for, not --quiet, and on a terminal (a log file gets one line per epoch
+    instead, never a bar's carriage returns)."""
+    return config.progress and not config.quiet and sys.stderr.isatty()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -267,6 +352,10 @@ class TrainingRun:
     resumed: dict | None = None  # the saved state of an interrupted run
     history: list[float] = field(default_factory=list)
     report: list[str] = field(default_factory=list)  # lines the run ends with (e.g. the L2 strengths chosen)
+    watchers: list[Watcher] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)  # the rows of metrics.csv: one per epoch (lbfgs: one)
+    best: dict | None = None  # under --patience: the epoch of the best validation mAP, that mAP and its weights
+    held_out: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # validation inputs, if kept
 
     @property
     def train_table(self) -> LabelTable:
@@ -276,6 +365,95 @@ class TrainingRun:
         """A batch's training loss from its labels as read: the config's loss and NA mode, at `epoch` (0-based)."""
         return na_mode_loss(NA_MODES[self.config.na_mode], self.terms, logits, targets, known, self.pos_weight, epoch,
                             self.config)
+
+    def say(self, line: str) -> None:
+        """A line on stderr for the user (rank 0, unless --quiet), above any progress bar."""
+        if world.WORLD.is_main and not self.config.quiet:
+            tqdm.write(line, file=sys.stderr)
+            sys.stderr.flush()
+
+    def continue_from(self, state: dict) -> None:
+        """The epochs' rows and the best epoch of the interrupted run whose state this is."""
+        self.epochs, self.best = [dict(row) for row in state["epochs"]], state["best"]
+
+    def epoch_row(self, epoch: int, losses: list[float], seconds: float) -> dict:
+        """The row of `epoch` (0-based) in metrics.csv: its mean training loss and, with images held out, the
+        validation loss (the loss over their known labels: NA ignored) and mAP, each attribute's AP, as the model
+        card computes them, with the weights as they are now. Refused (AimonkError) if the run diverged."""
+        refuse_diverged(self.model, self.history, SOLVERS[self.config.solver].diverged_hint)
+        row = {"epoch": epoch + 1, "training_loss": float(np.mean(losses)) if losses else float("nan"),
+               "validation_loss": None, "validation_mAP": None, "ap": None, "seconds": seconds}
+        if len(self.data.val_rows):
+            from aimonk.metrics import average_precisions, mean_average_precision
+
+            logits = validation_logits(self)
+            table = self.data.table.subset(self.data.val_rows)
+            targets, known = torch.from_numpy(table.targets).double(), torch.from_numpy(table.known)
+            pos_weight = None if self.pos_weight is None else self.pos_weight.double().cpu()
+            loss = masked_loss(self.terms, logits, targets, known, pos_weight).item()
+            aps = average_precisions(table, DecisionRule.untuned(table.attributes).probabilities(logits.numpy()))
+            row.update(validation_loss=loss, validation_mAP=mean_average_precision(aps), ap=aps)
+        return row
+
+    def end_epoch(self, row: dict) -> bool:
+        """Record an epoch's row (see `epoch_row`): shown, written to metrics.csv (validation_curve.png is drawn at
+        the end), passed to the watchers; under --patience, its weights kept if its mAP is the best yet. Whether
+        --patience says stop."""
+        self.epochs.append(row)
+        patience, value = self.config.patience, row["validation_mAP"]
+        improved = patience and value is not None and (self.best is None or value > self.best["mAP"])
+        if improved:
+            weights = {name: tensor.detach().clone() for name, tensor in self.model.split_state()[0].items()}
+            self.best = {"epoch": row["epoch"], "mAP": value, "model": weights}
+        if world.WORLD.is_main:
+            total = self.config.epochs if not SOLVERS[self.config.solver].full_batch else 1
+            self.say(epoch_line(row, total, bool(improved and row["epoch"] > 1)))
+            write_metrics(self.out_dir, self.epochs, self.data.table.attributes, figure=False)  # drawn at the end
+            for watcher in self.watchers:
+                watcher.epoch(row, self.data.table.attributes)
+        return self.stopped_early
+
+    @property
+    def stopped_early(self) -> bool:
+        """--patience epochs have passed since the best one."""
+        patience = self.config.patience
+        return bool(patience and self.best is not None and self.epochs
+                    and self.epochs[-1]["epoch"] - self.best["epoch"] >= patience)
+
+    def keep_best(self) -> None:
+        """Under --patience, the best epoch's weights back into the model (if a later epoch's are in it)."""
+        if self.best is not None and self.epochs and self.epochs[-1]["epoch"] != self.best["epoch"]:
+            self.model.load_state_dict(self.best["model"], strict=False)
+
+    def training_record(self, started_from: dict | None) -> dict:
+        """The checkpoint's `training` entry: the epochs run, the one whose weights are kept, and why it stopped."""
+        run = len(self.epochs)
+        if SOLVERS[self.config.solver].full_batch:
+            kept, stopped = run, f"{self.config.solver} fits the head once, to convergence"
+        elif self.stopped_early:
+            best = self.best
+            kept, stopped = best["epoch"], (f"stopped early: the validation mAP did not improve for "
+                                            f"{self.config.patience} epochs after epoch {best['epoch']} "
+                                            f"(--patience {self.config.patience}); kept epoch {best['epoch']}, the "
+                                            f"best validation mAP ({best['mAP']:.3f})")
+        elif self.best is not None:
+            kept, stopped = self.best["epoch"], (f"ran all {run} epochs; kept epoch {self.best['epoch']}, the best "
+                                                 f"validation mAP ({self.best['mAP']:.3f}) (--patience "
+                                                 f"{self.config.patience})")
+        else:
+            kept, stopped = run, f"ran all {run} epochs; kept the last"
+        record = {"epochs_run": run, "kept_epoch": kept, "stopped": stopped}
+        return record if started_from is None else {**record, "init_from": started_from}
+
+
+def epoch_line(row: dict, epochs: int, best: bool = False) -> str:
+    """`epoch 3/20  loss 0.6412  val_loss 0.6021  val_mAP 0.734  4.1 s`: one epoch, for a log."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['training_loss']:.4f}"]
+    if row["validation_mAP"] is not None:
+        parts += [f"val_loss {row['validation_loss']:.4f}", f"val_mAP {row['validation_mAP']:.3f}"]
+    seconds = row["seconds"]
+    took = f"{seconds:.1f} s" if seconds >= 0.1 else f"{1000 * seconds:.0f} ms"
+    return "  ".join([*parts, took]) + ("  best" if best else "")
 
 
 @dataclass(frozen=True)
@@ -292,19 +470,33 @@ def validation_scores(run: TrainingRun) -> tuple[Scores, dict]:
     `evaluate` of them as the checkpoint's `validation` entry."""
     from aimonk.metrics import Scores, validation_record
 
-    rows, model = run.data.val_rows, run.model
-    plan = [[(i, False) for i in range(start, min(start + 64, len(rows)))] for start in range(0, len(rows), 64)]
-    model.eval()
-    trained = TrainedPart(model, run.config.precision)
-    logits = torch.cat([trained(frozen) for frozen, _, _ in step_inputs(run, plan, rows)])
-    table = run.data.table.subset(rows)
+    table = run.data.table.subset(run.data.val_rows)
     rule = DecisionRule.untuned(table.attributes)
-    scores = Scores(table, rule.probabilities(logits.double().cpu().numpy()), rule.thresholds, run.data.image_dir)
+    scores = Scores(table, rule.probabilities(validation_logits(run).numpy()), rule.thresholds, run.data.image_dir)
+    run.model.eval()
     return scores, validation_record(scores)[1]
 
 
+@torch.no_grad()
+def validation_logits(run: TrainingRun) -> torch.Tensor:
+    """The model's logits (float64, on the CPU) for the run's validation images, unflipped, in eval mode (the mode
+    it is in is restored). The frozen stages' outputs come from the features held, or are computed once and kept
+    when the head alone trains (a frozen backbone without the feature cache); fine-tuned stages run every time."""
+    rows, model = run.data.val_rows, run.model
+    plan = [[(i, False) for i in range(start, min(start + 64, len(rows)))] for start in range(0, len(rows), 64)]
+    inputs = run.held_out or step_inputs(run, plan, rows)
+    if run.data.features is None and not model.trainable_stages and run.held_out is None:
+        inputs = run.held_out = list(inputs)
+    training = model.training
+    model.eval()
+    trained = TrainedPart(model, run.config.precision)
+    logits = torch.cat([trained(frozen) for frozen, _, _ in inputs])
+    model.train(training)
+    return logits.double().cpu()
+
+
 def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weights_origin: str,
-                  validation: dict | None) -> None:
+                  validation: dict | None, training: dict) -> None:
     """`aimonk_model.pth` (with the metrics on the validation images), the loss history and curve, and
     `MODEL_CARD.md`, written from what the run holds: nothing is read back. `data` is the run's data as read: its
     label counts are the labels given, not an NA mode's fills."""
@@ -313,10 +505,11 @@ def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weight
         run.model, attributes=data.table.attributes, backbone=config.backbone, weights_origin=weights_origin,
         preprocessing=run.preprocessing.as_dict(), precision=config.precision, train_config=config.to_dict(),
         train_files=data.files(data.train_rows), val_files=data.files(data.val_rows), skipped_files=data.skipped,
-        label_counts=label_counts(data), validation=validation,
+        label_counts=label_counts(data), validation=validation, training=training,
     )
     save_checkpoint(checkpoint, model_path)
     write_history(model_path.parent, run.history)
+    write_metrics(model_path.parent, run.epochs, data.table.attributes)
     write_model_card(model_path, checkpoint)
 
 
