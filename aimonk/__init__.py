@@ -1,13 +1,13 @@
 """aimonk: multi-label image attribute classification with missing (NA) labels.
 
-Layers, each importing only those below it (checked by import-linter, see pyproject.toml):
-cli > commands > simulation > labelling | cache | distributed > evaluate > train > card > model > metrics | checkpoint >
-data > config > world | io > registry > errors.
+Layers, each importing only those below it (checked by import-linter, see pyproject.toml): cli > commands > simulation >
+labelling | cache | distributed | tracking > evaluate > train > card > model > metrics | checkpoint > data > config >
+world | io > registry > errors.
 
 The core (train, model, data, metrics, card, checkpoint and the floors below; evaluate but its explorer and export)
 never imports an extra: the feature cache (`cache`), torchrun (`distributed`), the labels workflow (`labelling`),
-the threshold explorer and the ONNX export sit behind their seams, and `simulation` serves notebook 05 and the
-benchmarks alone.
+TensorBoard (`tracking`), the threshold explorer and the ONNX export sit behind their seams, and `simulation` serves
+notebook 05 and the benchmarks alone.
 """
 
 from aimonk.data.labels import LabelTable, read_labels

@@ -179,10 +179,11 @@ def write_history(out_dir: Path, history: list[float]) -> None:
 METRICS_COLUMNS = ("epoch", "training_loss", "validation_loss", "validation_mAP")
 
 
-def write_metrics(out_dir: Path, rows: list[dict], attributes: list[str], figure: bool = True) -> None:
+def write_metrics(out_dir: Path, rows: list[dict], attributes: list[str], figure: bool = True,
+                  kept: int | None = None) -> None:
     """`metrics.csv` (one row per epoch: the columns of METRICS_COLUMNS, `AP_<attribute>` for each, seconds; the
-    validation columns empty without validation images) and, with `figure`, `validation_curve.png`, each written
-    atomically."""
+    validation columns empty without validation images) and, with `figure`, `validation_curve.png` (marking the
+    epoch `kept`, if given), each written atomically."""
     with atomic_file(out_dir / METRICS_FILE, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow([*METRICS_COLUMNS, *(f"AP_{name}" for name in attributes), "seconds"])
@@ -192,15 +193,16 @@ def write_metrics(out_dir: Path, rows: list[dict], attributes: list[str], figure
                              f"{row['seconds']:.3f}"])
     if figure:
         with atomic_file(out_dir / VALIDATION_CURVE_FILE) as file:
-            validation_curve_figure(rows).savefig(file, format="png", dpi=100)
+            validation_curve_figure(rows, kept).savefig(file, format="png", dpi=100)
 
 
 def _cell(value: float | None) -> str:
     return "" if value is None else f"{value:.8g}"
 
 
-def validation_curve_figure(rows: list[dict]) -> Figure:
-    """Per epoch: the mean training loss and the validation loss (left), the validation mAP (right)."""
+def validation_curve_figure(rows: list[dict], kept: int | None = None) -> Figure:
+    """Per epoch: the mean training loss and the validation loss (left), the validation mAP (right); a dashed line
+    at the epoch whose weights were `kept`, where that is not the last."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4))
@@ -217,11 +219,13 @@ def validation_curve_figure(rows: list[dict]) -> Figure:
         map_axes.text(0.5, 0.5, "no validation images held out", ha="center", va="center",
                       transform=map_axes.transAxes)
     loss_axes.set(xlabel="epoch", ylabel="loss", title="Loss per epoch")
-    loss_axes.legend()
     map_axes.set(xlabel="epoch", ylabel="validation mAP", title="Validation mAP per epoch")
     for axes in (loss_axes, map_axes):
+        if kept is not None and rows and kept != rows[-1]["epoch"]:
+            axes.axvline(kept, color="grey", linestyle="--", linewidth=1, label=f"kept: epoch {kept}")
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)
+    loss_axes.legend()
     figure.tight_layout()
     return figure
 

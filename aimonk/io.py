@@ -1,6 +1,7 @@
 """Files aimonk writes and where things are: the output folder's file names, atomic writes, full lists behind short
-messages, one writer per output folder (a lock held for the whole run), the repository root that notebooks resolve
-their paths from. What these promise a user is written down once, in docs/validation.md.
+messages, one writer per output folder (a lock held for the whole run), the earlier runs a new one keeps in
+OUT_DIR/runs, the repository root that notebooks resolve their paths from. What these promise a user is written down
+once, in docs/validation.md.
 """
 
 from __future__ import annotations

@@ -15,7 +15,20 @@ from aimonk.card import write_history
 from aimonk.checkpoint import save_atomic
 from aimonk.data.eda import save_table
 from aimonk.errors import AimonkError
-from aimonk.io import CURVE_FILE, HISTORY_FILE, LOCK_FILE, atomic_file, listed, output_lock
+from aimonk.io import (
+    CARD_FILE,
+    CURVE_FILE,
+    HISTORY_FILE,
+    LOCK_FILE,
+    MODEL_FILE,
+    RUNS_FOLDER,
+    atomic_file,
+    finish_moves,
+    keep_previous_run,
+    listed,
+    output_lock,
+    previous_runs,
+)
 
 
 def test_a_few_short_names_are_listed_whole_and_nothing_is_written(tmp_path):
@@ -85,3 +98,27 @@ def test_a_lock_file_without_a_holder_is_taken_over_and_a_garbled_one_still_refu
         with pytest.raises(AimonkError, match="in use by another process; wait for it or use another --out-dir"), \
                 output_lock(tmp_path):
             pass
+
+
+def test_a_previous_model_is_moved_whole_into_runs_and_a_move_cut_short_is_finished(tmp_path):
+    files = {MODEL_FILE: b"model", CARD_FILE: b"card", HISTORY_FILE: b"history"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "labels.txt").write_bytes(b"not the run's")
+    os.utime(tmp_path / MODEL_FILE, (0, 0))  # written at 1970-01-01 00:00:00 UTC
+    kept = keep_previous_run(tmp_path)
+    assert kept == tmp_path / RUNS_FOLDER / "19700101T000000Z"
+    assert {path.name: path.read_bytes() for path in kept.iterdir()} == files
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["labels.txt", RUNS_FOLDER]
+    assert keep_previous_run(tmp_path) is None  # nothing left to keep
+
+    for name, content in files.items():  # a second model of the same second, its move killed half-way
+        (tmp_path / name).write_bytes(content)
+    os.utime(tmp_path / MODEL_FILE, (0, 0))
+    partial = tmp_path / RUNS_FOLDER / ".19700101T000000Z-2.partial"
+    partial.mkdir()
+    os.replace(tmp_path / CARD_FILE, partial / CARD_FILE)
+    finish_moves(tmp_path)
+    assert previous_runs(tmp_path) == [tmp_path / RUNS_FOLDER / "19700101T000000Z-2", kept]
+    assert {path.name for path in previous_runs(tmp_path)[0].iterdir()} == set(files)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["labels.txt", RUNS_FOLDER]

@@ -1,12 +1,15 @@
 """The `adam` solver, the reference: minibatch Adam over the sampler's epoch plans, read top to bottom; the learning
 rate over the iterations (LR_SCHEDULES) and the optimizer's parameter groups; and its resumable state.
 
+After each epoch the run scores its validation images and records the epoch's row (`TrainingRun.epoch_row` and
+`end_epoch`: the log line, metrics.csv, --patience's best epoch, which stops the loop when it says so).
+
 The state (saved after every epoch, or every `--checkpoint-every` iterations) holds what changes as the run goes (the
-trainable weights, optimizer, counters, random-number states, loss history) and only a fingerprint of the frozen
-weights: `--resume` rebuilds them from the run's settings and checks the fingerprint. For a frozen backbone that is a
-few kilobytes instead of the whole network. Resume is exact or refused: other settings, other training images or
-other training labels are refused in one line. Ctrl-C (and SIGTERM) is held around each update, so a saved state
-never has the weights and the step count disagree.
+trainable weights, optimizer, counters, random-number states, loss history, the epochs' rows and the best epoch) and
+only a fingerprint of the frozen weights: `--resume` rebuilds them from the run's settings and checks the fingerprint.
+For a frozen backbone that is a few kilobytes instead of the whole network. Resume is exact or refused: other settings,
+other training images or other training labels are refused in one line. Ctrl-C (and SIGTERM) is held around each update,
+so a saved state never has the weights and the step count disagree.
 """
 
 from __future__ import annotations
@@ -107,7 +110,6 @@ def fit_adam(run: TrainingRun) -> None:
                     save_state()
             first = sum(map(len, plans[:epoch]))  # the epoch's first iteration
             row = run.epoch_row(epoch, run.history[first:], time.monotonic() - started)
-            model.train()
             with held_interrupts():  # the row recorded and the epoch counted together, or neither
                 run.end_epoch(row)
                 epoch, step = epoch + 1, 0

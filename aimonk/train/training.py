@@ -509,7 +509,7 @@ def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weight
     )
     save_checkpoint(checkpoint, model_path)
     write_history(model_path.parent, run.history)
-    write_metrics(model_path.parent, run.epochs, data.table.attributes)
+    write_metrics(model_path.parent, run.epochs, data.table.attributes, kept=training["kept_epoch"])
     write_model_card(model_path, checkpoint)
 
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import write_dataset
 
 from aimonk.cli import main
-from aimonk.io import STATE_FILE
+from aimonk.io import MODEL_FILE, RUNS_FOLDER, STATE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,9 @@ def data(tmp_path: Path) -> Path:
 
 
 def _train(data: Path, *options: str) -> list[str]:
+    """A short run into DATA/../out; --quiet: stderr holds warnings and errors alone."""
     return ["train", "--data-dir", str(data), "--out-dir", str(data.parent / "out"), "--weights", "none",
-            "--image-size", "32", "--epochs", "1", "--workers", "0", "--no-progress", *options]
+            "--image-size", "32", "--epochs", "1", "--workers", "0", "--quiet", *options]
 
 
 def _one_error_line(capsys: pytest.CaptureFixture, *words: str) -> str:
@@ -203,8 +204,13 @@ def test_a_full_disk_in_the_output_folder_is_one_line_and_keeps_the_previous_out
     capsys.readouterr()
     full_disk(room=0, under=out)
     assert main(_train(data, "--lr", "1e-3")) == 2
-    _one_error_line(capsys, f"aimonk: error: {out / STATE_FILE}: cannot write: No space left on device\n")
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    # The previous model moved (renames: no space needed) before the first epoch's row failed to be written
+    kept, = (out / RUNS_FOLDER).iterdir()
+    assert capsys.readouterr().err.splitlines() == [
+        f"aimonk: warning: {out / MODEL_FILE} was a model of an earlier run: moved with its files to {kept}",
+        f"aimonk: error: {out / 'metrics.csv'}: cannot write: No space left on device"]
+    assert {path.name: path.read_bytes() for path in kept.iterdir()} == before
+    assert [path.name for path in out.iterdir()] == [RUNS_FOLDER]
 
 
 @pytest.mark.slow

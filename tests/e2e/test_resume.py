@@ -298,7 +298,8 @@ def test_resume_with_other_frozen_weights_is_refused_in_one_line(dataset_32px, t
                    "same\n")
 
 
-@pytest.mark.parametrize("old", ["aimonk-train-state-v1", "aimonk-train-state-v2"])  # v2: no labels' digest
+@pytest.mark.parametrize("old", ["aimonk-train-state-v1", "aimonk-train-state-v2",  # v2: no labels' digest
+                                 "aimonk-train-state-v3"])  # v3: no epochs' rows or best epoch (--patience)
 def test_a_state_of_the_previous_format_is_refused_in_one_line(tmp_path, capsys, old):
     save_atomic({"format": old, "model": {"head.weight": torch.zeros(2, 2)}},
                 tmp_path / STATE_FILE)

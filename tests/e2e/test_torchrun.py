@@ -26,14 +26,22 @@ from aimonk.cache.store import decode
 from aimonk.checkpoint import load_checkpoint, load_train_state
 from aimonk.cli import main
 from aimonk.data.images import image_files
-from aimonk.io import CARD_FILE, CURVE_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE
+from aimonk.io import (
+    CARD_FILE,
+    CURVE_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    VALIDATION_CURVE_FILE,
+)
 from aimonk.model.classifier import build_model
 
 pytestmark = [needs_gloo, pytest.mark.slow]
 
 # Measured here: the 2-process loss history differs from one process's by at most 2e-7 (float reduction order).
 TOLERANCE = 1e-5
-OUTPUTS = {MODEL_FILE, HISTORY_FILE, CURVE_FILE, STATE_FILE, CARD_FILE}
+OUTPUTS = {MODEL_FILE, HISTORY_FILE, CURVE_FILE, STATE_FILE, CARD_FILE, METRICS_FILE, VALIDATION_CURVE_FILE}
 
 
 def _torchrun(*arguments: str) -> list[str]:
