@@ -93,8 +93,7 @@ def _training(checkpoint: dict) -> Iterator[str]:
     training = checkpoint.get("training")
     if training is None:
         return
-    yield from ["## Training", "", f"- {training['epochs_run']} epoch(s) run; weights of epoch "
-                f"{training['kept_epoch']} kept: {training['stopped']}"]
+    yield from ["## Training", "", f"- {training['epochs_run']} epoch(s) run; {training['stopped']}"]
     if "init_from" in training:
         yield f"- started from the weights of `{training['init_from']['path']}` (SHA-256 " \
               f"`{training['init_from']['sha256'][:16]}...`)"

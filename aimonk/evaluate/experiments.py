@@ -48,8 +48,9 @@ def run_experiments(
         settings = {**settings}
         recipe = settings.pop("recipe", "reference")
         for seed in seeds:
-            config = TrainConfig.from_recipe(recipe, **{"split_seed": 0, "progress": False, **base, **settings,
-                                                        "seed": seed, "out_dir": str(work_dir / name / str(seed))})
+            config = TrainConfig.from_recipe(recipe, **{"split_seed": 0, "progress": False, "quiet": True, **base,
+                                                        **settings, "seed": seed,
+                                                        "out_dir": str(work_dir / name / str(seed))})
             start = time.perf_counter()
             result = train(config, stores=stores if config.feature_cache else None)
             seconds = time.perf_counter() - start

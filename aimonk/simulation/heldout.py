@@ -24,8 +24,8 @@ from aimonk.train.training import train
 
 def config_from(base: dict[str, Any], **settings: Any) -> TrainConfig:
     """The TrainConfig of `base` (settings by name, `recipe` among them: default `recommended`) and `settings`,
-    without progress bars."""
-    given = {"recipe": "recommended", "progress": False, **base, **settings}
+    without progress bars or lines per epoch."""
+    given = {"recipe": "recommended", "progress": False, "quiet": True, **base, **settings}
     return TrainConfig.from_recipe(given.pop("recipe"), **given)
 
 

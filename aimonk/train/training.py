@@ -437,11 +437,11 @@ class TrainingRun:
                                             f"(--patience {self.config.patience}); kept epoch {best['epoch']}, the "
                                             f"best validation mAP ({best['mAP']:.3f})")
         elif self.best is not None:
-            kept, stopped = self.best["epoch"], (f"ran all {run} epochs; kept epoch {self.best['epoch']}, the best "
-                                                 f"validation mAP ({self.best['mAP']:.3f}) (--patience "
-                                                 f"{self.config.patience})")
+            kept, stopped = self.best["epoch"], (f"no early stop (--patience {self.config.patience}); kept epoch "
+                                                 f"{self.best['epoch']}, the best validation mAP "
+                                                 f"({self.best['mAP']:.3f})")
         else:
-            kept, stopped = run, f"ran all {run} epochs; kept the last"
+            kept, stopped = run, "no early stop; the last epoch's weights kept"
         record = {"epochs_run": run, "kept_epoch": kept, "stopped": stopped}
         return record if started_from is None else {**record, "init_from": started_from}
 

@@ -86,7 +86,8 @@ def test_a_redirected_run_logs_a_line_per_epoch_and_its_last_row_is_the_card_and
     for name, row in checkpoint["validation"]["metrics"].items():  # the summary: the card's AP and verdict
         assert f"  {name}  AP {row['ap']:.3f}  {row['verdict']}" in printed
         assert float(rows[-1][f"AP_{name}"]) == pytest.approx(row["ap"], abs=1e-8)
-    assert checkpoint["training"] == {"epochs_run": 6, "kept_epoch": 6, "stopped": "ran all 6 epochs; kept the last"}
+    assert checkpoint["training"] == {"epochs_run": 6, "kept_epoch": 6,
+                                      "stopped": "no early stop; the last epoch's weights kept"}
 
     quiet, quiet_log = _train(tmp_path / "quiet", cache, "--epochs", "2", "--quiet")
     assert quiet_log == "" and "validation mAP" in quiet
