@@ -44,9 +44,10 @@ def label_rows(labels_path: Path) -> list[list[str]]:
 
 
 def train_arguments(dataset: Path, out: Path, *options: str) -> list[str]:
-    """`aimonk train` on `dataset` into `out`: random weights, 32 px, no workers or progress, the cache beside `out`."""
+    """`aimonk train` on `dataset` into `out`: random weights, 32 px, no workers, quiet (stderr: warnings and errors
+    alone), the cache beside `out`."""
     return ["train", "--data-dir", str(dataset), "--out-dir", str(out), "--weights", "none", "--image-size", "32",
-            "--workers", "0", "--no-progress", "--cache-dir", str(out.parent / "cache"), *options]
+            "--workers", "0", "--quiet", "--cache-dir", str(out.parent / "cache"), *options]
 
 
 def label_table(targets: np.ndarray, known: np.ndarray | None = None) -> LabelTable:

@@ -150,9 +150,10 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: l
     if world.WORLD.is_main and state is None:
         previous = keep_previous_run(out_dir)
         if previous is not None:
-            warnings.warn(f"{out_dir / MODEL_FILE} was a model of an earlier run: moved with its files to {previous}",
-                          stacklevel=1)
+            run.say(f"{out_dir / MODEL_FILE} was a model of an earlier run: moved with its files to {previous}")
             started_from = kept_start(started_from, out_dir, previous)
+            if started_from is not None and started_from["path"] != config.init_from:  # where --resume finds it
+                config = run.config = config.replace(init_from=started_from["path"])
     for watcher in run.watchers:
         watcher.start(run)
 

@@ -17,7 +17,7 @@ def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_datase
     cache = tmp_path / "cache"
     arguments = ["train", "--data-dir", str(small_dataset), "--out-dir", str(tmp_path / "out"), "--cache-dir",
                  str(cache), "--weights", "none", "--image-size", "32", "--epochs", "1", "--workers", "0",
-                 "--no-progress"]
+                 "--quiet"]
     assert main(arguments) == 0
     [shard] = sorted(cache.rglob("shard-*.bin"))
     DAMAGE["truncated"](shard)

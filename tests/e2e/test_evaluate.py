@@ -20,7 +20,7 @@ from aimonk.metrics import METRICS
 
 def _train(data: Path, out_dir: Path, val_fraction: float) -> Path:
     config = TrainConfig(data_dir=str(data), out_dir=str(out_dir), weights="none", image_size=64, epochs=1,
-                         val_fraction=val_fraction, progress=False, workers=0)
+                         val_fraction=val_fraction, progress=False, quiet=True, workers=0)
     return train_cached(config).model_path
 
 

@@ -23,7 +23,15 @@ import aimonk.train.adam
 from aimonk.card import validation_map
 from aimonk.checkpoint import load_checkpoint
 from aimonk.cli import main
-from aimonk.io import CARD_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RUNS_FOLDER, VALIDATION_CURVE_FILE
+from aimonk.io import (
+    CARD_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RUNS_FOLDER,
+    VALIDATION_CURVE_FILE,
+    previous_runs,
+)
 
 pytestmark = pytest.mark.slow  # a dozen short trainings of the demo set on cached features
 
@@ -220,3 +228,11 @@ def test_train_tune_train_again_keeps_the_tuned_model_where_it_says(tmp_path, ca
     assert listing[1:] == [
         f"(current) | reference | resnet18 | 3/3 | 0.001 | {validation_map(current):.3f} | no",
         f"{kept} | reference | resnet18 | 2/2 | 0.001 | {validation_map(tuned):.3f} | yes"]
+
+    # Continued in place: the model it starts from is moved first, and the new checkpoint points to where it went
+    digest = hashlib.sha256((out / MODEL_FILE).read_bytes()).hexdigest()
+    _train(out, cache, "--epochs", "1", "--init-from", str(out / MODEL_FILE), progress=False)
+    newest = previous_runs(out)[0]
+    continued = load_checkpoint(out / MODEL_FILE)
+    assert continued["training"]["init_from"] == {"path": str(newest / MODEL_FILE), "sha256": digest}
+    assert continued["train_config"]["init_from"] == str(newest / MODEL_FILE)  # where --resume would find it
