@@ -110,6 +110,10 @@ def _validation(checkpoint: dict) -> Iterator[str]:
                  number(rule.temperatures[j])]
         yield "| " + " | ".join(cells) + " |"
     yield ""
+    if "map" in validation:  # recorded since mAP was: the same computation as `aimonk evaluate`'s
+        from aimonk.metrics import map_line  # here: scikit-learn is not loaded to write a card without it
+
+        yield from [map_line(validation["map"]), ""]
 
 
 def _cannot_judge(checkpoint: dict) -> Iterator[str]:

@@ -52,6 +52,8 @@ def _numbers_from(checkpoint: dict) -> set[str]:
             found |= {str(value) if isinstance(value, int) else _three(value) for value in row.values()
                       if isinstance(value, (int, float))}
             found |= set(NUMBER.findall(row["verdict"]))
+        overall = validation["map"]  # the mAP line: value, interval, and over how many attributes
+        found |= {_three(overall[key]) for key in ("map", "map_low", "map_high")} | {str(len(overall["attributes"]))}
     found |= {_three(value) for value in checkpoint["thresholds"]}
     found |= {_three(value) for value in checkpoint.get("temperatures", [1.0])}
     found |= {number for verdict in checkpoint.get("verdicts", []) for number in NUMBER.findall(verdict)}

@@ -21,6 +21,7 @@ MISSING = {"train": ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"],
            "explain": ["{tmp}/none.jpg", "--out", "{tmp}/maps", "--model", "{tmp}/missing.pth"],
            "export": ["--model", "{tmp}/missing.pth"], "cache": ["--cache-dir", "{tmp}/cache"],
            "demo": ["--out-dir", "{tmp}/taken"],  # holds a labels.txt: refused
+           "merge": ["--label-studio", "{tmp}/none.json", "--labels", "{tmp}/none.txt"],
            **dict.fromkeys(("audit", "complete", "next"), ["--data-dir", "{tmp}/nowhere"])}
 BAD = ["-1", "0", "-0.5", "inf", "-inf", "nan", "1e30", "99999999999999999999", "-99999999999999999999"]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from aimonk import world
 from aimonk.card import write_history, write_model_card
-from aimonk.checkpoint import DecisionRule, load_train_state, model_checkpoint, save_checkpoint
+from aimonk.checkpoint import DecisionRule, data_record, load_train_state, model_checkpoint, save_checkpoint
 from aimonk.config import TrainConfig, resumed_config
 from aimonk.data.images import (
     ImageDataset,
@@ -35,7 +35,7 @@ from aimonk.data.images import (
     image_batches,
     report_unusable_images,
 )
-from aimonk.data.labels import LabelTable, read_labels, stratified_split
+from aimonk.data.labels import LabelFormat, LabelTable, read_labels, stratified_split
 from aimonk.errors import AimonkError
 from aimonk.io import MODEL_FILE, STATE_FILE, listed, output_lock, remove_stale_temporaries
 from aimonk.model.backbones import preprocessing_for
@@ -65,22 +65,24 @@ class TrainResult:
     validation: Scores | None  # the saved model on its validation images, at the untuned decision rule (rank 0)
 
 
-def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None) -> TrainResult:
+def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None, labels: Any = None) -> TrainResult:
     """Train and write the checkpoint, loss history, loss curve and model card into `config.out_dir`.
 
     With `resume`, continue the run whose state was saved in `out_dir`, exactly: with that run's settings (those
     given in `config.given` must be the same, but for PLACES) and its training images and labels, or not at all.
-    `stores` keeps the frozen stages' features between runs (`aimonk.cache.config_stores`); without, they are computed
-    once for this run. Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises
-    TrainingInterrupted. The output folder is locked for the run: another run into it fails at once (AimonkError).
+    `stores` keeps the frozen stages' features between runs (`aimonk.cache.config_stores`); without, they are
+    computed once for this run. `labels` (a pandas DataFrame, or a LabelTable) replaces the labels file: read as a
+    CSV with `config`'s label format would be. Ctrl-C (or SIGTERM) once training has begun saves the state (resume
+    later) and raises TrainingInterrupted. The output folder is locked for the run: another run into it fails at once
+    (AimonkError).
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
     writer = world.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
     with world.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
-        return _train(config, resume, stores)
+        return _train(config, resume, stores, labels)
 
 
-def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainResult:
+def _train(config: TrainConfig, resume: bool, stores: Stores | None, labels: Any) -> TrainResult:
     out_dir = Path(config.out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
@@ -93,7 +95,8 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainRes
         config = config.replace(progress=False)
     seed_everything(config.seed)
 
-    labelled = read_labels(config.labels_path)
+    labelled = labels if isinstance(labels, LabelTable) else read_labels(
+        config.labels_path if labels is None else labels, LabelFormat.of(config))
     model, weights_origin = build_model(len(labelled.attributes), config.backbone, config.weights,
                                         config.trainable_stages)
     model.to(device=device, memory_format=torch.channels_last)
@@ -119,7 +122,7 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None) -> TrainRes
     if world.WORLD.is_main:  # rank 0 alone scores and writes
         try:
             validation, record = validation_scores(run) if len(data.val_rows) else (None, None)
-            write_outputs(model_path, run, data, weights_origin, record)
+            write_outputs(model_path, run, data, weights_origin, record, labels is None)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
             raise TrainingInterrupted(str(out_dir)) from None
     return TrainResult(model_path, run.history, data, config, run.report, model, learned, validation)
@@ -304,7 +307,7 @@ def validation_scores(run: TrainingRun) -> tuple[Scores, dict]:
 
 
 def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weights_origin: str,
-                  validation: dict | None) -> None:
+                  validation: dict | None, from_file: bool = True) -> None:
     """`aimonk_model.pth` (with the metrics on the validation images), the loss history and curve, and
     `MODEL_CARD.md`, written from what the run holds: nothing is read back. `data` is the run's data as read: its
     label counts are the labels given, not an NA mode's fills."""
@@ -314,6 +317,7 @@ def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weight
         preprocessing=run.preprocessing.as_dict(), precision=config.precision, train_config=config.to_dict(),
         train_files=data.files(data.train_rows), val_files=data.files(data.val_rows), skipped_files=data.skipped,
         label_counts=label_counts(data), validation=validation,
+        data=data_record(config.labels_path if from_file else None, data.image_dir, model_path),
     )
     save_checkpoint(checkpoint, model_path)
     write_history(model_path.parent, run.history)
