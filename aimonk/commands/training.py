@@ -41,6 +41,11 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"trained on {len(data.train_rows)} images by {data.processes} process{'es' if data.processes > 1 else ''}, "
           f"{len(data.val_rows)} held out for validation, {len(data.skipped)} skipped{cached}; final loss "
           f"{result.history[-1]:.4f}")
+    if result.validation is not None:  # as the checkpoint records it (validation_record), so the card shows it
+        from aimonk.metrics import map_line, mean_average_precision
+
+        scores = result.validation
+        print(f"on the validation images: {map_line(mean_average_precision(scores.table, scores.probabilities))}")
     for line in result.report:
         print(line)
     print(f"recipe: {recipe_description(result.config)}")
