@@ -66,7 +66,8 @@ REJECTED = [
     ("unclosed-quote", "l.csv", b'image,A\n"a.jpg,1\n', {}, 2, "quote opened in column 1 is not closed"),
     ("no-such-filename-column", "l.csv", b"image,A\na.jpg,1\n", {"filename_column": "path"}, 1,
      "no column 'path' (--filename-column); the columns are image, A"),
-    ("no-such-attribute", "l.csv", b"image,A\na.jpg,1\n", {"attributes": ("A", "Z")}, 1, "no column 'Z' (--attributes)"),
+    ("no-such-attribute", "l.csv", b"image,A\na.jpg,1\n", {"attributes": ("A", "Z")}, 1,
+     "no column 'Z' (--attributes)"),
     ("value-not-the-given-encoding", "l.csv", b"image,A\na.jpg,1\nb.jpg,\n", {"values": "1,0,NA"}, 3,
      "value '' in column 2 (A) is not one of 1, 0, NA"),
 ]
