@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aimonk import world
 from aimonk.commands.files import labelled_data, output_file, output_path
+from aimonk.config import data_paths
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import output_lock
 
@@ -65,6 +66,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from aimonk.metrics import evaluate, map_line, mean_average_precision
 
     world.start(args.device)  # an unusable device is said first
+    given = data_paths(args.data_dir or ".", args.labels, args.image_dir)
+    output_path(args.csv, ".csv", "--csv", [args.model, *given])  # an output over an input: refused before all
     checkpoint = load_checkpoint(args.model)
     data = labelled_data(args, checkpoint)
     every = args.all or not data.training  # a test set: every image it labels
