@@ -225,7 +225,8 @@ def recorded_data(checkpoint: dict, model_path: str | Path) -> tuple[Path | None
     def found(key: str) -> Path | None:
         if not data.get(key):
             return None
-        absolute, relative = Path(data[key]), folder / data.get(f"{key}_relative", data[key])
+        absolute = Path(data[key])
+        relative = Path(os.path.normpath(folder.absolute() / data.get(f"{key}_relative", data[key])))
         return absolute if absolute.exists() or not relative.exists() else relative
 
     return found("labels"), found("images")
