@@ -246,13 +246,8 @@ def _whitespace_table(path: Path, pieces: list[str], bom: bool, rows: list, labe
             )
     names = header or ["filename", *(f"Attr{j}" for j in range(1, width))]
     filename_column, attribute_columns = _columns(path, header_line, names, label_format)
-    for _, number, cells in rows:
-        for column in attribute_columns:
-            if encoding.value(cells[column][2]) is False:
-                raise LabelFileError(path, number, f"value {cells[column][2]!r} in column {column + 1} is not one of "
-                                     f"{encoding}")
-    return Parsed(path, pieces, bom, rows, filename_column, attribute_columns,
-                  [names[c] for c in attribute_columns], encoding)
+    return _checked(Parsed(path, pieces, bom, rows, filename_column, attribute_columns,
+                           [names[c] for c in attribute_columns], encoding), named=False)
 
 
 def _delimited_table(path: Path, pieces: list[str], bom: bool, rows: list, label_format: LabelFormat) -> Parsed:
@@ -276,13 +271,20 @@ def _delimited_table(path: Path, pieces: list[str], bom: bool, rows: list, label
             raise LabelFileError(path, number, f"empty filename in column {filename_column + 1} "
                                  f"({header[filename_column]})")
     encoding = parse_values(label_format.values) if label_format.values else _detected(path, rows, attribute_columns)
-    for _, number, cells in rows:
-        for column in attribute_columns:
-            if encoding.value(cells[column][2]) is False:
-                raise LabelFileError(path, number, f"value {cells[column][2]!r} in column {column + 1} "
-                                     f"({header[column]}) is not one of {encoding}")
-    return Parsed(path, pieces, bom, rows, filename_column, attribute_columns,
-                  [header[c] for c in attribute_columns], encoding)
+    return _checked(Parsed(path, pieces, bom, rows, filename_column, attribute_columns,
+                           [header[c] for c in attribute_columns], encoding), named=True)
+
+
+def _checked(parsed: Parsed, named: bool) -> Parsed:
+    """The table, refused at the first value that is not of its encoding: its line and column (and the column's
+    name, where `named`: a header names every column of a CSV)."""
+    for _, number, cells in parsed.rows:
+        for column, name in zip(parsed.attribute_columns, parsed.attributes, strict=True):
+            if parsed.encoding.value(cells[column][2]) is False:
+                where = f"column {column + 1} ({name})" if named else f"column {column + 1}"
+                raise LabelFileError(parsed.path, number, f"value {cells[column][2]!r} in {where} is not one of "
+                                     f"{parsed.encoding}")
+    return parsed
 
 
 def _detected(path: Path, rows: list, columns: list[int]) -> Encoding:
