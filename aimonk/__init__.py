@@ -10,7 +10,7 @@ TensorBoard (`tracking`), the threshold explorer and the ONNX export sit behind 
 notebook 05 and the benchmarks alone.
 """
 
-from aimonk.data.labels import LabelTable, read_labels
+from aimonk.data.labels import LabelFormat, LabelTable, read_labels
 from aimonk.errors import AimonkError, CheckpointError, ImageReadError, LabelFileError, WeightsUnavailableError
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "ImageReadError",
     "LabelFileError",
+    "LabelFormat",
     "LabelTable",
     "WeightsUnavailableError",
     "read_labels",

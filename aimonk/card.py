@@ -101,13 +101,16 @@ def _training(checkpoint: dict) -> Iterator[str]:
 
 
 def validation_map(checkpoint: dict) -> float | None:
-    """The mAP on the validation images that a checkpoint records (None if none were held out)."""
-    from aimonk.metrics import mean_average_precision  # scikit-learn and pandas: not for a card without metrics
-
+    """The mAP on the validation images that a checkpoint records (None if none were held out); for a checkpoint
+    from before the mAP was recorded, the mean of its attributes' APs (`metrics.mean_ap`, the same point)."""
     validation = checkpoint.get("validation")
     if validation is None:
         return None
-    return mean_average_precision([validation["metrics"][name]["ap"] for name in checkpoint["attributes"]])
+    if "map" in validation:
+        return validation["map"]["map"]
+    from aimonk.metrics import mean_ap  # scikit-learn and pandas: not for a card without metrics
+
+    return mean_ap([validation["metrics"][name]["ap"] for name in checkpoint["attributes"]])
 
 
 def _validation(checkpoint: dict) -> Iterator[str]:
@@ -120,7 +123,6 @@ def _validation(checkpoint: dict) -> Iterator[str]:
            f"[{percent(validation['confidence'], 0)} bootstrap interval over {validation['bootstrap']} resamples, "
            f"seed {validation['seed']}]. Trivial baselines: a constant score has AP = the share present and ROC AUC "
            "0.5; `F1 all present` is predicting every image present.")
-    yield from ["", f"mAP (mean AP over the attributes): {number(validation_map(checkpoint))}"]
     yield from ["", "| attribute | verdict | AP | AP baseline | ROC AUC | F1 | F1 all present | precision | recall "
                 "| threshold | temperature |", "| --- " * 11 + "|"]
     rule = DecisionRule.of(checkpoint)
@@ -134,6 +136,12 @@ def _validation(checkpoint: dict) -> Iterator[str]:
                  number(rule.temperatures[j])]
         yield "| " + " | ".join(cells) + " |"
     yield ""
+    if "map" in validation:  # recorded since mAP was: the same computation as `aimonk evaluate`'s
+        from aimonk.metrics import map_line  # here: scikit-learn is not loaded to write a card without it
+
+        yield from [map_line(validation["map"]), ""]
+    else:
+        yield from [f"mAP (mean AP over the attributes): {number(validation_map(checkpoint))}", ""]
 
 
 def _cannot_judge(checkpoint: dict) -> Iterator[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import pickle
 import reprlib
 import warnings
@@ -180,7 +181,7 @@ class DecisionRule:
 def model_checkpoint(
     model: nn.Module, *, attributes: list[str], backbone: str, weights_origin: str, preprocessing: dict,
     precision: str, train_config: dict, train_files: list[str], val_files: list[str], skipped_files: list[str],
-    label_counts: dict, validation: dict | None = None, training: dict | None = None,
+    label_counts: dict, validation: dict | None = None, training: dict | None = None, data: dict | None = None,
 ) -> dict:
     """The inference checkpoint: weights plus everything needed to predict and evaluate, with the untuned decision
     rule and the metrics on the validation images at it (`validation`, if any were held out), and how the training
@@ -199,9 +200,39 @@ def model_checkpoint(
         "val_files": list(val_files),
         "skipped_files": list(skipped_files),
         "label_counts": label_counts,
+        **({} if data is None else {"data": data}),
     }
     optional = {"validation": validation, "training": training}
     return {**checkpoint, **{key: value for key, value in optional.items() if value is not None}}
+
+
+def data_record(labels: Path | None, images: Path, model_path: Path) -> dict:
+    """Where a run's labels (None: given as a table, not a file) and images were: absolute, and relative to the
+    checkpoint's folder, so that the checkpoint finds them from any working folder, and after the whole tree moved."""
+    def both(path: Path | None) -> tuple[str | None, str | None]:
+        if path is None:
+            return None, None
+        absolute = Path(os.path.abspath(path))
+        return str(absolute), os.path.relpath(absolute, os.path.abspath(Path(model_path).parent))
+
+    (labels_at, labels_relative), (images_at, images_relative) = both(labels), both(images)
+    return {"labels": labels_at, "labels_relative": labels_relative, "images": images_at,
+            "images_relative": images_relative}
+
+
+def recorded_data(checkpoint: dict, model_path: str | Path) -> tuple[Path | None, Path | None]:
+    """The labels file and image folder a checkpoint's run read (each None where not recorded): the absolute path
+    where it exists, else the one relative to the checkpoint where that exists, else the absolute one."""
+    data, folder = checkpoint.get("data") or {}, Path(model_path).parent
+
+    def found(key: str) -> Path | None:
+        if not data.get(key):
+            return None
+        absolute = Path(data[key])
+        relative = Path(os.path.normpath(folder.absolute() / data.get(f"{key}_relative", data[key])))
+        return absolute if absolute.exists() or not relative.exists() else relative
+
+    return found("labels"), found("images")
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
@@ -315,6 +346,7 @@ CHECKS: dict[str, Check] = {
     "train_files": TEXTS,
     "val_files": TEXTS,
     "skipped_files": TEXTS,
+    "data": _kind(dict, "a dict"),  # where the labels and images were (data_record)
     "label_counts": _fields({  # the images a run used and, per attribute, its known and positive labels
         **dict.fromkeys(("images", "train", "validation", "skipped"), COUNT), "known": _list(COUNT),
         "positive": _list(COUNT)}),

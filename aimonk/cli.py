@@ -44,12 +44,13 @@ COMMANDS = {  # each command, and what it does
     "train": "train on DATA_DIR/images + DATA_DIR/labels.txt",
     "runs": "list the model in OUT_DIR and the earlier runs kept in OUT_DIR/runs",
     "predict": "print the attributes present in images",
-    "evaluate": "score a checkpoint on the validation images it held out",
+    "evaluate": "score a checkpoint on the validation images it held out, or on a test set",
     "explain": "write where the model sees each attribute, as image overlays",
     "tune": "judge each attribute on the validation images, calibrate, tune thresholds",
     "audit": "rank the known labels that look wrong (cleanlab, out of fold)",
     "complete": "fill NA labels where the fills' precision reaches a level",
     "next": "the NA entries whose labels would help most, for Label Studio",
+    "merge": "put Label Studio's answers to `next`'s tasks into a new labels file",
     "cache": "show the feature cache's size, or clear it",
     "export": "write the model for deployment (ONNX; needs aimonk[onnx])",
     "demo": "regenerate the embedded demo dataset (images/ + labels.txt)",
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         import aimonk.distributed  # noqa: F401  (a torchrun job: `world.start` joins it)
     if args.command in ("train", "runs", "cache", "demo"):
         from aimonk.commands import training as commands
-    elif args.command in ("audit", "complete", "next"):
+    elif args.command in ("audit", "complete", "next", "merge"):
         from aimonk.commands import labelling as commands
     else:
         from aimonk.commands import evaluation as commands
@@ -154,7 +155,8 @@ def _evaluate(commands: argparse._SubParsersAction, help_text: str) -> None:
                "resamples for the confidence intervals (0: point estimates only)")
     add_number(evaluate, "--seed", int, SEED, 0, "seed of the bootstrap")
     evaluate.add_argument("--all", action="store_true",
-                          help="score every labelled image, training images included (optimistic)")
+                          help="score every labelled image of the training labels, training images included "
+                          "(optimistic); labels other than the training ones (a test set) are scored whole anyway")
     evaluate.add_argument("--details", action="store_true", help="the full table: every metric, baseline, the "
                           "verdict in words (wide)")
     evaluate.add_argument("--csv", metavar="FILE", help="also write every column (metrics with _low/_high interval "
@@ -227,6 +229,22 @@ def _next(commands: argparse._SubParsersAction, help_text: str) -> None:
                        "tasks; labelling config: docs/cli.md)")
 
 
+def _merge(commands: argparse._SubParsersAction, help_text: str) -> None:
+    merge = commands.add_parser("merge", help=help_text, description="Read a Label Studio JSON export of the tasks "
+                                "`aimonk next --label-studio` wrote and write the labels file with each answered NA "
+                                "entry filled (present 1, absent 0; `cannot tell` stays NA), every other byte as it "
+                                "was; never over the original. Conflicts (an answer against a known label, annotators "
+                                "who disagree) are listed and left as they were unless --prefer-answers.")
+    merge.add_argument("--label-studio", required=True, metavar="EXPORT", help="Label Studio's JSON export")
+    merge.add_argument("--labels", default="labels.txt", help="the labels file the tasks were made from "
+                       "[default: labels.txt]")
+    merge.add_argument("--out", metavar="FILE", help="the merged labels file (default: LABELS stem + .merged and its "
+                       "suffix, beside it)")
+    merge.add_argument("--prefer-answers", action="store_true", help="an answer replaces a known label it "
+                       "contradicts (annotators who disagree still leave the entry as it was)")
+    add_label_format_options(merge)
+
+
 def _cache(commands: argparse._SubParsersAction, help_text: str) -> None:
     cache = commands.add_parser("cache", help=help_text)
     cache.add_argument("--cache-dir", help="default: $AIMONK_CACHE_DIR or ~/.cache/aimonk/features")
@@ -259,7 +277,8 @@ def _demo(commands: argparse._SubParsersAction, help_text: str) -> None:
 
 OPTIONS: dict[str, Callable[[argparse._SubParsersAction, str], None]] = {
     "train": _train, "runs": _runs, "predict": _predict, "evaluate": _evaluate, "explain": _explain, "tune": _tune,
-    "audit": _audit, "complete": _complete, "next": _next, "cache": _cache, "export": _export, "demo": _demo,
+    "audit": _audit, "complete": _complete, "next": _next, "merge": _merge, "cache": _cache, "export": _export,
+    "demo": _demo,
 }
 
 
@@ -271,11 +290,26 @@ def add_inference_options(command: argparse.ArgumentParser, workers: int) -> Non
 
 
 def add_labelled_data_arguments(command: argparse.ArgumentParser) -> None:
-    """A checkpoint and the labelled data it was trained on (evaluate and tune score its validation images)."""
+    """A checkpoint and labelled data: by default those its run was trained on (evaluate and tune score its
+    validation images), found where the checkpoint recorded them."""
     command.add_argument("--model", default=DEFAULT_MODEL)
-    command.add_argument("--data-dir", default=".", help="folder with images/ and labels.txt")
-    command.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt)")
-    command.add_argument("--image-dir", help="image folder (default: DATA_DIR/images)")
+    command.add_argument("--data-dir", help="folder with images/ and labels.txt (default: the labels and images the "
+                         "model was trained on)")
+    command.add_argument("--labels", help="labels file (default: DATA_DIR/labels.txt); other labels than the "
+                         "training ones are a test set")
+    command.add_argument("--image-dir", "--images", dest="image_dir", help="image folder (default: DATA_DIR/images)")
+    add_label_format_options(command)
+
+
+LABEL_FORMAT = ("filename_column", "attributes", "values", "delimiter")  # the TrainConfig settings of a label table
+
+
+def add_label_format_options(command: argparse.ArgumentParser) -> None:
+    """How a label table is read (a CSV's columns, the values' spelling): the training settings' options."""
+    specs = {spec.name: spec for spec in fields(TrainConfig)}
+    for name in LABEL_FORMAT:
+        _add_option(command, name, specs[name].type, specs[name].metadata["help"], None,
+                    specs[name].metadata.get("check"))
 
 
 # Options: every numeric one checked here, as the training settings are.

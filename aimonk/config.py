@@ -70,6 +70,15 @@ def fraction(value: float) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
+def values_problem(text: str) -> str | None:
+    """Why `--values PRESENT,ABSENT,UNKNOWN` cannot say how a label table writes its values, or None."""
+    parts = text.split(",")
+    if len(parts) != 3 or len(set(parts)) != 3 or not parts[0] or not parts[1]:
+        return (f"takes PRESENT,ABSENT,UNKNOWN, three different words (1,0,NA; 1,-1, for CelebA; true,false,), got "
+                f"{text!r}")
+    return None
+
+
 def precision_level(value: float) -> str | None:
     """A precision that fills of NA labels must reach (`complete --level`, `--self-train-level`)."""
     return None if 0.5 <= value < 1 else "must be in [0.5, 1)"
@@ -82,6 +91,12 @@ class TrainConfig:
     data_dir: str = option(".", "folder with images/ and labels.txt")
     labels: str | None = option(None, "labels file (default: DATA_DIR/labels.txt)")
     image_dir: str | None = option(None, "image folder (default: DATA_DIR/images)")
+    filename_column: str | None = option(None, "a CSV's column of image file names (default: the first)")
+    attributes: str | None = option(None, "a CSV's attribute columns, comma-separated names (default: all others)")
+    values: str | None = option(None, "how the labels write PRESENT,ABSENT,UNKNOWN: 1,0,NA (labels.txt), 1,-1, "
+                                "(CelebA), true,false, (default: labels.txt 1,0,NA; a CSV's detected where "
+                                "unambiguous)", check=values_problem)
+    delimiter: str | None = option(None, "a CSV's delimiter: , ; tab (default: .csv sniffed, .tsv tab)")
     out_dir: str = option("models", "where the model, loss history and curve are written")
     recipe: str = option("reference", "named set of settings that the other options override", choices=RECIPES)
     backbone: str = option("resnet18", "feature network", choices=BACKBONES)
@@ -292,8 +307,8 @@ def recipe_description(config: TrainConfig) -> str:
 
 
 # Where data and outputs live, and how the run is shown: not part of what is trained.
-PLACES = {"data_dir", "labels", "image_dir", "out_dir", "cache_dir", "workers", "progress", "quiet", "tensorboard",
-          "log_dir", "device"}
+PLACES = {"data_dir", "labels", "image_dir", "filename_column", "attributes", "values", "delimiter", "out_dir",
+          "cache_dir", "workers", "progress", "quiet", "tensorboard", "log_dir", "device"}
 
 
 def resumed_config(saved: dict, path: Path, given: TrainConfig) -> TrainConfig:

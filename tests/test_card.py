@@ -52,8 +52,8 @@ def _numbers_from(checkpoint: dict) -> set[str]:
             found |= {str(value) if isinstance(value, int) else _three(value) for value in row.values()
                       if isinstance(value, (int, float))}
             found |= set(NUMBER.findall(row["verdict"]))
-        aps = [row["ap"] for row in validation["metrics"].values() if row["ap"] == row["ap"]]
-        found.add(_three(sum(aps) / len(aps) if aps else None))  # mAP: the mean of the APs
+        overall = validation["map"]  # the mAP line: value, interval, and over how many attributes
+        found |= {_three(overall[key]) for key in ("map", "map_low", "map_high")} | {str(len(overall["attributes"]))}
     training = checkpoint.get("training", {})
     found |= {str(training[key]) for key in ("epochs_run", "kept_epoch") if key in training}
     found |= set(NUMBER.findall(training.get("stopped", "")))

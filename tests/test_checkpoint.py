@@ -494,3 +494,22 @@ def test_the_decision_rule_turns_logits_into_calibrated_probabilities_and_decisi
     assert DecisionRule.of({"attributes": list(rule.attributes), **rule.entries()}) == rule  # as stored, read back
     untuned = DecisionRule.untuned(["a", "b"])
     assert untuned.entries() == {"thresholds": [0.5, 0.5]}  # nothing judged yet: no verdicts, no learnable
+
+
+def test_the_recorded_data_are_found_absolute_or_relative_to_the_checkpoint_after_the_tree_moved(tmp_path):
+    """A checkpoint records its labels and images absolute and relative to itself: found from any working folder,
+    and after the whole tree (model, labels, images) was moved elsewhere."""
+    from aimonk.checkpoint import data_record, recorded_data
+
+    old = tmp_path / "old"
+    (old / "data" / "images").mkdir(parents=True)
+    (old / "data" / "labels.csv").write_text("image,A\n")
+    record = data_record(old / "data" / "labels.csv", old / "data" / "images", old / "runs" / "model.pth")
+    assert record["labels_relative"] == os.path.join("..", "data", "labels.csv")
+    assert recorded_data({"data": record}, old / "runs" / "model.pth") == (old / "data" / "labels.csv",
+                                                                          old / "data" / "images")
+    new = tmp_path / "new"
+    old.rename(new)
+    assert recorded_data({"data": record}, new / "runs" / "model.pth") == (new / "data" / "labels.csv",
+                                                                          new / "data" / "images")
+    assert recorded_data({}, new / "runs" / "model.pth") == (None, None)  # a checkpoint from before the record

@@ -22,6 +22,7 @@ MISSING = {"train": ["--data-dir", "{tmp}/nowhere", "--out-dir", "{tmp}/out"],
            "export": ["--model", "{tmp}/missing.pth"], "cache": ["--cache-dir", "{tmp}/cache"],
            "demo": ["--out-dir", "{tmp}/taken"],  # holds a labels.txt: refused
            "runs": ["--out-dir", "{tmp}/nowhere"],
+           "merge": ["--label-studio", "{tmp}/none.json", "--labels", "{tmp}/none.txt"],
            **dict.fromkeys(("audit", "complete", "next"), ["--data-dir", "{tmp}/nowhere"])}
 BAD = ["-1", "0", "-0.5", "inf", "-inf", "nan", "1e30", "99999999999999999999", "-99999999999999999999"]
 

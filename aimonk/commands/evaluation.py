@@ -10,7 +10,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from aimonk import world
-from aimonk.commands.files import labelled_data_paths, output_file, output_path
+from aimonk.commands.files import labelled_data, output_file, output_path
+from aimonk.config import data_paths
 from aimonk.errors import AimonkError, ImageReadError
 from aimonk.io import output_lock
 
@@ -59,53 +60,67 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from aimonk.checkpoint import load_checkpoint
     from aimonk.evaluate.report import compact_table, format_table
     from aimonk.evaluate.scoring import NothingHeldOut
-    from aimonk.metrics import evaluate, mean_average_precision
+    from aimonk.metrics import evaluate, map_line, mean_average_precision
 
-    reads = [args.model, *labelled_data_paths(args)]
-    with output_file(args.csv, ".csv", "--csv", reads, newline="", encoding="utf-8") as table:
+    world.start(args.device)  # an unusable device is said first
+    given = data_paths(args.data_dir or ".", args.labels, args.image_dir)
+    output_path(args.csv, ".csv", "--csv", [args.model, *given])  # an output over an input: refused before all
+    checkpoint = load_checkpoint(args.model)
+    data = labelled_data(args, checkpoint)
+    every = args.all or not data.training  # a test set: every image it labels
+    with output_file(args.csv, ".csv", "--csv", [args.model, data.labels, data.images], newline="",
+                     encoding="utf-8") as table:
         try:
-            scored = scored_checkpoint(args, include_training=args.all, batch_size=args.batch_size,
+            scored = scored_checkpoint(args, checkpoint, data, include_training=every, batch_size=args.batch_size,
                                        num_workers=args.workers)
         except NothingHeldOut as error:
-            raise AimonkError(f"{error}, or score every labelled image with --all (training images included: "
-                              "optimistic)") from None
+            raise AimonkError(f"{error}, or score a test set (--labels TEST --image-dir DIR), or every labelled image "
+                              "with --all (training images included: optimistic)") from None
         if not world.is_main():
             return 0
         scores = scored.scores()
         results = evaluate(scores.table, scores.probabilities, scores.thresholds, args.bootstrap, args.seed)
+        overall = mean_average_precision(scores.table, scores.probabilities, args.bootstrap, args.seed)
         if table:
             results.to_csv(table)
-    which = "all labelled images (training included)" if args.all else "the validation images held out at training"
-    mean_ap = mean_average_precision(results["ap"])
+    scope = "test" if not data.training else "all" if args.all else "validation"
+    which = {"test": f"the labelled images of {data.labels}", "all": "all labelled images (training included)",
+             "validation": "the validation images held out at training"}[scope]
     if args.json:
-        print(json.dumps({"model": str(args.model), "images": len(scores.table), "scope": "all" if args.all else
-                          "validation", "bootstrap": args.bootstrap, "seed": args.seed, "confidence": 0.95,
-                          "mAP": None if mean_ap != mean_ap else mean_ap,
+        print(json.dumps({"model": str(args.model), "labels": str(data.labels), "images": len(scores.table),
+                          "scope": scope, "bootstrap": args.bootstrap, "seed": args.seed, "confidence": 0.95,
+                          **{key: None if isinstance(value, float) and value != value else value
+                             for key, value in overall.items() if key != "attributes"},
+                          "map_attributes": overall["attributes"],
                           "attributes": json.loads(results.reset_index().to_json(orient="records"))}))
         return 0
     print(f"{args.model} on {len(scores.table)} of {which}")
-    print(f"metrics over known labels, [{args.bootstrap}-resample bootstrap 95% interval]; mAP {mean_ap:.3f}")
+    print(f"metrics over known labels, [{args.bootstrap}-resample bootstrap 95% interval]")
     if args.details:
         with pd.option_context("display.width", 1000, "display.max_columns", None, "display.max_colwidth", None):
             print(format_table(results).to_string())
     else:
         print("\n".join(compact_table(results)))
+    print(map_line(overall))
     return 0
 
 
-def scored_checkpoint(args: argparse.Namespace, **options):  # noqa: ANN003, ANN201  (a Scored)
-    """`score_checkpoint` of `--model` on the labelled data the arguments name, its features from the feature cache
-    its training run used."""
+def scored_checkpoint(args: argparse.Namespace, checkpoint: dict | None = None, data=None,  # noqa: ANN001
+                      **options):  # noqa: ANN003, ANN201  (a Scored)
+    """`score_checkpoint` of `--model` on the labelled data the arguments name (`labelled_data`), its features from
+    the feature cache its training run used."""
     from aimonk.cache import model_stores
     from aimonk.checkpoint import load_checkpoint
     from aimonk.evaluate.scoring import score_checkpoint
 
     world.start(args.device)  # an unusable device is said first
-    checkpoint = load_checkpoint(args.model)
-    return score_checkpoint(args.model, *labelled_data_paths(args), device=args.device,
-                            stores=model_stores(checkpoint), checkpoint=checkpoint, **options)
+    checkpoint = checkpoint or load_checkpoint(args.model)
+    data = data or labelled_data(args, checkpoint)
+    return score_checkpoint(args.model, data.labels, data.images, device=args.device, stores=model_stores(checkpoint),
+                            checkpoint=checkpoint, label_format=data.label_format, **options)
 
 
 def run_export(args: argparse.Namespace) -> int:

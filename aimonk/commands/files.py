@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,6 +58,35 @@ def output_path(path: str | Path | None, suffix: str, option: str, reads: Sequen
     return target
 
 
-def labelled_data_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The labels file and image folder that the `--data-dir`, `--labels` and `--image-dir` options name."""
-    return data_paths(args.data_dir, args.labels, args.image_dir)
+@dataclass(frozen=True)
+class LabelledData:
+    """The labels (file and format) and images a command scores a checkpoint on; `training`: the labels its run
+    was trained on (so its validation images can be told apart), else a test set."""
+
+    labels: Path
+    images: Path
+    label_format: Any  # a LabelFormat (imported with the command's work, not with the parser)
+    training: bool
+
+
+def labelled_data(args: argparse.Namespace, checkpoint: dict) -> LabelledData:
+    """What `--data-dir`, `--labels`, `--image-dir` and the format options name; where they are not given, the labels
+    and images the checkpoint's run read (recorded absolute and relative to it: found from any folder), read as that
+    run read them. Labels other than the training ones are a test set, read with the format options given alone."""
+    from aimonk.checkpoint import recorded_data
+    from aimonk.data.labels import LabelFormat
+
+    recorded_labels, recorded_images = recorded_data(checkpoint, args.model)
+    settings = checkpoint.get("train_config") or {}
+    trained_on = recorded_labels or data_paths(settings.get("data_dir") or ".", settings.get("labels"), None)[0]
+    given = args.data_dir is not None or args.labels is not None
+    labels = data_paths(args.data_dir or ".", args.labels, None)[0] if given else trained_on
+    training = labels.resolve() == trained_on.resolve()
+    if args.image_dir or args.data_dir or not (training and recorded_images):
+        images = data_paths(args.data_dir or ".", None, args.image_dir)[1]
+    else:
+        images = recorded_images
+    options = LabelFormat.of(vars(args)).settings()
+    if training:  # read as the run read them, but for what is said otherwise
+        options = {**LabelFormat.of(settings).settings(), **{k: v for k, v in options.items() if v is not None}}
+    return LabelledData(labels, images, LabelFormat.of(options), training)

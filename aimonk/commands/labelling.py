@@ -7,6 +7,7 @@ import argparse
 import csv
 import json
 import os
+from pathlib import Path
 
 from aimonk.commands.files import output_file, output_locks, output_path
 from aimonk.errors import AimonkError
@@ -53,11 +54,12 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def run_complete(args: argparse.Namespace) -> int:
+    from aimonk.data.labels import LabelFormat
     from aimonk.labelling.complete import NOT_FILLED, complete, completed_path, completion_summary, write_completed
 
     config = labelling_config(args)
     labels, reads = config.labels_path, [config.labels_path, config.images_path]
-    target = output_path(args.out or completed_path(labels), ".txt", "--out", reads)
+    target = output_path(args.out or completed_path(labels), labels.suffix or ".txt", "--out", reads)
     if target.parent.is_dir() and not os.access(target.parent, os.W_OK):  # said before the work, not after
         raise AimonkError(f"{target.parent}: cannot write there (read-only): name the completed file with --out FILE")
     table = output_path(args.csv, ".csv", "--csv", [*reads, target])
@@ -72,7 +74,7 @@ def run_complete(args: argparse.Namespace) -> int:
                     fill = completion.fills[i, j]
                     rows.writerow([oof.images[i], oof.attributes[j], f"{oof.probabilities[i, j]:.6g}",
                                    "NA" if fill == NOT_FILLED else fill])
-        write_completed(completion, labels, target)
+        write_completed(completion, labels, target, LabelFormat.of(config))
     print("\n".join(completion_summary(completion)))
     print(f"wrote {target}" + (f" and {table}" if table else ""))
     return 0
@@ -102,4 +104,24 @@ def run_next(args: argparse.Namespace) -> int:
     for path in (table, studio):
         if path:
             print(f"wrote {path}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from aimonk.data.labels import LabelFormat, read_labels, replace_labels
+    from aimonk.labelling.studio import merge_answers, merged_path, read_export
+
+    labels = Path(args.labels)
+    target = output_path(args.out or merged_path(labels), labels.suffix or ".txt", "--out",
+                         [labels, args.label_studio])
+    label_format = LabelFormat.of(vars(args))
+    tasks = read_export(args.label_studio)
+    table = read_labels(labels, label_format)
+    merge = merge_answers(tasks, table, args.label_studio, args.prefer_answers)
+    merged = replace_labels(labels, merge.fills, label_format)
+    with output_locks([target]), atomic_file(target, "wb") as file:
+        file.write(merged)
+    print(f"{args.label_studio}: {len(tasks)} tasks")
+    print("\n".join(merge.summary()))
+    print(f"wrote {target} ({len(merge.fills)} entries differ from {labels})")
     return 0

@@ -68,12 +68,12 @@ def validation_summary(record: dict | None) -> list[str]:
     """The validation mAP and each attribute's AP and verdict, as the checkpoint and model card hold them."""
     if record is None:
         return ["validation: none (no images held out)"]
-    from aimonk.metrics import mean_average_precision
+    from aimonk.metrics import map_line
 
     metrics = record["metrics"]
     width = max(map(len, metrics))
-    return [f"validation mAP {mean_average_precision([row['ap'] for row in metrics.values()]):.3f} on "
-            f"{record['images']} images (AP per attribute, verdict at the default thresholds):",
+    return [f"validation {map_line(record['map'])}, on {record['images']} images; AP per attribute, verdict at the "
+            "default thresholds:",
             *(f"  {name:<{width}}  AP {row['ap']:.3f}  {row['verdict']}" for name, row in metrics.items())]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aimonk.checkpoint import DecisionRule
+from aimonk.checkpoint import DecisionRule, recorded_data
 from aimonk.data.images import ImageDataset, image_files
 from aimonk.errors import AimonkError
 from aimonk.evaluate.prediction import Predictor
@@ -72,7 +72,7 @@ def export_model(model_path: str | Path, out_path: str | Path | None = None, for
     onnx, onnxruntime = _onnx_packages()
     predictor = Predictor(model_path)
     out = Path(out_path) if out_path else Path(model_path).with_suffix(f".{format}")
-    images, checked_on = check_images(predictor, check_paths)
+    images, checked_on = check_images(predictor, check_paths, model_path)
     network = Probabilities(predictor.model, predictor.rule.temperatures).eval()
     with atomic_file(out) as file:  # an unwritable path fails here, before the export
         proto = _onnx_model(network, predictor.preprocessing.image_size, model_path)
@@ -118,12 +118,14 @@ def metadata(checkpoint: dict) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in values.items()}
 
 
-def check_images(predictor: Predictor, paths: Sequence[str | Path] | None) -> tuple[torch.Tensor, str]:
-    """Up to CHECK_IMAGES readable images, preprocessed as predict does, and a description of where they are."""
+def check_images(predictor: Predictor, paths: Sequence[str | Path] | None, model_path: str | Path = "."
+                 ) -> tuple[torch.Tensor, str]:
+    """Up to CHECK_IMAGES readable images, preprocessed as predict does, and a description of where they are (by
+    default the checkpoint's validation images, in the folder it recorded)."""
     if paths:
         files, where = image_files(paths), ", ".join(map(str, paths))
     else:
-        folder = _training_image_folder(predictor.checkpoint)
+        folder = recorded_data(predictor.checkpoint, model_path)[1] or _training_image_folder(predictor.checkpoint)
         names = predictor.checkpoint.get("val_files") or predictor.checkpoint.get("train_files") or []
         files, where = [folder / name for name in names if (folder / name).is_file()], f"{folder}"
     dataset = ImageDataset.unlabelled(files, predictor.preprocessing)

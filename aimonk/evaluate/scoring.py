@@ -6,6 +6,7 @@ decision rule or another.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,9 @@ import numpy as np
 import torch
 
 from aimonk import world
-from aimonk.checkpoint import DecisionRule, check_attributes, load_checkpoint
+from aimonk.checkpoint import DecisionRule, check_attributes, load_checkpoint, recorded_data
 from aimonk.data.images import drop_missing_images, report_unusable_images
-from aimonk.data.labels import LabelTable, read_labels
+from aimonk.data.labels import LabelFormat, LabelTable, read_labels
 from aimonk.errors import AimonkError
 from aimonk.evaluate.prediction import Predictor
 from aimonk.io import listed
@@ -55,17 +56,21 @@ def score_checkpoint(
     num_workers: int = 1,
     stores: Stores | None = None,
     checkpoint: dict | None = None,
+    label_format: LabelFormat | None = None,
 ) -> Scored:
     """The checkpoint's logits for the validation images it recorded at training time (every labelled image with
-    `include_training`, with a warning: training images flatter the model), their features from `stores` where
-    present (`checkpoint`: the one at `model_path`, if already loaded). Unreadable or missing images are left out
-    with a warning. Under torchrun each process extracts its share; every process gets the whole."""
+    `include_training`: a test set, or all the training labels; a warning counts those that were training images,
+    which flatter the model), their features from `stores` where present (`checkpoint`: the one at `model_path`, if
+    already loaded). Unreadable or missing images are left out with a warning. Under torchrun each process extracts
+    its share; every process gets the whole."""
     job = world.start(device)
-    labelled = read_labels(labels_path)
+    labelled = read_labels(labels_path, label_format)
     checkpoint = check_attributes(model_path, checkpoint or load_checkpoint(model_path), labelled.attributes)
     if include_training:
-        if job.is_main:
-            warnings.warn("scoring every labelled image: training images are included, so metrics are optimistic",
+        trained_on = training_images(checkpoint, model_path, labelled.filenames, Path(image_dir))
+        if trained_on and job.is_main:
+            warnings.warn(f"{len(trained_on)} of the {len(labelled)} labelled images were training images of "
+                          f"{model_path} (same name and content: {listed(trained_on)}), so metrics are optimistic",
                           stacklevel=2)
         files = labelled.filenames
     else:
@@ -102,3 +107,29 @@ def score_checkpoint(
     if not readable:
         raise AimonkError(f"{image_dir}: none of the {len(files)} images to score could be read")
     return Scored(table.subset(readable), logits.numpy(), predictor.rule, image_dir)
+
+
+def training_images(checkpoint: dict, model_path: str | Path, names: list[str], image_dir: Path) -> list[str]:
+    """Those of `names` (in `image_dir`) that the checkpoint trained on: a training image of that name whose bytes
+    are the same (compared where the run read its images; by name alone where that image is gone)."""
+    trained = set(checkpoint.get("train_files") or [])
+    folder = recorded_data(checkpoint, model_path)[1]
+    if folder is None:  # a checkpoint from before the data were recorded: the folder its settings name
+        folder = Path((checkpoint.get("train_config") or {}).get("image_dir") or Path(
+            (checkpoint.get("train_config") or {}).get("data_dir") or ".") / "images")
+    return [name for name in names if name in trained and same_content(image_dir / name, folder / name)]
+
+
+def same_content(path: Path, trained: Path) -> bool:
+    """Whether the image at `path` is the training image at `trained` (True where that one cannot be read)."""
+    try:
+        if not trained.is_file() or path.resolve() == trained.resolve():
+            return True
+        return path.is_file() and file_sha256(path) == file_sha256(trained)
+    except OSError:
+        return True
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -11,13 +11,13 @@ entries where they are like the known ones (missing at random).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from aimonk.data.labels import LabelFormat, replace_labels
 from aimonk.errors import AimonkError
 from aimonk.io import atomic_file
 from aimonk.labelling.crossfit import OutOfFold
@@ -129,31 +129,24 @@ def completion_summary(completion: Completion) -> list[str]:
 
 
 def completed_path(labels_path: str | Path) -> Path:
-    """Where the completed labels go by default: beside the original, `<stem>.completed.txt`."""
+    """Where the completed labels go by default: beside the original, `<stem>.completed<suffix>`."""
     labels_path = Path(labels_path)
-    return labels_path.with_name(f"{labels_path.stem}.completed.txt")
+    return labels_path.with_name(f"{labels_path.stem}.completed{labels_path.suffix or '.txt'}")
 
 
-def write_completed(completion: Completion, labels_path: str | Path, out_path: str | Path | None = None) -> Path:
-    """The labels file with the fills in place of their NA, every other byte of each line's labels as given (header,
-    line ends, images left out); written atomically to `out_path` (default `completed_path`), never over the
-    original."""
+def write_completed(completion: Completion, labels_path: str | Path, out_path: str | Path | None = None,
+                    label_format: LabelFormat | None = None) -> Path:
+    """The labels file with the fills in place of their NA, in the file's own spelling of values, and every other
+    byte as it was (separators, blanks, BOM, line ends, header, images left out: `replace_labels`); written
+    atomically to `out_path` (default `completed_path`), never over the original."""
     labels_path = Path(labels_path)
     out = Path(out_path) if out_path is not None else completed_path(labels_path)
     if out.resolve() == labels_path.resolve():
         raise AimonkError(f"{out}: is the labels file being completed, so not written over: write it elsewhere")
     oof = completion.oof
-    rows = {name: i for i, name in enumerate(oof.images)}
-    text = labels_path.read_bytes().decode("utf-8-sig")
-    pieces = re.split(r"(\r\n|\r|\n)", text)  # lines and their ends, alternately
-    for index in range(0, len(pieces), 2):
-        tokens = pieces[index].split()
-        row = rows.get(tokens[0]) if tokens else None
-        if row is None:
-            continue
-        values = [str(completion.fills[row, c]) if token == "NA" and completion.fills[row, c] != NOT_FILLED
-                  else token for c, token in enumerate(tokens[1:])]
-        pieces[index] = " ".join([tokens[0], *values])
+    fills = {(oof.images[i], oof.attributes[j]): bool(completion.fills[i, j])
+             for i, j in zip(*np.nonzero(completion.fills != NOT_FILLED), strict=True)}
+    merged = replace_labels(labels_path, fills, label_format)
     with atomic_file(out, "wb") as file:
-        file.write("".join(pieces).encode("utf-8"))
+        file.write(merged)
     return out

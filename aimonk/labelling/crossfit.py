@@ -20,7 +20,7 @@ import torch
 from aimonk import world
 from aimonk.checkpoint import sigmoid
 from aimonk.config import TrainConfig
-from aimonk.data.labels import LabelTable, read_labels, stratified_folds
+from aimonk.data.labels import LabelFormat, LabelTable, read_labels, stratified_folds
 from aimonk.errors import AimonkError
 from aimonk.evaluate.calibration import temperature_if_it_helps
 from aimonk.metrics import LEARNABLE, evaluate, short_verdict
@@ -78,7 +78,7 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
     if config.solver != "lbfgs" or config.trainable_stages:
         raise AimonkError("cross-fitting fits the head by lbfgs on frozen features, once per fold: use --solver "
                           "lbfgs and --trainable-stages 0 (as --recipe recommended does)")
-    table = read_labels(config.labels_path)
+    table = read_labels(config.labels_path, LabelFormat.of(config))
     model, _ = build_model(len(table.attributes), config.backbone, config.weights, config.trainable_stages)
     model.to(device=world.start(config.device).device)  # where the features are extracted
     preprocessing = preprocessing_for(config.backbone, config.image_size, config.resize)

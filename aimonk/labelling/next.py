@@ -45,11 +45,12 @@ def next_to_label(oof: OutOfFold, k: int) -> pd.DataFrame:
 
 def label_studio_tasks(rows: pd.DataFrame, image_dir: str | Path) -> list[dict]:
     """One Label Studio task per row (an image and the one attribute asked about), in priority order:
-    `{"data": {"image": URL, "attribute": NAME}, "meta": {"file", "probability", "priority", "rank"}}`, the image
-    served by Label Studio's local-files storage from its absolute path."""
+    `{"data": {"image": URL, "attribute": NAME, "file": NAME}, "meta": {"file", "probability", "priority", "rank"}}`,
+    the image served by Label Studio's local-files storage from its absolute path (`aimonk merge` reads the file
+    name back from `data`, which every export keeps)."""
     folder = Path(image_dir).resolve()
     return [{"data": {"image": LOCAL_FILES + quote((folder / row.image).as_posix().lstrip("/")),
-                      "attribute": row.attribute},
+                      "attribute": row.attribute, "file": row.image},
              "meta": {"file": row.image, "probability": round(float(row.probability), 4),
                       "priority": round(float(row.priority), 6), "rank": rank}}
             for rank, row in enumerate(rows.itertuples(), start=1)]

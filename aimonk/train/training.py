@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -27,7 +27,14 @@ from tqdm import tqdm
 
 from aimonk import world
 from aimonk.card import write_history, write_metrics, write_model_card
-from aimonk.checkpoint import DecisionRule, load_checkpoint, load_train_state, model_checkpoint, save_checkpoint
+from aimonk.checkpoint import (
+    DecisionRule,
+    data_record,
+    load_checkpoint,
+    load_train_state,
+    model_checkpoint,
+    save_checkpoint,
+)
 from aimonk.config import TrainConfig, resumed_config
 from aimonk.data.images import (
     ImageDataset,
@@ -39,7 +46,7 @@ from aimonk.data.images import (
     image_batches,
     report_unusable_images,
 )
-from aimonk.data.labels import LabelTable, read_labels, stratified_split
+from aimonk.data.labels import LabelFormat, LabelTable, read_labels, stratified_split
 from aimonk.errors import AimonkError
 from aimonk.io import (
     MODEL_FILE,
@@ -93,24 +100,26 @@ class Watcher(Protocol):
 
 
 def train(config: TrainConfig, resume: bool = False, stores: Stores | None = None,
-          watchers: list[Watcher] | None = None) -> TrainResult:
+          watchers: list[Watcher] | None = None, labels: Any = None) -> TrainResult:
     """Train and write the checkpoint, loss history, loss curve and model card into `config.out_dir`.
 
     With `resume`, continue the run whose state was saved in `out_dir`, exactly: with that run's settings (those
     given in `config.given` must be the same, but for PLACES) and its training images and labels, or not at all.
-    `stores` keeps the frozen stages' features between runs (`aimonk.cache.config_stores`); without, they are computed
-    once for this run. Ctrl-C (or SIGTERM) once training has begun saves the state (resume later) and raises
-    TrainingInterrupted. The output folder is locked for the run: another run into it fails at once (AimonkError).
-    A new run (not `resume`) into a folder holding a model first moves that model and its files into
+    `stores` keeps the frozen stages' features between runs (`aimonk.cache.config_stores`); without, they are
+    computed once for this run. `labels` (a pandas DataFrame, or a LabelTable) replaces the labels file: read as a
+    CSV with `config`'s label format would be. Ctrl-C (or SIGTERM) once training has begun saves the state (resume
+    later) and raises TrainingInterrupted. The output folder is locked for the run: another run into it fails at once
+    (AimonkError). A new run (not `resume`) into a folder holding a model first moves that model and its files into
     OUT_DIR/runs/<UTC time>/, once its input was read and just before training begins. `watchers` follow the run.
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
     writer = world.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
     with world.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
-        return _train(config, resume, stores, (watchers or []) if writer else [])
+        return _train(config, resume, stores, (watchers or []) if writer else [], labels)
 
 
-def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: list[Watcher]) -> TrainResult:
+def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: list[Watcher],
+           labels: Any) -> TrainResult:
     out_dir = Path(config.out_dir)
     state = load_train_state(out_dir) if resume else None
     if state is not None:
@@ -124,7 +133,8 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: l
         config = config.replace(progress=False)
     seed_everything(config.seed)
 
-    labelled = read_labels(config.labels_path)
+    labelled = labels if isinstance(labels, LabelTable) else read_labels(
+        config.labels_path if labels is None else labels, LabelFormat.of(config))
     model, weights_origin = build_model(len(labelled.attributes), config.backbone,
                                         "none" if config.init_from else config.weights, config.trainable_stages)
     started_from = None
@@ -166,7 +176,7 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: l
     if world.WORLD.is_main:  # rank 0 alone scores and writes
         try:
             validation, record = validation_scores(run) if len(data.val_rows) else (None, None)
-            write_outputs(model_path, run, data, weights_origin, record, training)
+            write_outputs(model_path, run, data, weights_origin, record, training, labels is None)
             for watcher in run.watchers:
                 watcher.end(run)
         except KeyboardInterrupt:  # the finished run's state is saved: `--resume` writes these files again
@@ -385,7 +395,7 @@ class TrainingRun:
         row = {"epoch": epoch + 1, "training_loss": float(np.mean(losses)) if losses else float("nan"),
                "validation_loss": None, "validation_mAP": None, "ap": None, "seconds": seconds}
         if len(self.data.val_rows):
-            from aimonk.metrics import average_precisions, mean_average_precision
+            from aimonk.metrics import average_precisions, mean_ap
 
             logits = validation_logits(self)
             table = self.data.table.subset(self.data.val_rows)
@@ -393,7 +403,7 @@ class TrainingRun:
             pos_weight = None if self.pos_weight is None else self.pos_weight.double().cpu()
             loss = masked_loss(self.terms, logits, targets, known, pos_weight).item()
             aps = average_precisions(table, DecisionRule.untuned(table.attributes).probabilities(logits.numpy()))
-            row.update(validation_loss=loss, validation_mAP=mean_average_precision(aps), ap=aps)
+            row.update(validation_loss=loss, validation_mAP=mean_ap(aps), ap=aps)
         return row
 
     def end_epoch(self, row: dict) -> bool:
@@ -497,7 +507,7 @@ def validation_logits(run: TrainingRun) -> torch.Tensor:
 
 
 def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weights_origin: str,
-                  validation: dict | None, training: dict) -> None:
+                  validation: dict | None, training: dict, from_file: bool = True) -> None:
     """`aimonk_model.pth` (with the metrics on the validation images), the loss history and curve, and
     `MODEL_CARD.md`, written from what the run holds: nothing is read back. `data` is the run's data as read: its
     label counts are the labels given, not an NA mode's fills."""
@@ -507,6 +517,7 @@ def write_outputs(model_path: Path, run: TrainingRun, data: TrainingData, weight
         preprocessing=run.preprocessing.as_dict(), precision=config.precision, train_config=config.to_dict(),
         train_files=data.files(data.train_rows), val_files=data.files(data.val_rows), skipped_files=data.skipped,
         label_counts=label_counts(data), validation=validation, training=training,
+        data=data_record(config.labels_path if from_file else None, data.image_dir, model_path),
     )
     save_checkpoint(checkpoint, model_path)
     write_history(model_path.parent, run.history)

@@ -88,9 +88,9 @@ def test_a_redirected_run_logs_a_line_per_epoch_and_its_last_row_is_the_card_and
     evaluated = json.loads(_run("evaluate", "--model", str(out / MODEL_FILE), "--data-dir", str(ROOT), "--json")[0])
     last = float(rows[-1]["validation_mAP"])
     assert validation_map(checkpoint) == pytest.approx(last, abs=1e-8)
-    assert evaluated["mAP"] == pytest.approx(last, abs=1e-8)
-    assert f"mAP (mean AP over the attributes): {last:.3f}" in (out / CARD_FILE).read_text(encoding="utf-8")
-    assert f"validation mAP {last:.3f} on {evaluated['images']} images" in printed
+    assert evaluated["map"] == pytest.approx(last, abs=1e-8)
+    assert f"mAP {last:.3f} [" in (out / CARD_FILE).read_text(encoding="utf-8")
+    assert f"validation mAP {last:.3f} [" in printed and f"on {evaluated['images']} images;" in printed
     for name, row in checkpoint["validation"]["metrics"].items():  # the summary: the card's AP and verdict
         assert f"  {name}  AP {row['ap']:.3f}  {row['verdict']}" in printed
         assert float(rows[-1][f"AP_{name}"]) == pytest.approx(row["ap"], abs=1e-8)

@@ -60,3 +60,31 @@ def test_the_completed_file_fills_only_na_and_the_original_never_changes(tmp_pat
     with pytest.raises(AimonkError, match="not written over"):
         write_completed(completion, labels, labels)
     assert labels.read_bytes() == original
+
+
+ODD = (b"\xef\xbb\xbffilename\tA\tB\r\n"  # BOM, a header with tabs, CRLF
+       b"  image_0.jpg\t1\tNA\r\n"  # leading blanks and tabs
+       b"\r\n"
+       b"image_1.jpg  NA   NA \r\n"  # repeated and trailing blanks
+       b"\tgone.jpg NA\t0\n"  # an image left out of the completion, an LF among CRLF
+       b"image_2.jpg NA NA")  # no final newline
+
+
+@pytest.mark.parametrize(("fills", "expected"), [
+    ([[NOT_FILLED, 0], [1, NOT_FILLED], [NOT_FILLED, NOT_FILLED]],
+     ODD.replace(b"\t1\tNA\r\n", b"\t1\t0\r\n").replace(b"image_1.jpg  NA", b"image_1.jpg  1")),
+    ([[NOT_FILLED, NOT_FILLED]] * 3, ODD),
+    ([[NOT_FILLED, NOT_FILLED], [NOT_FILLED, NOT_FILLED], [0, 1]],
+     ODD.replace(b"image_2.jpg NA NA", b"image_2.jpg 0 1")),
+], ids=["two-fills", "nothing-filled", "the-line-without-newline"])
+def test_the_completed_file_differs_from_the_original_in_exactly_the_filled_fields(tmp_path: Path, fills, expected):
+    """Tabs, leading blanks, CRLF, a BOM and no final newline: every byte but the filled fields' stays (issue 32)."""
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(ODD)
+    oof = scored_labels(np.zeros((3, 2)), np.array([[True, False], [False, False], [False, False]]),
+                        np.array([3.0, 3.0]))
+    oof.attributes = ["A", "B"]
+    completion = complete(oof)
+    completion.fills = np.array(fills)
+    assert write_completed(completion, labels).read_bytes() == expected
+    assert labels.read_bytes() == ODD

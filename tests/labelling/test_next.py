@@ -33,7 +33,8 @@ def test_label_studio_tasks_are_json_of_the_documented_shape(tmp_path: Path):
     tasks = json.loads(path.read_text())
     assert len(tasks) == 5
     for rank, (task, row) in enumerate(zip(tasks, chosen.itertuples(), strict=True), start=1):
-        assert set(task) == {"data", "meta"} and set(task["data"]) == {"image", "attribute"}
+        assert set(task) == {"data", "meta"} and set(task["data"]) == {"image", "attribute", "file"}
+        assert task["data"]["file"] == row.image  # what `aimonk merge` reads back from an export
         assert task["data"]["attribute"] == row.attribute
         assert task["data"]["image"].startswith("/data/local-files/?d=")
         assert task["data"]["image"].endswith(row.image)

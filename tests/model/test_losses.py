@@ -118,8 +118,8 @@ def test_training_never_learns_from_the_value_behind_an_na(small_dataset: Path, 
     """End to end through train(): the table's placeholder targets at NA entries (0) are flipped to 1 on their way
     into training; the loss history must not move, whether training reads cached features or decodes images."""
     def run(out: str, flip: str | None = None) -> list[float]:
-        def read_flipped(path):  # noqa: ANN001, ANN202
-            table = read_labels(path)
+        def read_flipped(path, label_format=None):  # noqa: ANN001, ANN202
+            table = read_labels(path, label_format)
             return _flipped(table, ~table.known if flip == "unknown" else table.known & (table.targets == 0))
 
         with monkeypatch.context() as patch:
