@@ -12,11 +12,10 @@ import pytest
 import torch
 from helpers import ROOT
 
-import aimonk.model.classifier  # noqa: F401  (BACKBONES filled)
 from aimonk.cli import main
 from aimonk.errors import AimonkError, WeightsUnavailableError
-from aimonk.model.backbones import build_backbone, preprocessing_for
 from aimonk.model import timm_models
+from aimonk.model.backbones import build_backbone, preprocessing_for
 from aimonk.model.classifier import build_model
 from aimonk.registry import BACKBONES
 
