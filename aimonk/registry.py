@@ -44,6 +44,7 @@ class Registry(dict[str, T]):
         self.descriptions: dict[str, str] = {}
         self.entry_options: dict[str, tuple[Any, ...]] = {}
         self.families: dict[str, Callable[[str], T]] = {}  # prefix -> the entry of any name after it
+        self.family_names: list[str] = []  # how each family is shown among the choices: `<prefix>NAME`
         self._made: dict[str, T] = {}
 
     def register(self, name: str, description: str | None = None, options: Sequence[Any] = ()) -> Callable[[T], T]:
@@ -69,12 +70,8 @@ class Registry(dict[str, T]):
         """Entries named `prefix` + any name that `make` accepts (`timm:resnet10t`), each made when first asked for;
         `make` refuses an unknown name in one line (an AimonkError). Listed as `<prefix>NAME` among the choices."""
         self.families[prefix] = make
+        self.family_names.append(f"{prefix}NAME")
         self.descriptions[f"{prefix}NAME"] = description
-
-    @property
-    def choices(self) -> list[str]:
-        """The names to show a user: each entry's, and `<prefix>NAME` for each family."""
-        return [*self, *(f"{prefix}NAME" for prefix in self.families)]
 
     def remove(self, name: str) -> None:
         """Take an entry out again (a notebook or test that registered a temporary one)."""
@@ -84,7 +81,8 @@ class Registry(dict[str, T]):
     def __missing__(self, name: str) -> T:
         prefix = next((prefix for prefix in self.families if name.startswith(prefix)), None)
         if prefix is None:
-            raise AimonkError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self.choices)}{self.elsewhere}")
+            names = ", ".join([*self, *self.family_names])
+            raise AimonkError(f"unknown {self.kind} {name!r}; choose one of {names}{self.elsewhere}")
         if name not in self._made:  # not an item of the dict itself: `list(BACKBONES)` stays the fixed entries
             self._made[name] = self.families[prefix](name.removeprefix(prefix))
         return self._made[name]

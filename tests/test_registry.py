@@ -55,7 +55,7 @@ def test_a_family_makes_each_of_its_names_once_on_demand_and_lists_none_of_them(
     table.add("red", "RED", "a colour")
     table.add_family("paint:", lambda name: made.append(name) or name.upper(), "any paint")
     assert table["paint:blue"] == table["paint:blue"] == "BLUE" and made == ["blue"]
-    assert list(table) == ["red"] and table.choices == ["red", "paint:NAME"]
+    assert list(table) == ["red"] and table.family_names == ["paint:NAME"]
     assert table.descriptions == {"red": "a colour", "paint:NAME": "any paint"}
     with pytest.raises(AimonkError, match=r"^unknown colour 'blue'; choose one of red, paint:NAME$"):
         table["blue"]
