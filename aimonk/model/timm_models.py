@@ -48,6 +48,9 @@ def spec_fields(name: str) -> dict[str, Any]:
     config = timm.models.get_pretrained_cfg(name)
     data = timm.data.resolve_data_config({}, pretrained_cfg=config.to_dict(), use_test_size=True)
     hub = config.hf_hub_id or f"timm/{name}"
+    if not config.classifier:  # an encoder without a classification head (some VLM towers)
+        raise AimonkError(f"timm:{name} is an encoder without a classifier, which aimonk replaces by its head; "
+                          "choose a classification model")
     return {
         "build": functools.partial(timm.create_model, name, pretrained=False),
         "classifier": config.classifier if isinstance(config.classifier, str) else config.classifier[0],
