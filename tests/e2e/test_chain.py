@@ -61,6 +61,18 @@ def tuned(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     return out / MODEL_FILE
 
 
+def _predicted(model: Path, table: Path) -> list[dict]:
+    """`aimonk predict` with `model` over the demo images, its --csv rows."""
+    _run("predict", str(ROOT / "images"), "--model", str(model), "--csv", str(table))
+    return list(csv.DictReader(table.open(encoding="utf-8")))
+
+
+@pytest.fixture(scope="module")
+def predicted(tuned: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """What `aimonk predict` with the tuned checkpoint says of the demo images (its --csv rows)."""
+    return _predicted(tuned, tmp_path_factory.mktemp("predicted") / "predictions.csv")
+
+
 def test_after_tune_the_model_card_holds_the_numbers_aimonk_evaluate_prints(tuned):
     evaluated = json.loads(_run("evaluate", "--model", str(tuned), "--data-dir", str(ROOT), "--json"))
     saved = load_checkpoint(tuned)["validation"]
@@ -84,7 +96,7 @@ def test_tune_sets_thresholds_where_the_validation_labels_put_them(tuned):
 
 
 @pytest.mark.parametrize("temperatures", [None, (0.5, 2.0, 0.7, 3.0)], ids=["as tuned", "far from 1"])
-def test_train_tune_export_onnxruntime_decide_as_predict_does(tuned, tmp_path, temperatures):
+def test_train_tune_export_onnxruntime_decide_as_predict_does(tuned, predicted, tmp_path, temperatures):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     if temperatures and load_checkpoint(tuned)["backbone"] != "resnet18":
@@ -94,12 +106,11 @@ def test_train_tune_export_onnxruntime_decide_as_predict_does(tuned, tmp_path, t
     if temperatures:  # the bug this guards against dropped them on the way to the export
         save_tuning(model, temperatures=list(temperatures))
     _run("export", "--model", str(model))
-    _run("predict", str(ROOT / "images"), "--model", str(model), "--csv", str(tmp_path / "predictions.csv"))
     session = onnxruntime.InferenceSession(str(model.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
     meta = {key: json.loads(value) for key, value in session.get_modelmeta().custom_metadata_map.items()}
     assert rule_of(meta) == DecisionRule.of(load_checkpoint(model))  # the temperatures included
     preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-    rows = list(csv.DictReader((tmp_path / "predictions.csv").open(encoding="utf-8")))
+    rows = _predicted(model, tmp_path / "predictions.csv") if temperatures else predicted
     images = torch.stack([preprocessing.load(row["image"]) for row in rows]).numpy()
     exported = np.concatenate([session.run(["probabilities"], {"images": images[start : start + 50]})[0]
                                for start in range(0, len(images), 50)])
@@ -129,7 +140,7 @@ def test_train_tune_export_onnxruntime_decide_as_predict_does(tuned, tmp_path, t
     assert len(rows) == 400 and differ <= 0.01 * decided_entries
 
 
-def test_export_int8_then_predict_with_it_decides_as_predict_does_on_nearly_every_entry(tuned, tmp_path):
+def test_export_int8_then_predict_with_it_decides_as_predict_does_on_nearly_every_entry(tuned, predicted, tmp_path):
     """int8 moves the probabilities (measured here: at most 0.06 on the demo set's random 64 px backbones), so a
     decision near its threshold may flip: at most 2 % of the decided entries may differ, each within 0.1 of its
     threshold. The rule in the file is the checkpoint's."""
@@ -141,10 +152,7 @@ def test_export_int8_then_predict_with_it_decides_as_predict_does_on_nearly_ever
     assert rule_of(meta) == DecisionRule.of(load_checkpoint(tuned)) and meta["format"] == "aimonk-onnx-v2"
     assert meta["quantization"]["type"] == "int8" and meta["quantization"]["calibration_images"] == 256
     assert any(node.op_type == "DequantizeLinear" for node in onnx.load(str(tmp_path / "m.int8.onnx")).graph.node)
-    tables = {}
-    for name, model in (("pth", tuned), ("int8", tmp_path / "m.int8.onnx")):
-        _run("predict", str(ROOT / "images"), "--model", str(model), "--csv", str(tmp_path / f"{name}.csv"))
-        tables[name] = list(csv.DictReader((tmp_path / f"{name}.csv").open(encoding="utf-8")))
+    tables = {"pth": predicted, "int8": _predicted(tmp_path / "m.int8.onnx", tmp_path / "int8.csv")}
     decided_entries, differ = 0, 0
     for ours, theirs in zip(tables["pth"], tables["int8"], strict=True):
         assert ours["image"] == theirs["image"]
