@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from aimonk.config import PRECISIONS
-from aimonk.data.images import RESIZES  # the module that registers the resizes a checkpoint may name
+from aimonk.data.images import INTERPOLATIONS, RESIZES  # the module that registers the resizes a checkpoint may name
 from aimonk.errors import AimonkError, CheckpointError
 from aimonk.io import STATE_FILE, atomic_file, attribute_names_problem
 
@@ -336,7 +336,9 @@ CHECKS: dict[str, Check] = {
                               lambda v: isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIZE),
         "mean": _list(MEAN, 3, (list, tuple)),
         "std": _list(_number("a standard deviation is finite and > 0", lambda v: v > 0), 3, (list, tuple)),
-    }, {"resize": lambda name, value: _one_of(tuple(RESIZES))(name, value)}),  # none: squashed, as before it was one
+    }, {"resize": lambda name, value: _one_of(tuple(RESIZES))(name, value),  # none: squashed, as before it was one
+        "interpolation": _one_of(tuple(INTERPOLATIONS)),  # none: bilinear
+        "crop_share": _number("a crop share is in (0, 1]", lambda v: 0 < v <= 1)}),
     "precision": _one_of(PRECISIONS),
     "thresholds": _list(_number("a threshold is a probability in [0, 1]", lambda v: 0 <= v <= 1)),
     "temperatures": _list(_number("a temperature is finite and > 0", lambda v: v > 0)),

@@ -141,7 +141,9 @@ def _runs(commands: argparse._SubParsersAction, help_text: str) -> None:
 def _predict(commands: argparse._SubParsersAction, help_text: str) -> None:
     predict = commands.add_parser("predict", help=help_text)
     predict.add_argument("paths", nargs="+", help="image files, or folders searched recursively")
-    predict.add_argument("--model", default=DEFAULT_MODEL)
+    predict.add_argument("--model", default=DEFAULT_MODEL, help="a checkpoint (.pth), or its ONNX export (.onnx, fp32 "
+                         "or int8: run by onnxruntime on the CPU, with the decision rule written in it) "
+                         f"[default: {DEFAULT_MODEL}]")
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities")
     predict.add_argument("--csv", metavar="FILE", help="also write a table: one row per image, the probability and "
                          "decision (1/0) for each attribute, an error column")
@@ -253,16 +255,22 @@ def _cache(commands: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def _export(commands: argparse._SubParsersAction, help_text: str) -> None:
-    from aimonk.evaluate.export import FORMATS
+    from aimonk.evaluate.export import CALIBRATION_IMAGES, FORMATS, QUANTIZATIONS
 
-    export = commands.add_parser("export", help=help_text, description="Export the whole model (fp32) with its "
-                                 "decision rule (temperatures in the graph; attribute names, thresholds and "
-                                 "preprocessing in the file), after checking it against PyTorch on real images.")
+    export = commands.add_parser("export", help=help_text, description="Export the whole model (fp32, or int8 with "
+                                 "--quantize int8) with its decision rule (temperatures in the graph; attribute names, "
+                                 "thresholds and preprocessing in the file), after checking it against PyTorch on "
+                                 "real images.")
     export.add_argument("--model", default=DEFAULT_MODEL)
     export.add_argument("--format", default="onnx", help=f"one of: {', '.join(FORMATS)}")
-    export.add_argument("--out", metavar="FILE", help="output file (default: the model's path, suffix .onnx)")
+    export.add_argument("--out", metavar="FILE", help="output file (default: the model's path, suffix .onnx, or "
+                        ".int8.onnx with --quantize int8)")
     export.add_argument("--check-images", nargs="+", metavar="PATH", help="image files or folders to check the "
                         "export on (default: the checkpoint's validation images, where it was trained)")
+    export.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: onnxruntime static quantisation, calibrated "
+                        "on the checkpoint's training images (for CPUs with VNNI; docs/export.md)")
+    export.add_argument("--calibration-images", nargs="+", metavar="PATH", help="image files or folders to "
+                        f"calibrate int8 on (default: up to {CALIBRATION_IMAGES} of the checkpoint's training images)")
 
 
 def _demo(commands: argparse._SubParsersAction, help_text: str) -> None:

@@ -295,6 +295,8 @@ def choices_of(name: str) -> list[str] | None:
     """The valid values of a setting, or None if any value of its type goes."""
     spec = {spec.name: spec for spec in fields(TrainConfig)}.get(name)
     choices = None if spec is None else spec.metadata.get("choices")
+    if isinstance(choices, Registry):  # a family of entries (`timm:NAME`) shown by its pattern
+        return [*choices, *choices.family_names]
     return None if choices is None else list(choices)
 
 

@@ -43,6 +43,9 @@ class Registry(dict[str, T]):
         self.elsewhere = elsewhere  # entries an extra registers when imported, said with an unknown name
         self.descriptions: dict[str, str] = {}
         self.entry_options: dict[str, tuple[Any, ...]] = {}
+        self.families: dict[str, Callable[[str], T]] = {}  # prefix -> the entry of any name after it
+        self.family_names: list[str] = []  # how each family is shown among the choices: `<prefix>NAME`
+        self._made: dict[str, T] = {}
 
     def register(self, name: str, description: str | None = None, options: Sequence[Any] = ()) -> Callable[[T], T]:
         """Decorator: `@REGISTRY.register("name")` adds the decorated function or class under `name`."""
@@ -63,13 +66,26 @@ class Registry(dict[str, T]):
         self.entry_options[name] = tuple(options)
         return entry
 
+    def add_family(self, prefix: str, make: Callable[[str], T], description: str) -> None:
+        """Entries named `prefix` + any name that `make` accepts (`timm:resnet10t`), each made when first asked for;
+        `make` refuses an unknown name in one line (an AimonkError). Listed as `<prefix>NAME` among the choices."""
+        self.families[prefix] = make
+        self.family_names.append(f"{prefix}NAME")
+        self.descriptions[f"{prefix}NAME"] = description
+
     def remove(self, name: str) -> None:
         """Take an entry out again (a notebook or test that registered a temporary one)."""
         for table in (self, self.descriptions, self.entry_options):
             del table[name]
 
     def __missing__(self, name: str) -> T:
-        raise AimonkError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self)}{self.elsewhere}")
+        prefix = next((prefix for prefix in self.families if name.startswith(prefix)), None)
+        if prefix is None:
+            names = ", ".join([*self, *self.family_names])
+            raise AimonkError(f"unknown {self.kind} {name!r}; choose one of {names}{self.elsewhere}")
+        if name not in self._made:  # not an item of the dict itself: `list(BACKBONES)` stays the fixed entries
+            self._made[name] = self.families[prefix](name.removeprefix(prefix))
+        return self._made[name]
 
 
 BACKBONES: Registry = Registry("backbone")

@@ -47,3 +47,15 @@ def test_an_unknown_name_lists_the_choices_and_says_where_an_extras_entry_comes_
         table["blue"]
     with pytest.raises(AimonkError, match="self_train is the labels workflow's: import aimonk.labelling.selftrain"):
         NA_MODES["a mode nobody registered"]
+
+
+def test_a_family_makes_each_of_its_names_once_on_demand_and_lists_none_of_them():
+    made = []
+    table = Registry("colour")
+    table.add("red", "RED", "a colour")
+    table.add_family("paint:", lambda name: made.append(name) or name.upper(), "any paint")
+    assert table["paint:blue"] == table["paint:blue"] == "BLUE" and made == ["blue"]
+    assert list(table) == ["red"] and table.family_names == ["paint:NAME"]
+    assert table.descriptions == {"red": "a colour", "paint:NAME": "any paint"}
+    with pytest.raises(AimonkError, match=r"^unknown colour 'blue'; choose one of red, paint:NAME$"):
+        table["blue"]

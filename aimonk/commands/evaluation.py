@@ -23,7 +23,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from aimonk.evaluate.prediction import Predictor
 
     job = world.start(args.device)  # under torchrun each process predicts its share; rank 0 prints them all, in order
-    predictor = Predictor(args.model, device=job.device)
+    if Path(args.model).suffix == ".onnx":  # an export (fp32 or int8), run by onnxruntime on the CPU
+        from aimonk.evaluate.onnx_inference import OnnxPredictor
+
+        predictor = OnnxPredictor(args.model)
+    else:
+        predictor = Predictor(args.model, device=job.device)
     paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
@@ -127,12 +132,18 @@ def run_export(args: argparse.Namespace) -> int:
     from aimonk.evaluate.export import TOLERANCE, check_format, export_model
 
     check_format(args.format)
-    out = output_path(args.out or Path(args.model).with_suffix(f".{args.format}"), f".{args.format}", "--out",
-                      [args.model, *(args.check_images or [])])
+    suffix = f".{args.quantize}.{args.format}" if args.quantize else f".{args.format}"
+    out = output_path(args.out or Path(args.model).with_suffix(suffix), f".{args.format}", "--out",
+                      [args.model, *(args.check_images or []), *(args.calibration_images or [])])
     with output_lock(out.parent):
-        done = export_model(args.model, out, args.format, args.check_images)
+        done = export_model(args.model, out, args.format, args.check_images, args.quantize, args.calibration_images)
     print(f"checked on {done.checked} images of {done.checked_on}: probabilities differ from PyTorch fp32 by at most "
           f"{done.difference:.1e} (limit {TOLERANCE:g}), from aimonk predict by at most {done.predict_difference:.1e}")
+    if done.quantized:
+        q = done.quantized
+        print(f"{q['type']} ({q['format']}, per-channel {q['per_channel']}), calibrated on {q['calibration_images']} "
+              f"images of {q['calibrated_on']}: on the {done.checked} check images its probabilities differ from "
+              f"fp32 by at most {q['difference']:.2g}, its decisions agree on {q['agreement']:.1%}")
     print(f"wrote {done.path}")
     return 0
 

@@ -42,74 +42,83 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class Resize:
-    """`fit(image, size)`: the square of `size` pixels; `cover(size)`: the shorter side it needs decoded (large
-    JPEGs decode at a reduced scale that still covers it); `seen(width, height)`: the box of a picture the square
-    shows."""
+    """`fit(image, size, resample, share)`: the square of `size` pixels; `cover(size, share)`: the shorter side it
+    needs decoded (large JPEGs decode at a reduced scale that still covers it); `seen(width, height, share)`: the box
+    of a picture the square shows. `share`: the part of the shorter side a crop keeps."""
 
-    fit: Callable[[Image.Image, int], Image.Image]
-    cover: Callable[[int], int]
-    seen: Callable[[int, int], Box]
-
-
-def _squash(image: Image.Image, size: int) -> Image.Image:
-    return image.resize((size, size), Image.Resampling.BILINEAR)
+    fit: Callable[[Image.Image, int, Image.Resampling, float], Image.Image]
+    cover: Callable[[int, float], int]
+    seen: Callable[[int, int, float], Box]
 
 
-def _centre_crop(image: Image.Image, size: int) -> Image.Image:
+def _squash(image: Image.Image, size: int, resample: Image.Resampling, share: float) -> Image.Image:
+    return image.resize((size, size), resample)
+
+
+def _centre_crop(image: Image.Image, size: int, resample: Image.Resampling, share: float) -> Image.Image:
     """As torchvision's Resize(cover) then CenterCrop(size) on a PIL image."""
-    shorter = _crop_cover(size)
+    shorter = _crop_cover(size, share)
     width, height = image.size
     scaled = (shorter, int(shorter * height / width)) if width <= height else (int(shorter * width / height), shorter)
-    image = image.resize(scaled, Image.Resampling.BILINEAR)
+    image = image.resize(scaled, resample)
     left, top = round((scaled[0] - size) / 2), round((scaled[1] - size) / 2)
     return image.crop((left, top, left + size, top + size))
 
 
-def _crop_cover(size: int) -> int:
-    return int(size / CROP_SHARE)
+def _crop_cover(size: int, share: float) -> int:
+    return int(size / share)
 
 
-def _central_square(width: int, height: int) -> Box:
-    side = round(min(width, height) * CROP_SHARE)
+def _central_square(width: int, height: int, share: float) -> Box:
+    side = round(min(width, height) * share)
     left, top = (width - side) // 2, (height - side) // 2
     return left, top, left + side, top + side
 
 
-RESIZES.add("squash", Resize(_squash, lambda size: size, lambda width, height: (0, 0, width, height)),
+RESIZES.add("squash", Resize(_squash, lambda size, share: size, lambda width, height, share: (0, 0, width, height)),
             "the whole picture stretched to a square, whatever its shape")
 RESIZES.add("crop", Resize(_centre_crop, _crop_cover, _central_square), "the shape kept: the shorter side resized "
-            "to 256/224 of the image size, the central square kept (torchvision's ImageNet evaluation)")
+            "to 256/224 of the image size (or the backbone's own crop share), the central square kept (torchvision's "
+            "ImageNet evaluation)")
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize to a square (a RESIZES entry), optional horizontal flip, to tensor, normalise. Recorded in
-    checkpoints (one without `resize` was squashed)."""
+    """Resize to a square (a RESIZES entry, with `interpolation`), optional horizontal flip, to tensor, normalise.
+    Recorded in checkpoints (one without `resize` was squashed; `interpolation` and `crop_share` are recorded where
+    they differ from torchvision's bilinear and 224/256, as a timm backbone's may)."""
 
     image_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = "squash"
+    interpolation: str = "bilinear"
+    crop_share: float = CROP_SHARE
 
     def as_dict(self) -> dict:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std), "resize": self.resize}
+        own = {"interpolation": self.interpolation} if self.interpolation != "bilinear" else {}
+        own.update({"crop_share": self.crop_share} if self.crop_share != CROP_SHARE else {})
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std), "resize": self.resize,
+                **own}
 
     @classmethod
     def from_dict(cls, values: dict) -> Preprocessing:
         return cls(int(values["image_size"]), tuple(values["mean"]), tuple(values["std"]),
-                   values.get("resize", "squash"))
+                   values.get("resize", "squash"), values.get("interpolation", "bilinear"),
+                   float(values.get("crop_share", CROP_SHARE)))
 
     def load(self, path: str | Path, flip: bool = False) -> torch.Tensor:
         """The image file as this preprocessing's tensor (ImageReadError if it cannot be read)."""
-        return self(open_rgb(path, RESIZES[self.resize].cover(self.image_size)), flip)
+        return self(open_rgb(path, RESIZES[self.resize].cover(self.image_size, self.crop_share)), flip)
 
     def seen(self, image: Image.Image) -> Image.Image:
         """The part of a picture that the square shows, at the picture's own resolution."""
-        return image.crop(RESIZES[self.resize].seen(*image.size))
+        return image.crop(RESIZES[self.resize].seen(*image.size, self.crop_share))
 
     def __call__(self, image: Image.Image, flip: bool = False) -> torch.Tensor:
         """A normalised float tensor (3, size, size) from an RGB image."""
-        image = RESIZES[self.resize].fit(image, self.image_size)
+        image = RESIZES[self.resize].fit(image, self.image_size, INTERPOLATIONS[self.interpolation], self.crop_share)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)

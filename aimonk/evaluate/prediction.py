@@ -30,26 +30,12 @@ class Prediction:
     error: str | None = None
 
 
-class Predictor:
-    """A trained model ready for inference, with its decision rule (each attribute's name, temperature, threshold
-    and whether the model can tell it at all)."""
+class Decider:
+    """What `aimonk predict` prints, from probabilities and a decision rule (each attribute's name, temperature,
+    threshold and whether the model can tell it at all): shared by a checkpoint and its ONNX export."""
 
-    def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "cpu",
-                 checkpoint: dict | None = None):
-        self.device = world.resolve_device(device)
-        checkpoint = checkpoint or load_checkpoint(checkpoint_path)
-        self.rule = DecisionRule.of(checkpoint)
-        self.attributes: list[str] = list(self.rule.attributes)
-        self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
-        self.precision: str = checkpoint.get("precision", "fp32")
-        self.checkpoint = checkpoint
-        self.model: AttributeClassifier = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
-        self.rest = TrainedPart(self.model, self.precision)  # the rest of the model, as training ran it
-
-    @functools.cached_property
-    def runner(self) -> BackboneRunner:
-        """The frozen stages as `features_of` runs them (BatchNorm folded: built when first used)."""
-        return BackboneRunner(inference_backbone(self.model.frozen_part), self.precision)
+    rule: DecisionRule
+    attributes: list[str]
 
     @property
     def cannot_judge(self) -> list[str]:
@@ -78,6 +64,37 @@ class Predictor:
         return [str(prediction.path), *(f"{p:.6f}" for p in prediction.probabilities),
                 *("" if present is None else str(int(present)) for present in decisions), ""]
 
+    def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
+        raise NotImplementedError
+
+    def predict_in_shares(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[
+            Prediction]:
+        """`predict`, each process of a torchrun job predicting its share: rank 0 gets every prediction, in the order
+        of `paths`, each once; the other ranks nothing. With one process, `predict`."""
+        job = world.WORLD
+        return job.gather_in_order(self.predict(job.shard(paths), batch_size, num_workers), len(paths), batch_size)
+
+
+class Predictor(Decider):
+    """A trained checkpoint ready for inference, with its decision rule."""
+
+    def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "cpu",
+                 checkpoint: dict | None = None):
+        self.device = world.resolve_device(device)
+        checkpoint = checkpoint or load_checkpoint(checkpoint_path)
+        self.rule = DecisionRule.of(checkpoint)
+        self.attributes = list(self.rule.attributes)
+        self.preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
+        self.precision: str = checkpoint.get("precision", "fp32")
+        self.checkpoint = checkpoint
+        self.model: AttributeClassifier = model_from_checkpoint(checkpoint, checkpoint_path).to(self.device)
+        self.rest = TrainedPart(self.model, self.precision)  # the rest of the model, as training ran it
+
+    @functools.cached_property
+    def runner(self) -> BackboneRunner:
+        """The frozen stages as `features_of` runs them (BatchNorm folded: built when first used)."""
+        return BackboneRunner(inference_backbone(self.model.frozen_part), self.precision)
+
     @torch.inference_mode()
     def logits(self, frozen: torch.Tensor) -> np.ndarray:
         """Logits (float64, batch x attributes) of the frozen stages' outputs."""
@@ -86,13 +103,6 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities (batch, attributes; float64) of preprocessed images (batch, 3, H, W)."""
         return torch.from_numpy(self.rule.probabilities(self.logits(self.runner.features(images))))
-
-    def predict_in_shares(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[
-            Prediction]:
-        """`predict`, each process of a torchrun job predicting its share: rank 0 gets every prediction, in the order
-        of `paths`, each once; the other ranks nothing. With one process, `predict`."""
-        job = world.WORLD
-        return job.gather_in_order(self.predict(job.shard(paths), batch_size, num_workers), len(paths), batch_size)
 
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:
         """Predictions in the order of `paths`; unreadable files give a Prediction with `error` set."""

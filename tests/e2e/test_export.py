@@ -69,7 +69,8 @@ def test_the_metadata_says_what_inference_needs(exported):
     meta = {key: json.loads(value) for key, value in
             onnxruntime.InferenceSession(str(path)).get_modelmeta().custom_metadata_map.items()}
     assert meta["attributes"] == ["Attr1", "Attr2"] and meta["thresholds"] == checkpoint["thresholds"]
-    assert meta["preprocessing"] == {**checkpoint["preprocessing"], "resize": "squash", "interpolation": "bilinear"}
+    assert meta["preprocessing"] == {**checkpoint["preprocessing"], "resize": "squash", "interpolation": "bilinear",
+                                     "crop_share": 0.875}
     assert meta["backbone"] == "resnet18" and meta["weights_origin"] == "random"
     assert meta["output"].startswith("probabilities: ") and meta["input"].startswith("images: ")
 
@@ -82,6 +83,37 @@ def test_a_failed_check_is_an_error_and_leaves_no_file(exported, tmp_path, monke
     assert main(["export", "--model", str(model), "--out", str(out), "--check-images", *DEMO_IMAGES[:3]]) == 2
     _one_error_line(capsys.readouterr().err, f"{out}: not written", "differ from PyTorch's", "on 3 images")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["missing", "not-onnx", "no-metadata", "no-onnxruntime"])
+def test_predict_with_an_onnx_file_that_is_not_an_export_is_one_error_line(exported, tmp_path, monkeypatch, capsys,
+                                                                          case):
+    path = tmp_path / "model.onnx"
+    if case == "not-onnx":
+        path.write_text("not a model")
+    elif case == "no-metadata":
+        proto = onnx.load(str(exported[1]))
+        del proto.metadata_props[:]
+        onnx.save(proto, str(path))
+    elif case == "no-onnxruntime":
+        path = exported[1]
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    words = {"missing": [f"{path}: model file not found"], "not-onnx": [f"{path}: onnxruntime cannot load it"],
+             "no-metadata": [f"{path}: not an aimonk ONNX export of format aimonk-onnx-v2"],
+             "no-onnxruntime": ["needs onnxruntime: pip install 'aimonk[onnx]'"]}[case]
+    assert main(["predict", DEMO_IMAGES[0], "--model", str(path)]) == 2
+    captured = capsys.readouterr()
+    _one_error_line(captured.err, *words)
+    assert captured.out == ""
+
+
+def test_int8_without_calibration_images_is_one_error_line_and_writes_nothing(exported, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "m.int8.onnx"
+    assert main(["export", "--model", str(exported[0]), "--quantize", "int8", "--out", str(out),
+                 "--check-images", DEMO_IMAGES[0], "--calibration-images", str(tmp_path / "empty")]) == 2
+    _one_error_line(capsys.readouterr().err, "no readable image in", "--calibration-images")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("case", ["unknown-format", "unwritable", "no-check-images", "no-onnxruntime"])
