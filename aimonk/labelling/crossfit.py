@@ -24,7 +24,7 @@ from aimonk.data.labels import LabelFormat, LabelTable, read_labels, stratified_
 from aimonk.errors import AimonkError
 from aimonk.evaluate.calibration import temperature_if_it_helps
 from aimonk.metrics import LEARNABLE, evaluate, short_verdict
-from aimonk.model.backbones import preprocessing_for
+from aimonk.model.backbones import preprocessing_for, sized_for_backbone
 from aimonk.model.classifier import build_model, standardising
 from aimonk.model.features import Stores
 from aimonk.model.linear_heads import choose_l2, fit_linear_heads
@@ -74,6 +74,7 @@ def out_of_fold(labels_path: str | Path, image_dir: str | Path, config: TrainCon
     """
     config = (config or TrainConfig.from_recipe("recommended", progress=False)).replace(
         labels=str(labels_path), image_dir=str(image_dir), val_fraction=0.0, hide_labels=0.0, keep_labels=0)
+    config = sized_for_backbone(config)
     config.check()
     if config.solver != "lbfgs" or config.trainable_stages:
         raise AimonkError("cross-fitting fits the head by lbfgs on frozen features, once per fold: use --solver "

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,6 +29,9 @@ from aimonk.checkpoint import load_safely
 from aimonk.data.images import CROP_SHARE, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from aimonk.errors import CheckpointError, WeightsUnavailableError, state_dict_mismatch
 from aimonk.registry import BACKBONES
+
+if TYPE_CHECKING:
+    from aimonk.config import TrainConfig
 
 Stages = Callable[[nn.Module], list[nn.Module]]
 
@@ -47,6 +51,7 @@ class BackboneSpec:
     interpolation: str = "bilinear"  # how images are resized for it (a key of INTERPOLATIONS)
     crop_share: float = CROP_SHARE  # the part of the shorter side `--resize crop` keeps
     digest: bool = False  # whether the origin of its pretrained weights names their sha256 (weights that may change)
+    image_size: int | None = None  # the square side its weights were evaluated at, where not --image-size's default
 
 
 def resnet_stages(network: nn.Module) -> list[nn.Module]:
@@ -164,6 +169,15 @@ def timm_backbone(name: str) -> BackboneSpec:
 
 BACKBONES.add_family("timm:", timm_backbone, "any model timm.list_models() knows (or NAME.TAG of its pretrained "
                      "weights), with timm's weights, preprocessing and stages (pip install 'aimonk[timm]')")
+
+
+def sized_for_backbone(config: TrainConfig) -> TrainConfig:
+    """`config` at its backbone's own input size (a timm model's data config: 160 for one, 384 for another, which a
+    ViT's position embedding requires) unless --image-size was given."""
+    size = BACKBONES[config.backbone].image_size
+    if size is None or "image_size" in config.given or size == config.image_size:
+        return config
+    return config.replace(image_size=size)
 
 
 def preprocessing_for(backbone: str, image_size: int, resize: str = "squash") -> Preprocessing:

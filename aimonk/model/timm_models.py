@@ -64,6 +64,7 @@ def spec_fields(name: str) -> dict[str, Any]:
         "std": tuple(data["std"]),
         "interpolation": data["interpolation"],
         "crop_share": float(data["crop_pct"]),
+        "image_size": int(data["input_size"][-1]),
         "digest": True,
     }
 

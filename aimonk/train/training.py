@@ -57,7 +57,7 @@ from aimonk.io import (
     output_lock,
     remove_stale_temporaries,
 )
-from aimonk.model.backbones import preprocessing_for
+from aimonk.model.backbones import preprocessing_for, sized_for_backbone
 from aimonk.model.classifier import (
     AttributeClassifier,
     EntryLoss,
@@ -125,6 +125,7 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: l
     if state is not None:
         config = resumed_config(state["config"], out_dir / STATE_FILE, config)
         config.check()
+    config = sized_for_backbone(config)
     device = world.start(config.device).device  # a resumed run's device comes from its saved settings
     if world.WORLD.is_main:
         finish_moves(out_dir)

@@ -121,3 +121,24 @@ def test_a_timm_name_is_an_option_everywhere_yet_the_default_path_never_loads_ti
                              check=True, cwd=ROOT).stdout
     choices, loaded = json.loads(printed)
     assert "timm:NAME" in choices and "resnet18" in choices and loaded == []
+
+
+def test_a_timm_model_trains_at_its_own_input_size_unless_image_size_is_given(tmp_path: Path):
+    from helpers import write_dataset
+
+    from aimonk.checkpoint import load_checkpoint
+    from aimonk.config import TrainConfig
+    from aimonk.model.backbones import sized_for_backbone
+
+    native = timm.data.resolve_data_config({}, pretrained_cfg=timm.models.get_pretrained_cfg("test_resnet").to_dict(),
+                                           use_test_size=True)["input_size"][-1]
+    assert native != 224  # else this test could not tell the two apart
+    data = write_dataset(tmp_path / "data", [f"i{k}.jpg {k % 2} {(k // 2) % 2}" for k in range(12)], size=24)
+    for given, expected in (((), native), (("--image-size", "48"), 48)):
+        out = tmp_path / f"out{len(given)}"
+        assert main(["train", "--data-dir", str(data), "--out-dir", str(out), "--backbone", "timm:test_resnet",
+                     "--weights", "none", "--epochs", "1", "--workers", "0", "--quiet", "--no-feature-cache",
+                     *given]) == 0
+        checkpoint = load_checkpoint(out / "aimonk_model.pth")
+        assert checkpoint["preprocessing"]["image_size"] == checkpoint["train_config"]["image_size"] == expected
+    assert sized_for_backbone(TrainConfig.from_recipe("reference")).image_size == 224  # torchvision's as before
