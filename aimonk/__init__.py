@@ -10,7 +10,6 @@ the threshold explorer and the ONNX export sit behind their seams, and `simulati
 benchmarks alone.
 """
 
-from aimonk.data.labels import LabelTable, read_labels
 from aimonk.errors import AimonkError, CheckpointError, ImageReadError, LabelFileError, WeightsUnavailableError
 
 __all__ = [
@@ -22,3 +21,13 @@ __all__ = [
     "WeightsUnavailableError",
     "read_labels",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The labels' reader loads numpy: imported when first asked for, so that `aimonk` itself imports nothing heavy
+    # (the command line handles interrupts before anything slow is imported).
+    if name in ("LabelTable", "read_labels"):
+        from aimonk.data import labels
+
+        return getattr(labels, name)
+    raise AttributeError(f"module 'aimonk' has no attribute {name!r}")

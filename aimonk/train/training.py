@@ -37,7 +37,7 @@ from aimonk.data.images import (
 )
 from aimonk.data.labels import LabelTable, read_labels, stratified_split
 from aimonk.errors import AimonkError
-from aimonk.io import MODEL_FILE, STATE_FILE, listed, output_lock, remove_stale_temporaries
+from aimonk.io import MODEL_FILE, STATE_FILE, listed, output_lock, remove_stale_temporaries, sigterm_as_interrupt
 from aimonk.model.backbones import preprocessing_for
 from aimonk.model.classifier import (
     AttributeClassifier,
@@ -76,7 +76,7 @@ def train(config: TrainConfig, resume: bool = False, stores: Stores | None = Non
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
     writer = world.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
-    with world.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
+    with sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
         return _train(config, resume, stores)
 
 
