@@ -213,10 +213,13 @@ _STOPPING: list[bool] = []  # the command caught its interrupt and exits: later 
 
 
 def interrupt(number: int, frame: object) -> None:
-    """The handler of SIGINT and SIGTERM: a KeyboardInterrupt in the process that installed it, until it stops;
-    nothing in a forked child (a DataLoader worker, which inherits it before any code of its own runs): its parent
-    stops it."""
+    """The handler of SIGINT and SIGTERM: a KeyboardInterrupt in the process that installed it, until it stops. A
+    forked child (a DataLoader worker, which inherits it before any code of its own runs) ignores Ctrl-C, which its
+    parent got too and stops it for, and ends at once on SIGTERM (as its parent stops it at exit)."""
     if os.getpid() not in _HANDLER_PID:
+        if number == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         return
     _RECEIVED.append(number)
     if not _STOPPING:

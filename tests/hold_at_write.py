@@ -1,7 +1,7 @@
 """Run `aimonk` as its console script does; with a FOLDER, hold the process still at its first rename of an output
 into FOLDER (the temporary file written, not yet in place), creating MARKER, until a signal ends the hold.
 
-    python _hold.py FOLDER|- MARKER AIMONK-ARGUMENTS...
+    python hold_at_write.py FOLDER|- MARKER AIMONK-ARGUMENTS...
 """
 
 import os

@@ -4,7 +4,7 @@ and what the user sees: the exit code, stderr, the files left behind. Used by e2
 The moments are observed from outside, as a user's Ctrl-C lands: while torch is being imported (its library mapped
 into the process), as the first DataLoader worker is forked, while the workers extract features, after they are
 gone (training or cross-fitting), and while an output is written (the process held at the rename of its first
-output's temporary file by `_hold.py`, the one moment not left to timing).
+output's temporary file by `hold_at_write.py`, the one moment not left to timing).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 MOMENTS = ["import", "fork", "extraction", "after workers", "writing"]
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-HOLD = Path(__file__).with_name("_hold.py")
+HOLD = Path(__file__).with_name("hold_at_write.py")
 TIMEOUT = 120  # seconds a run may take after its signal
 
 
