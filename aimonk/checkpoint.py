@@ -141,9 +141,9 @@ class DecisionRule:
     @classmethod
     def untuned(cls, attributes: Sequence[str], shortages: Sequence[str | None] | None = None) -> DecisionRule:
         n = len(attributes)
-        shortages = tuple(shortages) if shortages is not None else (None,) * n
-        return cls(tuple(attributes), (0.5,) * n, (1.0,) * n, tuple(why is None for why in shortages), None,
-                   shortages)
+        shortages = tuple(shortages) if shortages is not None and any(shortages) else None
+        return cls(tuple(attributes), (0.5,) * n, (1.0,) * n, tuple(why is None for why in shortages or (None,) * n),
+                   None, shortages)
 
     @classmethod
     def of(cls, checkpoint: dict) -> DecisionRule:
@@ -152,13 +152,13 @@ class DecisionRule:
         n = len(checkpoint["attributes"])
         verdicts = checkpoint.get("verdicts")
         counts = checkpoint.get("label_counts") or {}
-        shortages = tuple(shortage(int(known), int(positive)) for known, positive in
-                          zip(counts.get("known", [2] * n), counts.get("positive", [1] * n), strict=True))
+        known, positive = counts.get("known", []), counts.get("positive", [])
+        shortages = tuple(map(shortage, known, positive)) if len(known) == len(positive) == n else (None,) * n
         learnable = checkpoint.get("learnable", [True] * n)
         return cls(tuple(checkpoint["attributes"]), tuple(map(float, checkpoint["thresholds"])),
                    tuple(map(float, checkpoint.get("temperatures", [1.0] * n))),
                    tuple(bool(judged) and why is None for judged, why in zip(learnable, shortages, strict=True)),
-                   None if verdicts is None else tuple(verdicts), shortages)
+                   None if verdicts is None else tuple(verdicts), shortages if any(shortages) else None)
 
     def entries(self) -> dict[str, list]:
         """The rule as checkpoint entries (one value per attribute each): the thresholds alone until `aimonk tune`
