@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from common import machine
 
-from aimonk.cache import shards
+from aimonk.cache import store
 
 SHAPE, DTYPE = (2, 512), np.dtype(np.int16)  # bf16 kept as its bits
 
@@ -53,20 +53,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work) / "0123456789abcdef01234567"  # a cache folder's name: its key
         folder.mkdir()
-        for start in range(0, images, shards.MAX_ENTRIES):
-            names = digests[start : start + shards.MAX_ENTRIES]
+        for start in range(0, images, store.MAX_ENTRIES):
+            names = digests[start : start + store.MAX_ENTRIES]
             entries = [bf16_bits(rng.standard_normal(SHAPE, np.float32)) for _ in names]
-            (folder / shards.shard_name()).write_bytes(shards.encode_shard(folder.name, [n.hex() for n in names],
+            (folder / store.shard_name()).write_bytes(store.encode_shard(folder.name, [n.hex() for n in names],
                                                                            entries))
         damaged: Counter[str] = Counter()
-        rows, found = shards.read_shards(folder, digests, entry_bytes, DTYPE, damaged)  # and the page cache warm
+        rows, found = store.read_shards(folder, digests, entry_bytes, DTYPE, damaged)  # and the page cache warm
         assert found.all() and not damaged
         size = sum(path.stat().st_size for path in folder.iterdir()) / 2**20
-        reading = timed(lambda: shards.read_shards(folder, digests, entry_bytes, DTYPE, Counter()))
-        crc = timed(lambda: shards.entry_checksums(folder.name, digests, rows))
+        reading = timed(lambda: store.read_shards(folder, digests, entry_bytes, DTYPE, Counter()))
+        crc = timed(lambda: store.entry_checksums(folder.name, digests, rows))
         blake = timed(lambda: [hashlib.blake2b(row, digest_size=8, key=folder.name.encode(), salt=name[:16]).digest()
                                for name, row in zip(digests, rows, strict=True)])
-    print(f"{images:,} entries of {entry_bytes} bytes in {len(range(0, images, shards.MAX_ENTRIES))} shards "
+    print(f"{images:,} entries of {entry_bytes} bytes in {len(range(0, images, store.MAX_ENTRIES))} shards "
           f"({size:.0f} MiB), page cache warm; median of 5, wall (CPU) seconds:")
     print(f"  reading them as a warm run does, checksums checked: {reading[0]:.3f} s ({reading[1]:.3f} s)")
     print(f"  of which the CRC-32 of every entry:                 {crc[0]:.3f} s ({crc[1]:.3f} s), "

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aimonk.cache.shards import encode_shard, parse_header, read_shard, shard_entries
+from aimonk.cache.store import encode_shard, parse_header, read_shard, shard_entries
 from aimonk.config import TrainConfig
 from aimonk.data.labels import LabelTable
 from aimonk.io import LOCK_FILE

@@ -9,8 +9,7 @@ import os
 import warnings
 from pathlib import Path
 
-from aimonk.cache.shards import SHARD, shard_entries
-from aimonk.cache.store import ENTRY, INDEX, KEY, LOCK, MARKER, is_cache_folder, read_json
+from aimonk.cache.store import ENTRY, INDEX, KEY, LOCK, MARKER, SHARD, is_cache_folder, read_json, shard_entries
 from aimonk.errors import AimonkError
 from aimonk.io import listed
 

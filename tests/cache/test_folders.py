@@ -14,8 +14,7 @@ import pytest
 from torch import nn
 
 from aimonk.cache.folders import MARKER, cache_contents, clear_cache, is_cache_folder, made_by_cache
-from aimonk.cache.shards import shard_paths
-from aimonk.cache.store import FeatureCache
+from aimonk.cache.store import FeatureCache, shard_paths
 from aimonk.data.images import Preprocessing
 
 DIGEST = hashlib.sha256(b"an image").hexdigest()

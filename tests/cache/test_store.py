@@ -21,8 +21,7 @@ import aimonk.data.images
 import aimonk.model.features
 import aimonk.train.training
 from aimonk.cache.folders import MARKER, cache_contents, clear_cache
-from aimonk.cache.shards import encode_shard, shard_entries, shard_paths
-from aimonk.cache.store import FeatureCache, file_digest
+from aimonk.cache.store import FeatureCache, encode_shard, file_digest, shard_entries, shard_paths
 from aimonk.data.images import Preprocessing, open_rgb
 from aimonk.evaluate.prediction import Predictor
 from aimonk.model.classifier import build_model
