@@ -242,9 +242,12 @@ def handle_interrupts() -> None:
 
 
 def _after_interrupt(hook: Callable) -> Callable:
-    """`hook` (of an exception Python prints and forgets), silent once an interrupt came; an interrupt itself
-    dropped there is sent again."""
+    """`hook` (of an exception Python prints and forgets), silent once an interrupt came, and in a forked worker for
+    a connection its parent closed; an interrupt itself dropped there is sent again."""
     def _after_interrupt(failure: object) -> None:
+        if os.getpid() not in _HANDLER_PID and isinstance(getattr(failure, "exc_value", None),
+                                                          (ConnectionError, EOFError)):
+            return  # a forked worker (its thread passing a tensor) whose parent went away: the parent reports
         if not interrupt_received():
             hook(failure)
         elif isinstance(getattr(failure, "exc_value", None), KeyboardInterrupt) and not _STOPPING:

@@ -113,6 +113,12 @@ def _extracting(pid: int, process: subprocess.Popen) -> bool:
     return False
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C handled as in a terminal's foreground job, even where these tests run in the background (whose
+    commands start with Ctrl-C ignored, which aimonk respects)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(arguments: list[str], outputs: list[Path], moment: str, name: str, work: Path) -> Outcome:
     """Run `aimonk ARGUMENTS` and send signal `name` at `moment`: SIGINT to its process group (Ctrl-C in a terminal),
     SIGTERM to the process (`docker stop`, systemd). `outputs` are the files it would write: none may be left
@@ -122,7 +128,8 @@ def interrupt(arguments: list[str], outputs: list[Path], moment: str, name: str,
     held = str(outputs[0].parent) if moment == "writing" else "-"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, str(HOLD), held, str(marker), *arguments], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True, env=environment)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, env=environment,
+                               preexec_fn=_as_in_a_terminal)
     pid, seen = process.pid, []
 
     def workers_gone() -> bool:
