@@ -239,6 +239,16 @@ def handle_interrupts() -> None:
     if getattr(sys.unraisablehook, "__name__", "") != "_after_interrupt":
         sys.unraisablehook = _after_interrupt(sys.unraisablehook)
         threading.excepthook = _after_interrupt(threading.excepthook)  # a helper thread failing as workers stop
+        sys.excepthook = _quiet_in_workers(sys.excepthook)
+
+
+def _quiet_in_workers(hook: Callable) -> Callable:
+    """`sys.excepthook`, silent in a forked worker for a connection its parent closed (multiprocessing's
+    resource sharer, which hands the parent a tensor's file descriptor, reports through it from its thread)."""
+    def _excepthook(kind: type, error: BaseException, traceback: object) -> None:
+        if os.getpid() in _HANDLER_PID or not isinstance(error, (ConnectionError, EOFError)):
+            hook(kind, error, traceback)
+    return _excepthook
 
 
 def _after_interrupt(hook: Callable) -> Callable:
@@ -247,7 +257,7 @@ def _after_interrupt(hook: Callable) -> Callable:
     def _after_interrupt(failure: object) -> None:
         if os.getpid() not in _HANDLER_PID and isinstance(getattr(failure, "exc_value", None),
                                                           (ConnectionError, EOFError)):
-            return  # a forked worker (its thread passing a tensor) whose parent went away: the parent reports
+            return  # a forked worker whose parent went away: the parent reports what matters
         if not interrupt_received():
             hook(failure)
         elif isinstance(getattr(failure, "exc_value", None), KeyboardInterrupt) and not _STOPPING:
