@@ -243,10 +243,12 @@ def handle_interrupts() -> None:
 
 
 def _quiet_in_workers(hook: Callable) -> Callable:
-    """`sys.excepthook`, silent in a forked worker for a connection its parent closed (multiprocessing's
-    resource sharer, which hands the parent a tensor's file descriptor, reports through it from its thread)."""
+    """`sys.excepthook`, silent for a connection closed by the other end in a forked worker (its parent went away)
+    or after an interrupt (multiprocessing's resource sharer, which passes a tensor's file descriptor between them,
+    reports through it from its thread)."""
     def _excepthook(kind: type, error: BaseException, traceback: object) -> None:
-        if os.getpid() in _HANDLER_PID or not isinstance(error, (ConnectionError, EOFError)):
+        closed = isinstance(error, (ConnectionError, EOFError))
+        if not closed or (os.getpid() in _HANDLER_PID and not interrupt_received()):
             hook(kind, error, traceback)
     return _excepthook
 
