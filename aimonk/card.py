@@ -147,12 +147,17 @@ def _validation(checkpoint: dict) -> Iterator[str]:
 def _cannot_judge(checkpoint: dict) -> Iterator[str]:
     yield from ["## What it cannot judge", ""]
     rule = DecisionRule.of(checkpoint)
+    shortages = rule.shortages or (None,) * len(rule.attributes)
+    unlabelled = [f"- {name}: cannot be judged: {why} in its training labels; `aimonk predict` gives it no "
+                  "probability and never reports it present" for name, why in zip(rule.attributes, shortages,
+                                                                                  strict=True) if why]
     if rule.verdicts is None:
-        yield from ["Not decided yet: `aimonk tune` judges each attribute on the validation images (verdicts above, "
-                    "if any, are at the default thresholds); until then `aimonk predict` reports every attribute.", ""]
+        yield from [*unlabelled, "Not decided yet: `aimonk tune` judges each attribute on the validation images "
+                    "(verdicts above, if any, are at the default thresholds); until then `aimonk predict` reports "
+                    f"every {'other ' if unlabelled else ''}attribute.", ""]
         return
-    unable = [f"- {name}: {rule.verdicts[j]}; `aimonk predict` never reports it present"
-              for j, name in enumerate(rule.attributes) if not rule.learnable[j]]
+    unable = unlabelled + [f"- {name}: {rule.verdicts[j]}; `aimonk predict` never reports it present"
+                           for j, name in enumerate(rule.attributes) if not rule.learnable[j] and not shortages[j]]
     yield from [*(unable or ["Every attribute is better than chance on the validation images."]), ""]
 
 

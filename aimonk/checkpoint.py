@@ -25,6 +25,7 @@ from torch import nn
 
 from aimonk.config import PRECISIONS
 from aimonk.data.images import INTERPOLATIONS, RESIZES  # the module that registers the resizes a checkpoint may name
+from aimonk.data.labels import shortage
 from aimonk.errors import AimonkError, CheckpointError
 from aimonk.io import STATE_FILE, atomic_file, attribute_names_problem
 
@@ -135,21 +136,31 @@ class DecisionRule:
     temperatures: tuple[float, ...]
     learnable: tuple[bool, ...]
     verdicts: tuple[str, ...] | None = None  # as `aimonk tune` judged them; None before
+    # per attribute, why it cannot be judged at all (no known positive or negative label among those the model
+    # learned from: `shortage`), else None; such an attribute has no probability (NaN) and is never decided
+    shortages: tuple[str | None, ...] | None = None
 
     @classmethod
-    def untuned(cls, attributes: Sequence[str]) -> DecisionRule:
+    def untuned(cls, attributes: Sequence[str], shortages: Sequence[str | None] | None = None) -> DecisionRule:
         n = len(attributes)
-        return cls(tuple(attributes), (0.5,) * n, (1.0,) * n, (True,) * n)
+        shortages = tuple(shortages) if shortages is not None and any(shortages) else None
+        return cls(tuple(attributes), (0.5,) * n, (1.0,) * n, tuple(why is None for why in shortages or (None,) * n),
+                   None, shortages)
 
     @classmethod
     def of(cls, checkpoint: dict) -> DecisionRule:
-        """The rule a (loaded) checkpoint holds."""
+        """The rule a (loaded) checkpoint holds; an attribute without a known positive or negative label in the
+        labels it was trained on (`label_counts`) cannot be judged, whatever else it says."""
         n = len(checkpoint["attributes"])
         verdicts = checkpoint.get("verdicts")
+        counts = checkpoint.get("label_counts") or {}
+        known, positive = counts.get("known", []), counts.get("positive", [])
+        shortages = tuple(map(shortage, known, positive)) if len(known) == len(positive) == n else (None,) * n
+        learnable = checkpoint.get("learnable", [True] * n)
         return cls(tuple(checkpoint["attributes"]), tuple(map(float, checkpoint["thresholds"])),
                    tuple(map(float, checkpoint.get("temperatures", [1.0] * n))),
-                   tuple(map(bool, checkpoint.get("learnable", [True] * n))),
-                   None if verdicts is None else tuple(verdicts))
+                   tuple(bool(judged) and why is None for judged, why in zip(learnable, shortages, strict=True)),
+                   None if verdicts is None else tuple(verdicts), shortages if any(shortages) else None)
 
     def entries(self) -> dict[str, list]:
         """The rule as checkpoint entries (one value per attribute each): the thresholds alone until `aimonk tune`
@@ -160,8 +171,12 @@ class DecisionRule:
                 "learnable": list(self.learnable), "verdicts": list(self.verdicts)}
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities (float64) of logits (..., attributes)."""
-        return sigmoid(np.asarray(logits, dtype=np.float64) / np.asarray(self.temperatures, dtype=np.float64))
+        """Calibrated probabilities (float64) of logits (..., attributes); NaN for an attribute that cannot be judged
+        at all (its output learned nothing: any number there would be made up)."""
+        probabilities = sigmoid(np.asarray(logits, dtype=np.float64) / np.asarray(self.temperatures, np.float64))
+        if self.shortages and any(self.shortages):
+            probabilities[..., [why is not None for why in self.shortages]] = np.nan
+        return probabilities
 
     def decisions(self, probabilities: Sequence[float]) -> list[bool | None]:
         """Per attribute: present (its probability reaches its threshold), absent, or None where none is made."""
@@ -176,6 +191,13 @@ class DecisionRule:
     def cannot_judge(self) -> list[str]:
         """Attributes the model was found no better than chance at (or too rarely labelled to tell): never decided."""
         return [name for name, learnable in zip(self.attributes, self.learnable, strict=True) if not learnable]
+
+    def why_not_judged(self) -> dict[str, str]:
+        """Each attribute that is never decided, and why, in words."""
+        shortages = self.shortages or (None,) * len(self.attributes)
+        return {name: f"{why} in its training labels: no probability" if why else
+                "no better than chance on its validation images" for name, learnable, why in
+                zip(self.attributes, self.learnable, shortages, strict=True) if not learnable}
 
 
 def model_checkpoint(

@@ -20,7 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from aimonk import world
+from aimonk import io, world
 from aimonk.config import (
     LABELLING_RECIPE,
     SEED,
@@ -65,20 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     warnings.showwarning = _show_warning
     try:
-        with world.sigterm_as_interrupt():  # SIGTERM is Ctrl-C for every command: outputs stay whole
+        with io.sigterm_as_interrupt():  # for callers from Python: `aimonk` handles interrupts for the process
             return run(args)
-    except (AimonkError, OSError) as error:
-        # Under torchrun every process meets the same problems with the input, and rank 0 reports them; an image
-        # that cannot be read is its own reader's to report.
-        if world.is_main() or not isinstance(error, AimonkError) or isinstance(error, ImageReadError):
-            print(f"aimonk: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        if world.is_main():
-            print("aimonk: interrupted", file=sys.stderr)
-        return 130
-    except RuntimeError as error:
-        if not world.WORLD.peer_lost(error):
+        return io.interrupted(show=world.is_main())
+    except Exception as error:
+        if io.interrupt_received():  # e.g. a DataLoader worker gone with the interrupt: the interrupt
+            return io.interrupted(show=world.is_main())
+        if isinstance(error, (AimonkError, OSError)):
+            # Under torchrun every process meets the same problems with the input, and rank 0 reports them; an
+            # image that cannot be read is its own reader's to report.
+            if world.is_main() or not isinstance(error, AimonkError) or isinstance(error, ImageReadError):
+                print(f"aimonk: error: {error}", file=sys.stderr)
+            return 2
+        if not isinstance(error, RuntimeError) or not world.WORLD.peer_lost(error):
             raise
         print("aimonk: error: another process of this torchrun job stopped (torchrun's report says which)",
               file=sys.stderr)

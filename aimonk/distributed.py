@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
-import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from aimonk import world
 from aimonk.errors import AimonkError
+from aimonk.io import handle_interrupts
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ def join(device: torch.device) -> Torchrun:
         atexit.register(torch_dist.destroy_process_group)
         # torchrun passes Ctrl-C on as SIGINT, but stops the workers with SIGTERM when it is itself terminated or
         # when another worker failed: both are an interrupt, for the whole life of a worker.
-        signal.signal(signal.SIGTERM, world.sigterm_as_sigint)
+        handle_interrupts()
     return Torchrun(torch_dist.get_rank(), torch_dist.get_world_size(), device)
 
 

@@ -1,7 +1,7 @@
 """Files aimonk writes and where things are: the output folder's file names, atomic writes, full lists behind short
-messages, one writer per output folder (a lock held for the whole run), the earlier runs a new one keeps in
-OUT_DIR/runs, the repository root that notebooks resolve their paths from. What these promise a user is written down
-once, in docs/validation.md.
+messages, one writer per output folder (a lock held for the whole run), interrupts that leave every file whole, the
+earlier runs a new one keeps in OUT_DIR/runs, the repository root that notebooks resolve their paths from. What
+these promise a user is written down once, in docs/validation.md.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -274,6 +276,137 @@ def _holder(handle: int) -> str:
 
 
 # Where things are.
+
+
+# Interrupts. The command line (aimonk/__main__.py) calls `handle_interrupts` first thing, before torch loads and
+# DataLoader workers start (this module imports neither torch nor numpy): from then on Ctrl-C and SIGTERM are one
+# KeyboardInterrupt in that process, which every writer above turns into "nothing written", and the command into
+# exit code 130 and one line (`interrupted`).
+
+_HANDLER_PID: list[int] = []  # the process whose handler raises: its forked children (DataLoader workers) inherit it
+_RECEIVED: list[int] = []  # the interrupts this process received (signal numbers)
+_STOPPING: list[bool] = []  # the command caught its interrupt and exits: later ones are not raised
+
+
+def interrupt(number: int, frame: object) -> None:
+    """The handler of SIGINT and SIGTERM: a KeyboardInterrupt in the process that installed it, until it stops. A
+    forked child (a DataLoader worker, which inherits it before any code of its own runs) ignores Ctrl-C, which its
+    parent got too and stops it for, and ends at once on SIGTERM (as its parent stops it at exit)."""
+    if os.getpid() not in _HANDLER_PID:
+        if number == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return
+    _RECEIVED.append(number)
+    if not _STOPPING:
+        raise KeyboardInterrupt
+
+
+def handle_interrupts() -> None:
+    """For the whole life of this process: Ctrl-C and SIGTERM (`docker stop`, Slurm, systemd, torchrun) are one
+    KeyboardInterrupt, raised in this process only. A signal ignored when it started (a background job's Ctrl-C,
+    `nohup`) stays ignored. An interrupt that Python drops where it came (in a fork's callbacks or a `__del__`, where
+    an exception is printed and forgotten) is raised again at the next point it can be; once one came, the noise of
+    the shutdown (`Exception ignored in ...`) is not printed."""
+    _HANDLER_PID[:] = [os.getpid()]
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, interrupt)
+    if getattr(sys.unraisablehook, "__name__", "") != "_after_interrupt":
+        sys.unraisablehook = _after_interrupt(sys.unraisablehook)
+        threading.excepthook = _after_interrupt(threading.excepthook)  # a helper thread failing as workers stop
+        sys.excepthook = _quiet_in_workers(sys.excepthook)
+
+
+def _quiet_in_workers(hook: Callable) -> Callable:
+    """`sys.excepthook`, silent for a connection closed by the other end in a forked worker (its parent went away)
+    or after an interrupt (multiprocessing's resource sharer, which passes a tensor's file descriptor between them,
+    reports through it from its thread)."""
+    def _excepthook(kind: type, error: BaseException, traceback: object) -> None:
+        closed = isinstance(error, (ConnectionError, EOFError))
+        if not closed or (os.getpid() in _HANDLER_PID and not interrupt_received()):
+            hook(kind, error, traceback)
+    return _excepthook
+
+
+def _after_interrupt(hook: Callable) -> Callable:
+    """`hook` (of an exception Python prints and forgets), silent once an interrupt came, and in a forked worker for
+    a connection its parent closed; an interrupt itself dropped there is sent again."""
+    def _after_interrupt(failure: object) -> None:
+        if os.getpid() not in _HANDLER_PID and isinstance(getattr(failure, "exc_value", None),
+                                                          (ConnectionError, EOFError)):
+            return  # a forked worker whose parent went away: the parent reports what matters
+        if not interrupt_received():
+            hook(failure)
+        elif isinstance(getattr(failure, "exc_value", None), KeyboardInterrupt) and not _STOPPING:
+            # Again in a millisecond, from the kernel: raised where the program is then, not in this hook (a signal
+            # sent from here would be handled, and dropped, before the hook returns).
+            signal.signal(signal.SIGALRM, interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+    return _after_interrupt
+
+
+def interrupt_received() -> bool:
+    """Whether this process received Ctrl-C or SIGTERM (under `handle_interrupts`): whatever failed after it (a
+    DataLoader worker gone, say) failed because of it."""
+    return bool(_RECEIVED) and os.getpid() in _HANDLER_PID
+
+
+def interrupted(line: str = "aimonk: interrupted", show: bool = True) -> int:
+    """Exit code 130 after an interrupt, with its one line if `show` (rank 0 alone under torchrun). From here on
+    interrupts are not raised, so nothing cuts the exit short or adds to the line."""
+    _STOPPING[:] = [True]
+    if show:
+        print(line, file=sys.stderr, flush=True)
+    return 130
+
+
+def sigterm_as_sigint(number: int, frame: object) -> None:
+    """SIGTERM handled as Ctrl-C: SIGINT raised (so that it is held wherever Ctrl-C is); a KeyboardInterrupt where
+    Ctrl-C itself is ignored (a background job), so that SIGTERM still stops the process."""
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.raise_signal(signal.SIGINT)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM is Ctrl-C: raised as SIGINT, a KeyboardInterrupt where nothing holds it; the
+    previous handler is restored after. For callers from Python (`train`, `cli.main`); a no-op where
+    `handle_interrupts` made it so for the process, outside the main thread, where SIGTERM is ignored on purpose, or
+    where its handler was not set from Python (it could not be put back)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) in (
+            None, signal.SIG_IGN, interrupt):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, sigterm_as_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT), and SIGTERM where Python handles it, until the block ends, then pass them on; a no-op
+    outside the main thread or under a foreign SIGINT handler."""
+    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread() or previous[signal.SIGINT] is None:
+        yield
+        return
+    held = [number for number, handler in previous.items() if number == signal.SIGINT or callable(handler)]
+    received: list[int] = []
+    for number in held:
+        signal.signal(number, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        for number in held:
+            signal.signal(number, previous[number])
+        for number in dict.fromkeys(received):  # each once, in the order they came
+            if callable(previous[number]):
+                previous[number](number, None)
 
 
 def repository_root(start: Path | None = None) -> Path:

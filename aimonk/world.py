@@ -1,4 +1,4 @@
-"""This process: its place in a job, the device it computes on, and SIGTERM as Ctrl-C.
+"""This process: its place in a job and the device it computes on.
 
 The core reads `world.WORLD`: one process (rank 0 of 1) whose collective steps do nothing, unless a torchrun job was
 joined by `start`. Joining is the torchrun extra's (`aimonk.distributed`, imported by the command line when torchrun's
@@ -9,10 +9,7 @@ torchrun, and the training loop reads the same either way (`WORLD.shard(batch)`,
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -129,29 +126,3 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.index is not None and device.index >= count:
         raise AimonkError(f"--device {name}: there is no {device.type} device {device.index} here ({available})")
     return device
-
-
-def sigterm_as_sigint(number: int, frame: object) -> None:
-    """SIGTERM handled as Ctrl-C: SIGINT raised (so that it is held wherever Ctrl-C is); a KeyboardInterrupt where
-    Ctrl-C itself is ignored (a background job), so that SIGTERM still stops the process."""
-    if callable(signal.getsignal(signal.SIGINT)):
-        signal.raise_signal(signal.SIGINT)
-    else:
-        raise KeyboardInterrupt
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (what `docker stop`, Slurm, systemd and torchrun send) is Ctrl-C: raised as SIGINT,
-    a KeyboardInterrupt where nothing holds it. The previous handler is restored after. A no-op outside the main
-    thread, where SIGTERM is ignored on purpose, or where its handler was not set from Python (it could not be put
-    back)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) in (
-            None, signal.SIG_IGN):
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, sigterm_as_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

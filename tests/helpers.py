@@ -103,10 +103,30 @@ def holder_pid(out: Path) -> int | None:
         return None
 
 
-def _rewrite_shard(shard: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Write `shard` again, complete, with its entries (rows of bytes) changed by `change`."""
-    names, rows = read_shard(shard, parse_header(shard.read_bytes()[:32])[1])
-    shard.write_bytes(encode_shard([name.hex() for name in names], list(change(rows))))
+def rewrite_shard(shard: Path, change: Callable[[np.ndarray], np.ndarray], key: str | None = None) -> None:
+    """Write `shard` again, complete and with right checksums, with its entries (rows of bytes) changed by `change`,
+    as the cache folder of `key` (default: its own) would have written it."""
+    names, _, rows = read_shard(shard, parse_header(shard.read_bytes()[:32])[1])
+    shard.write_bytes(encode_shard(key or shard.parent.name, [name.hex() for name in names], list(change(rows))))
+
+
+def flip_signs(shard: Path, itemsize: int = 4, every: int = 32) -> None:
+    """Flip the sign bit of every `every`-th value (of `itemsize` bytes, little-endian) in the shard's entries: all
+    still finite, the file still complete."""
+    data = bytearray(shard.read_bytes())
+    count, entry_bytes = parse_header(bytes(data[:32]))
+    start = 32 + count * (32 + 4)
+    for at in range(start + itemsize - 1, start + count * entry_bytes, every * itemsize):
+        data[at] ^= 0x80
+    shard.write_bytes(bytes(data))
+
+
+def older_format(shard: Path) -> None:
+    """`shard` as aimonk wrote it before entries had checksums (magic v1, no checksums)."""
+    data = shard.read_bytes()
+    count = parse_header(data[:32])[0]
+    checksums = 32 + 32 * count
+    shard.write_bytes(b"aimonk-shard-v1\n" + data[16:checksums] + data[checksums + 4 * count:])
 
 
 # Ways to damage a feature-cache shard (of fp32 entries), by the reason the cache's warning gives.
@@ -114,10 +134,12 @@ DAMAGE = {
     "empty": lambda shard: shard.write_bytes(b""),
     "truncated": lambda shard: shard.write_bytes(shard.read_bytes()[:-10]),
     "not a shard file": lambda shard: shard.write_bytes(np.random.default_rng(0).bytes(300)),
-    "of another shape or dtype": lambda shard: _rewrite_shard(shard, lambda rows: rows[:, :-4]),
+    "of another shape or dtype": lambda shard: rewrite_shard(shard, lambda rows: rows[:, :-4]),
     "longer than its header says": lambda shard: shard.write_bytes(shard.read_bytes() + b"\0"),
-    "not finite": lambda shard: _rewrite_shard(
+    "not finite": lambda shard: rewrite_shard(
         shard, lambda rows: np.full((len(rows), rows.shape[1] // 4), np.nan, np.float32).view(np.uint8)),
+    "not as written": flip_signs,  # bit rot: the sign of every 32nd value, all finite
+    "of an older format": older_format,
 }
 
 

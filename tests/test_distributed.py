@@ -15,8 +15,7 @@ import pytest
 from helpers import needs_gloo
 
 from aimonk.distributed import Torchrun
-from aimonk.train.adam import held_interrupts
-from aimonk.world import sigterm_as_interrupt
+from aimonk.io import held_interrupts, sigterm_as_interrupt
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def test_under_torchrun_sigterm_is_an_interrupt_held_like_ctrl_c(tmp_path):
     script = (
         "import os, signal\n"
         "import aimonk.distributed\n"
-        "from aimonk.train.adam import held_interrupts\n"
+        "from aimonk.io import held_interrupts\n"
         "from aimonk.world import start\n"
         "assert start().world_size == 1\n"
         "try:\n"

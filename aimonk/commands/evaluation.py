@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,9 +33,9 @@ def run_predict(args: argparse.Namespace) -> int:
     paths = image_files(args.paths)
     if not paths:
         raise AimonkError(f"no image files in {', '.join(args.paths)}")
-    if predictor.cannot_judge and not args.json:
-        print(f"aimonk: note: this model cannot judge {', '.join(predictor.cannot_judge)} (no better than chance on "
-              "its validation images): never reported present", file=sys.stderr)
+    if not args.json:
+        for name, why in predictor.rule.why_not_judged().items():
+            print(f"aimonk: note: this model cannot judge {name} ({why}): never reported present", file=sys.stderr)
     failures = 0
     with output_file(args.csv, ".csv", "--csv", [args.model, *paths], newline="", encoding="utf-8") as table:
         rows = csv.writer(table) if table else None
@@ -49,10 +50,11 @@ def run_predict(args: argparse.Namespace) -> int:
                 continue
             present = predictor.present_attributes(prediction.probabilities)
             if args.json:
-                rounded = (round(p, 4) for p in prediction.probabilities)
+                rounded = (None if math.isnan(p) else round(p, 4) for p in prediction.probabilities)
                 probabilities = dict(zip(predictor.attributes, rounded, strict=True))
                 print(json.dumps({"image": str(prediction.path), "attributes": present,
-                                  "probabilities": probabilities, "cannot_judge": predictor.cannot_judge}))
+                                  "probabilities": probabilities, "cannot_judge": predictor.cannot_judge,
+                                  "why_not_judged": predictor.rule.why_not_judged()}))
             else:
                 print(f"{prediction.path}: {', '.join(present) or 'none'}")
             sys.stdout.flush()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def run_complete(args: argparse.Namespace) -> int:
                 rows.writerow(["image", "attribute", "probability", "fill"])
                 for i, j in zip(*(~oof.known).nonzero(), strict=True):
                     fill = completion.fills[i, j]
-                    rows.writerow([oof.images[i], oof.attributes[j], f"{oof.probabilities[i, j]:.6g}",
+                    p = oof.probabilities[i, j]  # NaN: an attribute that cannot be judged
+                    rows.writerow([oof.images[i], oof.attributes[j], "" if math.isnan(p) else f"{p:.6g}",
                                    "NA" if fill == NOT_FILLED else fill])
         write_completed(completion, labels, target, LabelFormat.of(config))
     print("\n".join(completion_summary(completion)))
@@ -99,8 +101,12 @@ def run_next(args: argparse.Namespace) -> int:
     counts = chosen["attribute"].value_counts()
     print(f"the {len(chosen)} NA entries to label next (of {int((~oof.known).sum())}): " +
           ", ".join(f"{name} {int(counts.get(name, 0))}" for name in oof.attributes))
+    for name, why in zip(oof.attributes, oof.shortages(), strict=True):
+        if why:
+            print(f"{name} cannot be judged ({why}): no probability; its NA entries come first")
     for row in chosen.head(10).itertuples():
-        print(f"  {row.image} {row.attribute}: p={row.probability:.2f}, priority {row.priority:.4f}")
+        print(f"  {row.image} {row.attribute}: " + (row.reason if row.reason else
+                                                      f"p={row.probability:.2f}, priority {row.priority:.4f}"))
     for path in (table, studio):
         if path:
             print(f"wrote {path}")

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import sys
 from pathlib import Path
 
 from aimonk import world
-from aimonk.io import CARD_FILE, METRICS_FILE, MODEL_FILE, VALIDATION_CURVE_FILE, output_lock
+from aimonk.io import CARD_FILE, METRICS_FILE, MODEL_FILE, VALIDATION_CURVE_FILE, interrupted, output_lock
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -31,14 +30,11 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume, stores=config_stores(config), watchers=watchers)
     except TrainingInterrupted:
-        if world.is_main():
-            print(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
-                  f"{config.out_dir}", file=sys.stderr)
-        return 130
+        return interrupted(f"aimonk: interrupted; state saved, continue with: {command} train --resume --out-dir "
+                           f"{config.out_dir}", world.is_main())
     except KeyboardInterrupt:
-        if world.is_main():
-            print("aimonk: interrupted before the first training step; nothing new was saved", file=sys.stderr)
-        return 130
+        return interrupted("aimonk: interrupted before the first training step; nothing new was saved",
+                           world.is_main())
     if not world.is_main():
         return 0
     data = result.data

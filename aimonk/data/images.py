@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -130,8 +131,10 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     """Decode any image PIL can read, whatever its extension, into an upright RGB picture.
 
     `min_size` lets large JPEGs decode at a reduced scale that still covers `min_size` pixels a side.
-    EXIF orientation is applied; transparency is composited onto white; 16-bit and CMYK are converted.
+    EXIF orientation is applied; transparency is composited onto white; 16-bit and CMYK are converted. Anything but a
+    regular file (a named pipe, a socket, a device: opening one can wait forever) is refused before it is opened.
     """
+    refuse_unless_regular(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -154,6 +157,24 @@ def open_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
     for warning in caught:  # PIL's own warnings (e.g. corrupt EXIF) do not say which file
         warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=2)
     return rgb
+
+
+NOT_REGULAR = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket",
+               stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+
+
+def refuse_unless_regular(path: str | Path) -> None:
+    """An ImageReadError, one line naming `path`, unless it is a regular file (a link to one is), looked at without
+    opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except OSError as error:
+        raise ImageReadError(f"{path}: cannot read image ({error.strerror or error})") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in NOT_REGULAR.items() if test(mode)), "not a regular file")
+        raise ImageReadError(f"{path}: not an image file but {kind}, so not opened")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -114,6 +114,11 @@ class LabelTable:
         """Known-present entries, bool (images, attributes)."""
         return self.known & (self.targets > 0.5)
 
+    def shortages(self) -> list[str | None]:
+        """Per attribute, why no model can judge it from these labels (`shortage`), or None."""
+        return [shortage(int(known), int(positive))
+                for known, positive in zip(self.known.sum(0), self.positives().sum(0), strict=True)]
+
     def hide(self, rows: np.ndarray, fraction: float = 0.0, keep: int = 0, seed: int = 0) -> LabelTable:
         """A copy with known labels of `rows` hidden (made NA) at random: a `fraction` of them, and/or all but
         `keep` per attribute (0: no limit). Other rows are untouched."""
@@ -483,3 +488,16 @@ def cross_fitting_folds(truth: np.ndarray, folds: int, seed: int) -> list[tuple[
     from sklearn.model_selection import StratifiedKFold
 
     return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(truth)), truth))
+
+
+def shortage(known: int, positives: int) -> str | None:
+    """Why an attribute with `known` labels, `positives` of them present, cannot be judged by any model: without a
+    known positive (or negative) label there is nothing to learn or to check a probability against, so none is
+    reported for it (a column just added to the labels file, say). None where both kinds are known."""
+    if known == 0:
+        return "no known label (all NA)"
+    if positives == 0:
+        return "no known positive label"
+    if positives == known:
+        return "no known negative label"
+    return None

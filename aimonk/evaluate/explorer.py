@@ -92,7 +92,8 @@ class ThresholdExplorer:
             honest = (f"best-F1 threshold {best['threshold']:.3f}: F1 out of fold {best['f1_out_of_fold']:.3f}, "
                       f"in sample {best['f1_in_sample']:.3f}")
         else:
-            honest = "not learnable (no better than chance): aimonk predict never reports it present"
+            why = self.rule.why_not_judged().get(self.rule.attributes[j], "no better than chance")
+            honest = f"cannot be judged ({why}): aimonk predict never reports it present"
         total = sum(values[kind] for kind in ("tp", "fp", "fn", "tn"))
         return f"<b>{shown}</b><br>{counts} of {total} known labels; {honest}"
 

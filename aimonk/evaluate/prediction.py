@@ -7,6 +7,7 @@ and decisions are the checkpoint's decision rule applied to them.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +57,13 @@ class Decider:
         return ["image", *(f"p_{name}" for name in self.attributes), *self.attributes, "error"]
 
     def csv_row(self, prediction: Prediction) -> list[str]:
-        """One image: probabilities to 6 decimals, decisions 1/0 (empty where none is made), or the error alone."""
+        """One image: probabilities to 6 decimals (empty for an attribute that has none), decisions 1/0 (empty where
+        none is made), or the error alone."""
         empty = [""] * len(self.attributes)
         if prediction.error:
             return [str(prediction.path), *empty, *empty, prediction.error]
         decisions = self.rule.decisions(prediction.probabilities)
-        return [str(prediction.path), *(f"{p:.6f}" for p in prediction.probabilities),
+        return [str(prediction.path), *("" if math.isnan(p) else f"{p:.6f}" for p in prediction.probabilities),
                 *("" if present is None else str(int(present)) for present in decisions), ""]
 
     def predict(self, paths: Sequence[Path], batch_size: int = 32, num_workers: int = 2) -> Iterator[Prediction]:

@@ -20,7 +20,7 @@ import torch
 from aimonk import world
 from aimonk.checkpoint import sigmoid
 from aimonk.config import TrainConfig
-from aimonk.data.labels import LabelFormat, LabelTable, read_labels, stratified_folds
+from aimonk.data.labels import LabelFormat, LabelTable, read_labels, shortage, stratified_folds
 from aimonk.errors import AimonkError
 from aimonk.evaluate.calibration import temperature_if_it_helps
 from aimonk.metrics import LEARNABLE, evaluate, short_verdict
@@ -49,8 +49,17 @@ class OutOfFold:
     image_dir: Path
     skipped: list[str]  # missing or unreadable images, left out
 
+    def shortages(self) -> list[str | None]:
+        """Per attribute, why it cannot be judged at all (no known positive or negative label: `shortage`), or
+        None; such an attribute's probabilities are NaN."""
+        return [shortage(int(known.sum()), int((known & (targets > 0.5)).sum()))
+                for known, targets in zip(self.known.T, self.targets.T, strict=True)]
+
     def why_not(self, attribute: int) -> str:
-        """Why an attribute that is not better than chance is left alone: its verdict, with the AUC interval."""
+        """Why an attribute that is not better than chance is left alone: that it cannot be judged at all and why,
+        or its verdict with the AUC interval."""
+        if why := self.shortages()[attribute]:
+            return f"cannot be judged: {why}"
         row = self.metrics.iloc[attribute]
         interval = "" if np.isnan(row["roc_auc_low"]) else \
             f"; out-of-fold ROC AUC {row['roc_auc']:.2f} [{row['roc_auc_low']:.2f}, {row['roc_auc_high']:.2f}]"
@@ -115,6 +124,8 @@ def cross_fitted(config: TrainConfig, data: TrainingData, rows: np.ndarray, fold
     # present: counting only "above chance" cost the learnable set's subtle attributes their audit (33 % of 5 %
     # planted flips found in the top 2 x flips, against 67 % with ranking attributes: docs/evidence.md)
     better = np.array([short_verdict(row) in LEARNABLE for row in metrics.reset_index().to_dict("records")])
+    # an attribute without a known positive (or negative) label learned nothing: no probability, not a made-up one
+    probabilities[:, [why is not None for why in table.shortages()]] = np.nan
     return OutOfFold(list(table.filenames), list(table.attributes), table.targets.astype(np.float64),
                      table.known.copy(), probabilities, better, metrics, temperatures, fold, Path(table.path),
                      Path(data.image_dir), data.skipped)

@@ -30,17 +30,25 @@ LOCAL_FILES = "/data/local-files/?d="  # how Label Studio serves a local file (i
 
 
 def next_to_label(oof: OutOfFold, k: int) -> pd.DataFrame:
-    """The `k` NA entries of highest priority (image, attribute, probability, priority), highest first; never a
-    known entry. An attribute without an AP interval (too few known positives) counts as fully uncertain (width 1)."""
+    """The `k` NA entries of highest priority (image, attribute, probability, priority, reason), highest first; never
+    a known entry. First the entries of attributes that cannot be judged at all (no known positive or negative
+    label, a column just added say: no probability, no priority, the reason given), in the file's order; then the
+    rest by priority. An attribute without an AP interval (too few known positives) counts as fully uncertain
+    (width 1)."""
     width = (oof.metrics["ap_high"] - oof.metrics["ap_low"]).to_numpy(dtype=np.float64)
     width = np.where(np.isfinite(width), width, 1.0)
+    shortages = oof.shortages()
+    reasons = np.array([f"cannot be judged: {why}" if why else "" for why in shortages], dtype=object)
     rows, columns = np.nonzero(~oof.known)
     p = oof.probabilities[rows, columns]
     priority = p * (1 - p) * width[columns]
-    order = np.argsort(-priority, kind="stable")[:k]
+    unjudged = np.array([shortages[c] is not None for c in columns], bool)
+    order = np.concatenate([np.flatnonzero(unjudged), np.flatnonzero(~unjudged)[np.argsort(-priority[~unjudged],
+                                                                                          kind="stable")]])[:k]
     return pd.DataFrame({"image": [oof.images[rows[i]] for i in order],
                          "attribute": [oof.attributes[columns[i]] for i in order],
-                         "probability": p[order], "priority": priority[order]})
+                         "probability": p[order], "priority": priority[order],
+                         "reason": reasons[columns[order]].astype(str)})
 
 
 def label_studio_tasks(rows: pd.DataFrame, image_dir: str | Path) -> list[dict]:
@@ -51,6 +59,11 @@ def label_studio_tasks(rows: pd.DataFrame, image_dir: str | Path) -> list[dict]:
     folder = Path(image_dir).resolve()
     return [{"data": {"image": LOCAL_FILES + quote((folder / row.image).as_posix().lstrip("/")),
                       "attribute": row.attribute, "file": row.image},
-             "meta": {"file": row.image, "probability": round(float(row.probability), 4),
-                      "priority": round(float(row.priority), 6), "rank": rank}}
+             "meta": {"file": row.image, "probability": _rounded(row.probability, 4),
+                      "priority": _rounded(row.priority, 6), "rank": rank, **({"reason": row.reason} if row.reason
+                                                                            else {})}}
             for rank, row in enumerate(rows.itertuples(), start=1)]
+
+
+def _rounded(value: float, digits: int) -> float | None:
+    return None if np.isnan(value) else round(float(value), digits)

@@ -18,11 +18,8 @@ import hashlib
 import json
 import math
 import random
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +32,7 @@ from aimonk.config import TrainConfig
 from aimonk.data.images import epoch_plan
 from aimonk.data.labels import LabelTable
 from aimonk.errors import AimonkError
-from aimonk.io import STATE_FILE
+from aimonk.io import STATE_FILE, held_interrupts, interrupt_received
 from aimonk.model.classifier import AttributeClassifier, TrainedPart
 from aimonk.model.features import state_fingerprint
 from aimonk.registry import LR_SCHEDULES, SAMPLERS, SOLVERS
@@ -116,7 +113,7 @@ def fit_adam(run: TrainingRun) -> None:
             save_state()
     except (KeyboardInterrupt, RuntimeError) as stop:
         refuse_overflow(stop, len(run.history), hint)
-        if not isinstance(stop, KeyboardInterrupt) and not job.peer_lost(stop):
+        if not isinstance(stop, KeyboardInterrupt) and not job.peer_lost(stop) and not interrupt_received():
             raise
         # Ctrl-C, or under torchrun a SIGTERM or another process gone: the weights are those of the last whole step.
         with suppress(KeyboardInterrupt), held_interrupts():  # a second signal does not cut the save short
@@ -239,25 +236,3 @@ def resume_optimizer(optimizer: torch.optim.Optimizer, state: dict | None) -> tu
         return 0, 0
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["step"]
-
-
-@contextmanager
-def held_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT), and SIGTERM where Python handles it (as Ctrl-C, during training), until the block ends,
-    then pass them on; a no-op outside the main thread or under a foreign SIGINT handler."""
-    previous = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
-    if threading.current_thread() is not threading.main_thread() or previous[signal.SIGINT] is None:
-        yield
-        return
-    held = [number for number, handler in previous.items() if number == signal.SIGINT or callable(handler)]
-    received: list[int] = []
-    for number in held:
-        signal.signal(number, lambda number, frame: received.append(number))
-    try:
-        yield
-    finally:
-        for number in held:
-            signal.signal(number, previous[number])
-        for number in dict.fromkeys(received):  # each once, in the order they came
-            if callable(previous[number]):
-                previous[number](number, None)

@@ -56,6 +56,7 @@ from aimonk.io import (
     listed,
     output_lock,
     remove_stale_temporaries,
+    sigterm_as_interrupt,
 )
 from aimonk.model.backbones import preprocessing_for, sized_for_backbone
 from aimonk.model.classifier import (
@@ -114,7 +115,7 @@ def train(config: TrainConfig, resume: bool = False, stores: Stores | None = Non
     """
     config.check()  # before anything is written (a resumed run's own settings are checked once read)
     writer = world.start(config.device).is_main  # first: under torchrun, SIGTERM as Ctrl-C outlives the block
-    with world.sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
+    with sigterm_as_interrupt(), output_lock(config.out_dir) if writer else nullcontext():
         return _train(config, resume, stores, (watchers or []) if writer else [], labels)
 
 

@@ -246,11 +246,11 @@ def test_bf16_entries_are_checked_too(small_dataset, tmp_path):
     assert found.all() and entries.dtype == np.int16 and entries.shape == (2, 2, 8)
     [shard] = shard_paths(cache.folder)
     infinite = to_storable(torch.full((2, 8), float("inf"), dtype=torch.bfloat16))
-    shard.write_bytes(encode_shard(digests, [infinite, np.zeros((2, 8), np.int16)]))
+    shard.write_bytes(encode_shard(cache.folder.name, digests, [infinite, np.zeros((2, 8), np.int16)]))
     entries, found = cache.load_many([digests[1], *digests])  # an image and its copy, then the other
     assert found.tolist() == [True, False, True] and not entries[[0, 2]].any() and cache.damaged == {"not finite": 1}
     cache.damaged.clear()
-    shard.write_bytes(encode_shard(digests, [np.zeros((2, 8), np.float32)] * 2))  # right shape, not bf16
+    shard.write_bytes(encode_shard(cache.folder.name, digests, [np.zeros((2, 8), np.float32)] * 2))  # not bf16
     assert not cache.load_many(digests)[1].any() and cache.damaged == {"of another shape or dtype": 1}
 
 
@@ -431,3 +431,18 @@ def test_an_old_one_file_per_image_cache_is_deleted_and_its_images_computed_agai
     assert torch.equal(features, expected) and decoded == [] and messages == []
     assert [path.name for path in folder.iterdir() if path.is_dir()] == ["ab"]  # the old entries' folders removed
     assert (folder / "ab" / "mine.txt").read_text() == "not the cache's"
+
+
+def test_shards_swapped_within_a_folder_still_give_each_image_its_own_features(small_dataset, tmp_path, decoded):
+    """Entries are found by their image's digest, not by the file they are in: two shards' names swapped (which one
+    is newest) changes nothing, and is not damage."""
+    paths = sorted((small_dataset / "images").iterdir())[:6]
+    cache = _extract(tmp_path, paths[:3])
+    _extract(tmp_path, paths[3:])
+    expected, _ = cache.load_many([file_digest(path) for path in paths])
+    older, newer = sorted(shard_paths(cache.folder))
+    older_bytes = older.read_bytes()
+    older.write_bytes(newer.read_bytes())
+    newer.write_bytes(older_bytes)
+    entries, found = cache.load_many([file_digest(path) for path in paths])
+    assert found.all() and np.array_equal(entries, expected) and not cache.damaged

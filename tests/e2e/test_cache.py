@@ -1,4 +1,5 @@
-"""The feature cache under `aimonk train` and `aimonk cache`: a damaged cache healed, a full one outlived, a file
+"""The feature cache under `aimonk train` and `aimonk cache`: a damaged cache healed (bit rot and a shard of another
+model included: the model trained equals the clean cache's), a full one outlived, a file
 given as the cache one warning, each cache folder shown and only what the cache made cleared (never a user's folder
 with a key.json, nor a file of the user's inside a cache folder)."""
 
@@ -8,9 +9,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DAMAGE, feature_cache_message, train_arguments, train_cached, train_config
+from helpers import (
+    DAMAGE,
+    feature_cache_message,
+    flip_signs,
+    rewrite_shard,
+    train_arguments,
+    train_cached,
+    train_config,
+)
 
 from aimonk.cli import main
+from aimonk.io import HISTORY_FILE
 
 
 def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_dataset, tmp_path, capsys, full_disk):
@@ -34,6 +44,30 @@ def test_aimonk_train_heals_a_damaged_cache_and_outlives_a_full_one(small_datase
     assert warning.startswith(f"aimonk: warning: {cache}") and warning.count("\n") == 1, warning
     assert ": cannot write: No space left on device; the feature cache is not written" in warning
     assert (tmp_path / "out" / "aimonk_model.pth").is_file()
+
+
+@pytest.mark.parametrize("damage", ["bit flips", "a shard of another model"])
+def test_aimonk_train_on_a_cache_whose_bytes_changed_warns_once_and_trains_the_clean_model(small_dataset, tmp_path,
+                                                                                          capsys, damage):
+    """The sign bit of every 32nd bf16 value flipped (all finite), or a shard written for another model (its entries
+    the same images', from another cache folder): each entry's checksum no longer matches; the entries are computed
+    again, with one warning, and the loss history is the clean cache's, digit for digit."""
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    arguments = train_arguments(small_dataset, out, "--epochs", "1", "--precision", "bf16")
+    assert main(arguments) == 0
+    clean = (out / HISTORY_FILE).read_text()
+    [shard] = sorted(cache.rglob("shard-*.bin"))
+    if damage == "bit flips":
+        flip_signs(shard, itemsize=2)
+    else:
+        rewrite_shard(shard, lambda rows: rows, key="another-cache-folder")
+    capsys.readouterr()
+    assert main(arguments) == 0
+    entries = len((small_dataset / "labels.txt").read_text().splitlines())
+    message = feature_cache_message(shard.parent, f"{entries} not as written", entries)
+    assert capsys.readouterr().err == f"aimonk: warning: {message}\n"
+    assert (out / HISTORY_FILE).read_text() == clean
+    assert main(arguments) == 0 and capsys.readouterr().err == ""  # healed: read from the new shard
 
 
 @pytest.mark.slow

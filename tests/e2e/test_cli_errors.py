@@ -122,7 +122,9 @@ def test_predict_prints_the_good_images_and_names_the_bad_ones(model, data, caps
     assert main(["predict", *map(str, paths), "--model", str(model)]) == 1
     captured = capsys.readouterr()
     assert [line.split(": ")[0] for line in captured.out.splitlines()] == [str(paths[0]), str(paths[3])]
-    errors = captured.err.splitlines()
+    note, *errors = captured.err.splitlines()
+    assert note == ("aimonk: note: this model cannot judge Attr2 (no known label (all NA) in its training labels: no "
+                    "probability): never reported present")  # trained on an Attr2 all NA
     assert len(errors) == 2
     assert errors[0].startswith(f"aimonk: error: {paths[1]}: cannot read image")
     assert errors[1] == f"aimonk: error: {paths[2]}: image file not found"

@@ -114,3 +114,50 @@ def test_a_folder_in_use_is_refused_before_the_work_and_nothing_is_written(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{out}: in use by process" in err, err
     assert sorted(path.name for path in out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_column_just_added_cannot_be_judged_by_any_command_and_next_asks_for_it_first(demo, tmp_path, capsys):
+    """A new attribute, all NA: train, predict, evaluate, the card, complete and next agree that it cannot be judged
+    (no known label), none gives it a probability, and next proposes its entries first."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images").symlink_to(demo / "images")
+    lines = (demo / "labels.txt").read_text().splitlines()
+    (data / "labels.txt").write_text("".join(f"{line} NA\n" for line in lines))
+    table = read_labels(data / "labels.txt")
+    new, why = table.attributes[-1], "no known label (all NA)"
+    model = tmp_path / "out" / "aimonk_model.pth"
+    assert main(["train", *quick(data, "--epochs", "2")]) == 0
+    capsys.readouterr()
+
+    images = [str(data / "images" / name) for name in table.filenames[:3]]
+    assert main(["predict", *images, "--model", str(model), "--json"]) == 0
+    for record in map(json.loads, capsys.readouterr().out.splitlines()):
+        assert record["probabilities"][new] is None and new not in record["attributes"]
+        assert record["why_not_judged"][new] == f"{why} in its training labels: no probability"
+    assert main(["predict", *images, "--model", str(model), "--csv", str(tmp_path / "p.csv")]) == 0
+    assert f"aimonk: note: this model cannot judge {new} ({why} in its training labels" in capsys.readouterr().err
+    with open(tmp_path / "p.csv", newline="") as file:
+        assert all(row[f"p_{new}"] == "" and row[new] == "" for row in csv.DictReader(file))
+
+    assert main(["evaluate", "--model", str(model), "--data-dir", str(data), "--bootstrap", "20"]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(new)]
+    assert "n/a" in row and "too few" in row  # no known label among the validation images either
+    assert f"- {new}: cannot be judged: {why} in its training labels" in (model.parent / "MODEL_CARD.md").read_text()
+
+    assert main(["complete", *quick(data, "--csv", str(tmp_path / "fills.csv"), "--out",
+                                    str(tmp_path / "completed.txt"))]) == 0
+    assert f"{new} as present (1): nothing filled: cannot be judged: {why}" in capsys.readouterr().out
+    with open(tmp_path / "fills.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["attribute"] == new]
+    assert len(rows) == len(table) and all(row["probability"] == "" and row["fill"] == "NA" for row in rows)
+
+    assert main(["next", *quick(data, "--k", str(len(table) + 5), "--csv", str(tmp_path / "next.csv"))]) == 0
+    out = capsys.readouterr().out
+    assert f"{new} cannot be judged ({why}): no probability; its NA entries come first" in out
+    with open(tmp_path / "next.csv", newline="") as file:
+        chosen = list(csv.DictReader(file))
+    assert [row["attribute"] for row in chosen[: len(table)]] == [new] * len(table)
+    assert all(row["probability"] == "" and row["reason"] == f"cannot be judged: {why}" for row in chosen[:len(table)])
+    assert all(row["attribute"] != new and row["probability"] != "" for row in chosen[len(table):])

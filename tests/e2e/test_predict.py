@@ -5,6 +5,7 @@ ONNX libraries."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,17 @@ def test_predict_imports_no_plotting_or_analysis_library_and_no_training_code(tm
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-2] == "[]", run.stdout
     assert run.stdout.splitlines()[-1] == "[]", run.stdout  # no training, labelling, cache or torchrun module
+
+
+def test_a_named_pipe_among_the_images_is_one_line_and_the_others_are_predicted(model, folder, tmp_path):
+    """A FIFO opened for reading waits for a writer forever: it is refused unopened, named in one line, the files
+    around it predicted, and a folder holding it is read as if it were not there."""
+    pipe = folder / "pipe.png"
+    os.mkfifo(pipe)
+    good = [folder / "img_4.jpg", folder / "a" / "img_1.jpg"]
+    done = subprocess.run([sys.executable, "-m", "aimonk", "predict", str(good[0]), str(pipe), str(good[1]),
+                           "--model", str(model), "--workers", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1  # as for a missing file: the run says one image failed
+    assert done.stderr == f"aimonk: error: {pipe}: not an image file but a named pipe, so not opened\n"
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == [str(path) for path in good]
+    assert main(["predict", str(folder), "--model", str(model), "--workers", "0"]) == 1  # broken.jpg alone fails

@@ -40,3 +40,23 @@ def test_label_studio_tasks_are_json_of_the_documented_shape(tmp_path: Path):
         assert task["data"]["image"].endswith(row.image)
         assert task["meta"]["rank"] == rank and task["meta"]["file"] == row.image
 
+
+
+def test_entries_of_an_attribute_without_a_known_label_come_first_with_the_reason_and_no_probability():
+    """A column just added (all NA) cannot be judged: its entries come first, in the file's order, with no made-up
+    probability or priority; the rest follow by priority, as without it."""
+    oof, _ = planted_flips()
+    ranked = next_to_label(oof, 10**6)
+    ranked = ranked[ranked["attribute"] != oof.attributes[2]].head(10)
+    oof.known[:, 2] = False  # the third attribute: every label NA
+    oof.probabilities[:, 2] = np.nan  # as cross-fitting gives it
+    chosen = next_to_label(oof, len(oof.images) + 10)
+    first = chosen.head(len(oof.images))
+    assert (first["attribute"] == oof.attributes[2]).all() and list(first["image"]) == oof.images
+    assert first["probability"].isna().all() and first["priority"].isna().all()
+    assert (first["reason"] == "cannot be judged: no known label (all NA)").all()
+    rest = chosen.iloc[len(oof.images):]
+    assert (rest["reason"] == "").all() and rest["priority"].is_monotonic_decreasing
+    assert rest[["image", "attribute"]].values.tolist() == ranked[["image", "attribute"]].values.tolist()
+    [task] = label_studio_tasks(chosen.head(1), ROOT / "images")
+    assert task["meta"]["probability"] is None and task["meta"]["reason"] == first["reason"].iloc[0]
