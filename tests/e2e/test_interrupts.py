@@ -29,7 +29,7 @@ def _run(command: str, moment: str, name: str, work: Path, image_size: int = 32)
     common = ["--data-dir", str(ROOT), "--weights", "none", "--image-size", str(image_size), "--workers", "2",
               "--cache-dir", str(work / "cache"), "--no-progress"]
     arguments, outputs = {
-        "train": (["train", "--out-dir", str(out)], [out / "aimonk_model.pth"]),
+        "train": (["train", "--out-dir", str(out), "--quiet"], [out / "aimonk_model.pth"]),  # no per-epoch lines
         "complete": (["complete", "--out", str(out / "labels.completed.txt"), "--csv", str(out / "fills.csv")],
                      [out / "labels.completed.txt", out / "fills.csv"]),
         "next": (["next", "--csv", str(out / "next.csv")], [out / "next.csv"]),
