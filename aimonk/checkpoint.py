@@ -128,8 +128,9 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray:
 class DecisionRule:
     """What turns a model's logits into decisions, per attribute: the probability sigmoid(logit / temperature), and
     "present" where it reaches the threshold, for an attribute judged learnable; one that is not (no better than
-    chance on the validation images) is never decided. `aimonk tune` sets it; until then temperatures are 1,
-    thresholds 0.5 and every attribute is decided."""
+    chance on the validation images) is never decided, and one that cannot be judged at all (no known positive or
+    negative label: `shortages` says which) has no probability. `aimonk tune` sets it; until then temperatures are 1,
+    thresholds 0.5 and every attribute with labels of both kinds is decided."""
 
     attributes: tuple[str, ...]
     thresholds: tuple[float, ...]
@@ -173,8 +174,14 @@ class DecisionRule:
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (float64) of logits (..., attributes); NaN for an attribute that cannot be judged
         at all (its output learned nothing: any number there would be made up)."""
-        probabilities = sigmoid(np.asarray(logits, dtype=np.float64) / np.asarray(self.temperatures, np.float64))
+        return self.judged(sigmoid(np.asarray(logits, dtype=np.float64) / np.asarray(self.temperatures, np.float64)))
+
+    def judged(self, probabilities: np.ndarray) -> np.ndarray:
+        """`probabilities` (float64, ..., attributes) with NaN for each attribute that cannot be judged at all (an
+        ONNX export's graph, which applies the temperatures itself, gives a number there too)."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
         if self.shortages and any(self.shortages):
+            probabilities = probabilities.copy()
             probabilities[..., [why is not None for why in self.shortages]] = np.nan
         return probabilities
 

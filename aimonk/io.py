@@ -31,10 +31,10 @@ CARD_FILE = "MODEL_CARD.md"  # beside the checkpoint (aimonk.card)
 METRICS_FILE = "metrics.csv"  # one row per epoch: training loss, validation loss, mAP and each attribute's AP
 VALIDATION_CURVE_FILE = "validation_curve.png"
 RUNS_FOLDER = "runs"  # the models a new run replaced, each in a folder of its own (keep_previous_run)
-# What belongs to the model in an output folder: moved together when a new run replaces it (the ONNX file is the
-# default path of `aimonk export`)
+# What belongs to the model in an output folder: moved together when a new run replaces it (the ONNX files are the
+# default paths of `aimonk export`, fp32 and `--quantize int8`)
 RUN_FILES = (MODEL_FILE, CARD_FILE, HISTORY_FILE, CURVE_FILE, METRICS_FILE, VALIDATION_CURVE_FILE, STATE_FILE,
-             str(Path(MODEL_FILE).with_suffix(".onnx")))
+             str(Path(MODEL_FILE).with_suffix(".onnx")), str(Path(MODEL_FILE).with_suffix(".int8.onnx")))
 NAMES_SHOWN = 5  # names a message lists before pointing to the full list
 NAME_LENGTH = 150  # longer names are shortened in a message (the full list has them whole)
 
@@ -145,10 +145,11 @@ def keep_previous_run(out_dir: str | Path) -> Path | None:
         raise AimonkError(f"{out_dir}: cannot keep the previous model in {runs}: {error.strerror or error}") from None
 
 
-def finish_moves(out_dir: str | Path) -> None:
-    """Complete a move of a previous run that a killed run left half done (see `keep_previous_run`)."""
-    for partial in sorted((Path(out_dir) / RUNS_FOLDER).glob(".*.partial")):
-        _finish_move(Path(out_dir), partial)
+def finish_moves(out_dir: str | Path) -> list[Path]:
+    """Complete each move of a previous run that a killed run left half done (see `keep_previous_run`); the folders
+    the runs are in now."""
+    return [_finish_move(Path(out_dir), partial)
+            for partial in sorted((Path(out_dir) / RUNS_FOLDER).glob(".*.partial"))]
 
 
 def _finish_move(out_dir: Path, partial: Path) -> Path:

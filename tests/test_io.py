@@ -101,7 +101,8 @@ def test_a_lock_file_without_a_holder_is_taken_over_and_a_garbled_one_still_refu
 
 
 def test_a_previous_model_is_moved_whole_into_runs_and_a_move_cut_short_is_finished(tmp_path):
-    files = {MODEL_FILE: b"model", CARD_FILE: b"card", HISTORY_FILE: b"history"}
+    files = {MODEL_FILE: b"model", CARD_FILE: b"card", HISTORY_FILE: b"history",  # and export's default outputs
+             "aimonk_model.onnx": b"fp32 export", "aimonk_model.int8.onnx": b"int8 export"}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     (tmp_path / "labels.txt").write_bytes(b"not the run's")
@@ -118,7 +119,7 @@ def test_a_previous_model_is_moved_whole_into_runs_and_a_move_cut_short_is_finis
     partial = tmp_path / RUNS_FOLDER / ".19700101T000000Z-2.partial"
     partial.mkdir()
     os.replace(tmp_path / CARD_FILE, partial / CARD_FILE)
-    finish_moves(tmp_path)
+    assert finish_moves(tmp_path) == [tmp_path / RUNS_FOLDER / "19700101T000000Z-2"]
     assert previous_runs(tmp_path) == [tmp_path / RUNS_FOLDER / "19700101T000000Z-2", kept]
     assert {path.name for path in previous_runs(tmp_path)[0].iterdir()} == set(files)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["labels.txt", RUNS_FOLDER]

@@ -40,8 +40,11 @@ def run_train(args: argparse.Namespace) -> int:
     data = result.data
     cached = "" if data.from_cache is None else f", {data.from_cache} of {len(data.table)} images' features from " \
                                                 "the cache"
+    training = result.training
+    last = "final loss" if training["kept_epoch"] == training["epochs_run"] else \
+        f"loss of the last step (the weights kept are epoch {training['kept_epoch']}'s)"
     print(f"trained on {len(data.train_rows)} images by {data.processes} process{'es' if data.processes > 1 else ''}, "
-          f"{len(data.val_rows)} held out for validation, {len(data.skipped)} skipped{cached}; final loss "
+          f"{len(data.val_rows)} held out for validation, {len(data.skipped)} skipped{cached}; {last} "
           f"{result.history[-1]:.4f}")
     for line in result.report:
         print(line)

@@ -122,7 +122,9 @@ def export_model(model_path: str | Path, out_path: str | Path | None = None, for
             serialized = proto.SerializeToString()
         file.write(serialized)
     predicted = predictor.probabilities(images).numpy()
-    return Export(out, len(images), checked_on, difference, float(np.abs(exported - predicted).max()), quantized)
+    judged = ~np.isnan(predicted).any(axis=0)  # an attribute that cannot be judged has no probability to compare
+    return Export(out, len(images), checked_on, difference,
+                  float(np.abs(exported - predicted)[:, judged].max(initial=0.0)), quantized)
 
 
 def quantized_int8(fp32: bytes, calibration: np.ndarray, quant_format: str = INT8_FORMAT,
@@ -165,7 +167,7 @@ def quantized_int8(fp32: bytes, calibration: np.ndarray, quant_format: str = INT
 
 def metadata(checkpoint: dict) -> dict[str, str]:
     """What inference needs, each value a JSON string: the decision rule (names, thresholds, temperatures, which
-    attributes are decided), preprocessing, input and output."""
+    attributes are decided, why an attribute cannot be judged at all), preprocessing, input and output."""
     preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])  # a checkpoint made before a choice: default
     rule = DecisionRule.of(checkpoint)
     values = {
@@ -188,6 +190,7 @@ def metadata(checkpoint: dict) -> dict[str, str]:
         "weights_origin": checkpoint["weights_origin"],
     }
     values.update({} if rule.verdicts is None else {"verdicts": list(rule.verdicts)})
+    values.update({} if rule.shortages is None else {"cannot_judge": list(rule.shortages)})  # why: no probability
     return {key: json.dumps(value) for key, value in values.items()}
 
 

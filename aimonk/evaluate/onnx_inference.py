@@ -45,10 +45,10 @@ def session_of(model: str | Path | bytes, threads: int = 0) -> Any:
 
 def rule_of(metadata: dict[str, Any]) -> DecisionRule:
     """The decision rule an export's metadata (decoded from JSON) holds: the checkpoint's, as exported."""
-    verdicts = metadata.get("verdicts")
+    verdicts, shortages = metadata.get("verdicts"), metadata.get("cannot_judge")
     return DecisionRule(tuple(metadata["attributes"]), tuple(map(float, metadata["thresholds"])),
                         tuple(map(float, metadata["temperatures"])), tuple(map(bool, metadata["decided"])),
-                        None if verdicts is None else tuple(verdicts))
+                        None if verdicts is None else tuple(verdicts), None if shortages is None else tuple(shortages))
 
 
 class OnnxRunner:
@@ -112,7 +112,7 @@ class OnnxPredictor(Decider):
             batch = batch if in_workers else runner.run(batch)
             results = {index: Prediction(paths[index], error=message) for index, message in batch["errors"]}
             if batch["probabilities"] is not None:
-                rows = batch["probabilities"].astype(np.float64).tolist()
+                rows = self.rule.judged(batch["probabilities"]).tolist()
                 for index, row in zip(batch["index"].tolist(), rows, strict=True):
                     results[index] = Prediction(paths[index], probabilities=row)
             yield from (results[index] for index in sorted(results))

@@ -129,7 +129,9 @@ def _train(config: TrainConfig, resume: bool, stores: Stores | None, watchers: l
     config = sized_for_backbone(config)
     device = world.start(config.device).device  # a resumed run's device comes from its saved settings
     if world.WORLD.is_main:
-        finish_moves(out_dir)
+        for kept in finish_moves(out_dir):  # --init-from OUT_DIR's model follows it where the move took it
+            started = kept_start({"path": config.init_from} if config.init_from else None, out_dir, kept)
+            config = config if started is None else config.replace(init_from=started["path"])
         remove_stale_temporaries(out_dir)
     else:
         config = config.replace(progress=False)

@@ -4,6 +4,7 @@ and on bad input (one line, exit code 2)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -136,6 +137,13 @@ def test_a_column_just_added_cannot_be_judged_by_any_command_and_next_asks_for_i
     for record in map(json.loads, capsys.readouterr().out.splitlines()):
         assert record["probabilities"][new] is None and new not in record["attributes"]
         assert record["why_not_judged"][new] == f"{why} in its training labels: no probability"
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):  # the export's rule too
+        assert main(["export", "--model", str(model)]) == 0
+        capsys.readouterr()
+        assert main(["predict", *images, "--model", str(model.with_suffix(".onnx")), "--json"]) == 0
+        for record in map(json.loads, capsys.readouterr().out.splitlines()):
+            assert record["probabilities"][new] is None and new not in record["attributes"]
+            assert record["why_not_judged"][new] == f"{why} in its training labels: no probability"
     assert main(["predict", *images, "--model", str(model), "--csv", str(tmp_path / "p.csv")]) == 0
     assert f"aimonk: note: this model cannot judge {new} ({why} in its training labels" in capsys.readouterr().err
     with open(tmp_path / "p.csv", newline="") as file:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import sys
 from contextlib import redirect_stdout
@@ -236,3 +237,14 @@ def test_train_tune_train_again_keeps_the_tuned_model_where_it_says(tmp_path, ca
     continued = load_checkpoint(out / MODEL_FILE)
     assert continued["training"]["init_from"] == {"path": str(newest / MODEL_FILE), "sha256": digest}
     assert continued["train_config"]["init_from"] == str(newest / MODEL_FILE)  # where --resume would find it
+
+    # The same after a move a killed run left half done: the next run finishes it and starts from where it went
+    digest = hashlib.sha256((out / MODEL_FILE).read_bytes()).hexdigest()
+    partial = out / "runs" / ".20990101T000000Z.partial"
+    partial.mkdir()
+    os.replace(out / CARD_FILE, partial / CARD_FILE)
+    _train(out, cache, "--epochs", "1", "--init-from", str(out / MODEL_FILE), progress=False)
+    finished = out / "runs" / "20990101T000000Z"
+    assert (finished / CARD_FILE).is_file() and (finished / MODEL_FILE).is_file()
+    assert load_checkpoint(out / MODEL_FILE)["training"]["init_from"] == {"path": str(finished / MODEL_FILE),
+                                                                          "sha256": digest}
