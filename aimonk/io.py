@@ -1,12 +1,13 @@
 """Files aimonk writes and where things are: the output folder's file names, atomic writes, full lists behind short
 messages, one writer per output folder (a lock held for the whole run), interrupts that leave every file whole, the
-earlier runs a new one keeps in OUT_DIR/runs, the repository root that notebooks resolve their paths from. What
-these promise a user is written down once, in docs/validation.md.
+earlier runs a new one keeps in OUT_DIR/runs, a file's content digest, the repository root that notebooks resolve
+their paths from. What these promise a user is written down once, in docs/validation.md.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -463,3 +464,12 @@ def attribute_names_problem(names: Sequence[str]) -> str | None:
             continue
         return f"{problem}; {NAME_RULE}"
     return None
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes (hex): the feature cache's key of an image, a checkpoint's identity."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -84,7 +84,7 @@ def mean_average_precision(table: LabelTable, probabilities: np.ndarray, n_boots
         if not truth.any():
             continue
         scores = np.asarray(probabilities, dtype=np.float64)[known, j]
-        points.append(point_metrics(truth, scores, 0.5)["ap"])
+        points.append(average_precision(truth, scores))
         resampled.append(resampled_metrics(truth, scores, 0.5, weights[:, known])["ap"])
         used.append(name)
     if not used:

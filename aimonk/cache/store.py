@@ -43,7 +43,7 @@ from torch import nn
 from aimonk.config import TrainConfig
 from aimonk.data.images import Preprocessing
 from aimonk.errors import AimonkError
-from aimonk.io import atomic_file
+from aimonk.io import atomic_file, file_digest
 from aimonk.model.features import Stores, module_fingerprint, output_shape
 
 FEATURES_VERSION = "pil-draft-bilinear-bnfold-stages-v4"  # bump when decoding, resizing or the forward pass changes
@@ -96,15 +96,6 @@ INDEX = "digests.npz"
 LOCK = "digests.lock"  # held while the index is read, merged and replaced
 FRESH_SECONDS = 2.0  # a file modified this recently is hashed every time (its times may not show the next write)
 Identity = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of the file's bytes: a renamed or copied image hits the cache, an edited one misses."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def identity(stat: os.stat_result) -> Identity:

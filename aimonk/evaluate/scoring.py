@@ -6,7 +6,6 @@ decision rule or another.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from aimonk.data.images import drop_missing_images, report_unusable_images
 from aimonk.data.labels import LabelFormat, LabelTable, read_labels
 from aimonk.errors import AimonkError
 from aimonk.evaluate.prediction import Predictor
-from aimonk.io import listed
+from aimonk.io import file_digest, listed
 from aimonk.metrics import Scores
 from aimonk.model.features import Stores, features_of
 
@@ -125,11 +124,6 @@ def same_content(path: Path, trained: Path) -> bool:
     try:
         if not trained.is_file() or path.resolve() == trained.resolve():
             return True
-        return path.is_file() and file_sha256(path) == file_sha256(trained)
+        return path.is_file() and file_digest(path) == file_digest(trained)
     except OSError:
         return True
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()

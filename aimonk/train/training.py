@@ -9,7 +9,6 @@ this same recipe on its share of the work, and rank 0 (`world.WORLD.is_main`) al
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import sys
@@ -51,6 +50,7 @@ from aimonk.errors import AimonkError
 from aimonk.io import (
     MODEL_FILE,
     STATE_FILE,
+    file_digest,
     finish_moves,
     keep_previous_run,
     listed,
@@ -205,11 +205,7 @@ def start_from(model: AttributeClassifier, path: Path, attributes: list[str], ba
     except RuntimeError as error:
         raise AimonkError(f"--init-from {path}: its weights do not fit a {backbone} model "
                           f"({str(error).splitlines()[-1].strip()})") from None
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return {"path": str(path), "sha256": digest.hexdigest()}, checkpoint["weights_origin"]
+    return {"path": str(path), "sha256": file_digest(path)}, checkpoint["weights_origin"]
 
 
 def kept_start(started_from: dict | None, out_dir: Path, kept: Path) -> dict | None:
